@@ -1,0 +1,48 @@
+# Everything a new user needs: `make demo` runs the nightly reconciliation against the built-in
+# gateway simulator, `make test` runs lint and the test suite. Both set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint fmt demo bench sim db-upgrade clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+
+# Reinstall whenever pyproject.toml changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m flows.demo
+
+bench: $(STAMP)
+	$(PY) bench/pacing.py
+	$(PY) bench/ledger_ingest.py
+	$(PY) bench/reconcile.py
+
+sim: $(STAMP)
+	$(VENV)/bin/ibkr-tasks sim --port 5000 --seed 7 --accounts 3
+
+db-upgrade: $(STAMP)
+	$(VENV)/bin/ibkr-tasks db upgrade
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .prefect-home ibkr_ledger.db

@@ -1,0 +1,32 @@
+"""The ``ibkr-tasks`` command: ``ibkr-tasks sim ...`` and ``ibkr-tasks db upgrade [URL]``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = (
+        "usage: ibkr-tasks {sim,db} ...\n"
+        "  sim  run the Client Portal Gateway simulator\n"
+        "  db   ledger database commands"
+    )
+    if not args or args[0] in {"-h", "--help"}:
+        print(usage)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "sim":
+        from ibkr_tasks.sim.__main__ import main as sim_main
+
+        return sim_main(rest)
+    if command == "db":
+        from ibkr_tasks.ledger.cli import main as db_main
+
+        return db_main(rest)
+    print(f"ibkr-tasks: unknown command {command!r}\n{usage}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
