@@ -1,0 +1,152 @@
+"""Positions from ``GET /portfolio/{accountId}/positions/{pageId}`` as typed :class:`Position` objects.
+
+Tolerant of the type drift seen between real captures (api-reference §3.1): ``strike`` ``"0"`` vs
+``0.0``, ``multiplier`` ``null`` vs ``0.0`` for stocks, ``base*`` fields ``null``, and the
+``/portfolio2`` spelling (``conid`` as a string, ``marketPrice``/``marketValue``, ``description``).
+
+Every row's ``acctId`` is checked against the account that was asked for: a row of another account, or
+a row that does not say whose it is, is rejected (never attributed by guess).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ibkr_tasks.models.common import ParseResult, RejectedRow
+from ibkr_tasks.models.multipliers import derive_multiplier, is_event_contract_row, resolve_multiplier
+from ibkr_tasks.models.numbers import parse_decimal
+
+__all__ = ["Position", "parse_position", "parse_positions", "position_account_id"]
+
+
+class Position(BaseModel):
+    """One position of one account as the broker reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account_id: str
+    conid: int
+    position: Decimal
+    avg_cost: Decimal | None = None
+    avg_price: Decimal | None = None
+    mkt_price: Decimal | None = None
+    mkt_value: Decimal | None = None
+    currency: str | None = None
+    multiplier: Decimal
+    asset_class: str | None = None
+    symbol: str | None = None
+    is_event_contract: bool = False
+    raw: dict[str, Any]
+
+
+def position_account_id(row: Mapping[str, Any]) -> str | None:
+    """The ``acctId`` a positions row names, upper-cased, or None."""
+    for key in ("acctId", "accountId", "account"):
+        value = row.get(key)
+        if value not in (None, ""):
+            return str(value).strip().upper()
+    return None
+
+
+def _optional_decimal(row: Mapping[str, Any], *keys: str) -> Decimal | None:
+    for key in keys:
+        value = row.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            return parse_decimal(value)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return None
+
+
+def _text(row: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = row.get(key)
+        if value not in (None, ""):
+            return str(value).strip() or None
+    return None
+
+
+def parse_position(
+    row: Any, account_id: str, *, multipliers: Mapping[int, Decimal] | None = None
+) -> Position:
+    """Parse one positions row of ``account_id``; raises ``ValueError`` saying what is wrong."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    expected = account_id.strip().upper()
+    row_account = position_account_id(row)
+    if row_account is None:
+        raise ValueError(f"row has no acctId; cannot prove it belongs to {expected}")
+    if row_account != expected:
+        raise ValueError(f"row belongs to account {row_account}, not {expected}")
+    conid_value = row.get("conid")
+    try:
+        conid = int(str(conid_value).strip()) if conid_value not in (None, "") else None
+    except ValueError:
+        conid = None
+    if conid is None or isinstance(conid_value, bool):
+        raise ValueError(f"conid {conid_value!r} is not an integer")
+    if row.get("position") in (None, ""):
+        raise ValueError("row has no position")
+    position = _optional_decimal(row, "position")
+    assert position is not None  # checked above; parse errors raised inside
+    avg_cost = _optional_decimal(row, "avgCost")
+    avg_price = _optional_decimal(row, "avgPrice")
+    asset_class = (_text(row, "assetClass", "secType") or "").upper() or None
+    is_event = is_event_contract_row(row, asset_class)
+    multiplier = resolve_multiplier(
+        conid=conid,
+        sec_type=asset_class,
+        is_event_contract=is_event,
+        payload_multiplier=row.get("multiplier"),
+        known=multipliers,
+        derived=derive_multiplier(avg_cost, avg_price),
+    )
+    if multiplier is None:
+        raise ValueError(
+            f"multiplier unknown for asset class {asset_class} conid {conid}: pass contract info "
+            "(multipliers={conid: Decimal(...)})"
+        )
+    return Position(
+        account_id=expected,
+        conid=conid,
+        position=position,
+        avg_cost=avg_cost,
+        avg_price=avg_price,
+        mkt_price=_optional_decimal(row, "mktPrice", "marketPrice"),
+        mkt_value=_optional_decimal(row, "mktValue", "marketValue"),
+        currency=_text(row, "currency"),
+        multiplier=multiplier,
+        asset_class=asset_class,
+        symbol=_text(row, "contractDesc", "ticker", "description", "symbol"),
+        is_event_contract=is_event,
+        raw=dict(row),
+    )
+
+
+def parse_positions(
+    rows: Iterable[Any], account_id: str, *, multipliers: Mapping[int, Decimal] | None = None
+) -> ParseResult[Position]:
+    """Parse positions rows of ``account_id``; unparseable or foreign rows go to ``rejected``."""
+    result: ParseResult[Position] = ParseResult()
+    for row in rows:
+        try:
+            result.items.append(parse_position(row, account_id, multipliers=multipliers))
+        except ValueError as exc:
+            is_mapping = isinstance(row, Mapping)
+            conid = row.get("conid") if is_mapping else None
+            result.rejected.append(
+                RejectedRow(
+                    kind="position",
+                    account_id=position_account_id(row) if is_mapping else None,
+                    key=None if conid in (None, "") else str(conid),
+                    reason=str(exc),
+                    raw=row,
+                )
+            )
+    return result
