@@ -97,3 +97,17 @@ class LedgerError(IBKRError):
 
 class ForeignAccountRows(LedgerError, AccountMismatch):
     """Rows of another account were handed to an account's ingest: the caller filtered wrongly."""
+
+
+class RequestFailed(TransportError):
+    """A request got no HTTP answer (timeout, connection error) after the allowed retries.
+
+    ``maybe_sent`` is True when the request may have reached IBKR before the failure (e.g. a read
+    timeout): for an order, look it up by its cOID before doing anything else; never resend blindly.
+    """
+
+    def __init__(self, message: str, *, method: str, path: str, maybe_sent: bool) -> None:
+        super().__init__(message)
+        self.method = method
+        self.path = path
+        self.maybe_sent = maybe_sent
