@@ -1,0 +1,405 @@
+"""IBKR pacing limits as data, and the limiter that keeps every request inside them.
+
+IBKR puts an IP that exceeds a limit in a penalty box for 10-15 minutes (api-reference §8), which
+blocks every session behind that IP. So the client never relies on 429s: each request first takes a
+slot from :class:`RateLimiter`, which spaces requests so that no window of any limit ever holds more
+than the allowed count, with a small safety margin for network jitter.
+
+The schedule is a reservation timeline per limit: a request reserves the earliest instant that is at
+least ``interval = per / requests * (1 + margin)`` away from every other reservation of each limit it
+falls under (the global limit and, if any, its endpoint limit). Evenly spaced requests can never put
+``requests + 1`` of them inside one window of ``per`` seconds, under a sliding window, fixed windows or
+a token bucket alike. Waiting callers are served first come, first served; a request that waits for a
+slow endpoint limit does not hold up the global limit for others (it only reserves its own instant).
+
+One limiter exists per (host, user) in a process (:func:`get_limiter`), shared by every Transport.
+The waiting itself is done by a :class:`LimiterBackend`; the in-process backend is the default and the
+Prefect layer can plug in one backed by Prefect global concurrency limits to share pacing across workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ibkr_tasks.client.clock import Clock, Sleep
+from ibkr_tasks.client.settings import IBKRSettings
+
+logger = logging.getLogger("ibkr_tasks.client")
+
+DEFAULT_MARGIN = 0.04
+"""Fraction by which every interval is stretched: 4 % keeps >= 0.96 of the allowed rate."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``requests`` requests in any ``per`` seconds."""
+
+    name: str
+    requests: int
+    per: float
+
+    @property
+    def interval(self) -> float:
+        """The exact minimum spacing between two requests under this limit."""
+        return self.per / self.requests
+
+    @property
+    def rate(self) -> float:
+        """Allowed requests per second."""
+        return self.requests / self.per
+
+
+@dataclass(frozen=True)
+class EndpointRule:
+    """Which requests an endpoint limit applies to (methods None = any method)."""
+
+    pattern: re.Pattern[str]
+    methods: frozenset[str] | None = None
+    limit: Limit | None = None
+    max_concurrent: int | None = None
+    concurrency_name: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.methods is None or method in self.methods) and self.pattern.match(path) is not None
+
+
+def _rule(
+    pattern: str,
+    methods: str | None,
+    limit: Limit | None = None,
+    *,
+    max_concurrent: int | None = None,
+    concurrency_name: str | None = None,
+) -> EndpointRule:
+    return EndpointRule(
+        pattern=re.compile(pattern),
+        methods=frozenset(methods.split(",")) if methods else None,
+        limit=limit,
+        max_concurrent=max_concurrent,
+        concurrency_name=concurrency_name,
+    )
+
+
+GATEWAY_GLOBAL = Limit("global", 10, 1.0)
+"""10 req/s through a Client Portal Gateway (api-reference §8; IBKR's English text, budgeted regardless)."""
+HOSTED_GLOBAL = Limit("global", 50, 1.0)
+"""50 req/s per username on api.ibkr.com (OAuth)."""
+
+# Per-endpoint limits, api-reference §8 (IBKR "Web API" doc, pacing table). Endpoints listed together
+# in one row of IBKR's table share one limit here (the conservative reading).
+SNAPSHOT = Limit("snapshot", 10, 1.0)
+TRADES = Limit("trades", 1, 5.0)
+LIVE_ORDERS = Limit("live_orders", 1, 5.0)
+PNL = Limit("pnl_partitioned", 1, 5.0)
+PORTFOLIO_ACCOUNTS = Limit("portfolio_accounts", 1, 5.0)
+SCANNER_PARAMS = Limit("scanner_params", 1, 900.0)
+SCANNER_RUN = Limit("scanner_run", 1, 1.0)
+PA = Limit("pa", 1, 900.0)
+FYI = Limit("fyi", 1, 1.0)
+TICKLE = Limit("tickle", 1, 1.0)
+SSO_VALIDATE = Limit("sso_validate", 1, 60.0)
+HISTORY_MAX_CONCURRENT = 5
+
+ENDPOINT_RULES: tuple[EndpointRule, ...] = (
+    _rule(r"^/iserver/marketdata/snapshot/?$", "GET", SNAPSHOT),
+    _rule(
+        r"^/(iserver/marketdata|hmds)/history/?$",
+        "GET",
+        max_concurrent=HISTORY_MAX_CONCURRENT,
+        concurrency_name="history",
+    ),
+    _rule(r"^/iserver/scanner/params/?$", "GET", SCANNER_PARAMS),
+    _rule(r"^/iserver/scanner/run/?$", "POST", SCANNER_RUN),
+    # IBKR's table says /iserver/trades and /iserver/orders; the real paths are under /iserver/account.
+    _rule(r"^/iserver/account/trades/?$", "GET", TRADES),
+    _rule(r"^/iserver/account/orders/?$", "GET", LIVE_ORDERS),
+    _rule(r"^/iserver/account/pnl/partitioned/?$", "GET", PNL),
+    _rule(r"^/portfolio/(sub)?accounts/?$", "GET", PORTFOLIO_ACCOUNTS),
+    _rule(r"^/pa/(performance|summary|transactions)/?$", None, PA),
+    _rule(r"^/fyi/", None, FYI),
+    _rule(r"^/tickle/?$", None, TICKLE),
+    _rule(r"^/sso/validate/?$", "GET", SSO_VALIDATE),
+)
+
+
+def global_limit_for(settings: IBKRSettings) -> Limit:
+    """50 req/s on api.ibkr.com, 10 req/s through any gateway."""
+    return HOSTED_GLOBAL if settings.is_ibkr_hosted else GATEWAY_GLOBAL
+
+
+def rules_for(method: str, path: str, rules: Sequence[EndpointRule] = ENDPOINT_RULES) -> list[EndpointRule]:
+    """The endpoint rules a request falls under (path relative to the API base, without query)."""
+    method = method.upper()
+    path = "/" + path.split("?", 1)[0].lstrip("/")
+    return [rule for rule in rules if rule.matches(method, path)]
+
+
+@dataclass(frozen=True)
+class BoundLimit:
+    """A limit applied to one key (host, user and limit name), as the backend sees it."""
+
+    key: str
+    limit: Limit
+    margin: float = DEFAULT_MARGIN
+
+    @property
+    def spacing(self) -> float:
+        """The spacing the limiter keeps: the exact interval stretched by the safety margin."""
+        return self.limit.interval * (1.0 + self.margin)
+
+
+class LimiterBackend(Protocol):
+    """Where waiting for a slot happens: in this process, or on a shared server (Prefect)."""
+
+    async def acquire(self, limits: Sequence[BoundLimit]) -> None:
+        """Return when one request may be sent now under every one of ``limits`` (it counts against all)."""
+        ...
+
+    def concurrency(self, key: str, max_concurrent: int) -> AbstractAsyncContextManager[None]:
+        """Hold one of ``max_concurrent`` slots of ``key`` while the request is in flight."""
+        ...
+
+
+@dataclass
+class _Timeline:
+    """Sorted reserved instants of one limit (only those that can still conflict are kept)."""
+
+    times: list[float] = field(default_factory=list)
+
+    def prune(self, before: float) -> None:
+        cut = bisect.bisect_left(self.times, before)
+        if cut:
+            del self.times[:cut]
+
+    def conflict(self, t: float, spacing: float) -> float | None:
+        """The reservation closest to ``t`` that is less than ``spacing`` away, if any."""
+        i = bisect.bisect_left(self.times, t)
+        # Neighbours on both sides; a later reservation within spacing also conflicts (gap filling).
+        for j in (i - 1, i):
+            if 0 <= j < len(self.times) and abs(self.times[j] - t) < spacing - 1e-9:
+                return self.times[j]
+        return None
+
+
+class _Waiter:
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        self.loop = loop
+        self.future = future
+
+
+class InProcessBackend:
+    """Pacing inside one process, safe across tasks, threads and event loops.
+
+    Reservations are computed under a ``threading.Lock`` and the wait is a plain sleep, so nothing is
+    bound to one event loop. A caller that wakes up noticeably late (a busy loop) gives its instant back
+    and reserves again, so lateness never squeezes two requests closer than the spacing allows.
+    """
+
+    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._timelines: dict[str, _Timeline] = {}
+        self._slots: dict[str, int] = {}
+        self._waiters: dict[str, deque[_Waiter]] = {}
+
+    def _reserve(self, limits: Sequence[BoundLimit], not_before: float) -> float:
+        with self._lock:
+            now = self.clock()
+            t = max(now, not_before)
+            for bound in limits:
+                self._timelines.setdefault(bound.key, _Timeline()).prune(now - bound.spacing)
+            # Move t forward past every conflicting reservation until it fits all limits.
+            moved = True
+            while moved:
+                moved = False
+                for bound in limits:
+                    hit = self._timelines[bound.key].conflict(t, bound.spacing)
+                    if hit is not None:
+                        t = hit + bound.spacing
+                        moved = True
+            for bound in limits:
+                bisect.insort(self._timelines[bound.key].times, t)
+            return t
+
+    def _release(self, limits: Sequence[BoundLimit], t: float) -> None:
+        with self._lock:
+            for bound in limits:
+                times = self._timelines[bound.key].times
+                i = bisect.bisect_left(times, t)
+                if i < len(times) and times[i] == t:
+                    del times[i]
+
+    async def acquire(self, limits: Sequence[BoundLimit]) -> None:
+        if not limits:
+            return
+        # Half the margin of the tightest window is what lateness may eat; the rest covers network jitter.
+        tolerance = min(b.limit.per * b.margin for b in limits) / 2
+        not_before = 0.0
+        while True:
+            t = self._reserve(limits, not_before)
+            try:
+                delay = t - self.clock()
+                if delay > 0:
+                    await self.sleep(delay)
+            except BaseException:
+                self._release(limits, t)
+                raise
+            late = self.clock() - t
+            if late <= tolerance:
+                return
+            logger.debug("rate limiter woke %.3f s late; re-reserving", late)
+            self._release(limits, t)
+            not_before = self.clock()
+
+    @asynccontextmanager
+    async def concurrency(self, key: str, max_concurrent: int) -> AsyncIterator[None]:
+        await self._enter(key, max_concurrent)
+        try:
+            yield
+        finally:
+            self._leave(key)
+
+    async def _enter(self, key: str, max_concurrent: int) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            queue = self._waiters.setdefault(key, deque())
+            if self._slots.get(key, 0) < max_concurrent and not queue:
+                self._slots[key] = self._slots.get(key, 0) + 1
+                return
+            waiter = _Waiter(loop, loop.create_future())
+            queue.append(waiter)
+        try:
+            await waiter.future
+        except BaseException:
+            with self._lock:
+                if waiter in queue:
+                    queue.remove(waiter)
+                    raise
+            # The slot was handed to us just as we were cancelled: pass it on.
+            self._leave(key)
+            raise
+
+    def _leave(self, key: str) -> None:
+        with self._lock:
+            queue = self._waiters.get(key)
+            while queue:
+                waiter = queue.popleft()
+                # Hand the slot over directly (the count stays the same).
+                if not waiter.future.done():
+                    waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
+                    return
+            self._slots[key] = self._slots.get(key, 1) - 1
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class RateLimiter:
+    """The pacing of one (host, user): global limit, endpoint limits, concurrency caps, 429 pauses.
+
+    ``async with limiter.slot(method, path):`` waits for a slot and holds any concurrency slot while the
+    request is in flight.
+    """
+
+    def __init__(
+        self,
+        global_limit: Limit = GATEWAY_GLOBAL,
+        *,
+        key_prefix: str = "ibkr",
+        backend: LimiterBackend | None = None,
+        rules: Sequence[EndpointRule] = ENDPOINT_RULES,
+        margin: float = DEFAULT_MARGIN,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not 0 <= margin < 1:
+            raise ValueError("margin must be in [0, 1)")
+        self.global_limit = global_limit
+        self.key_prefix = key_prefix
+        self.backend: LimiterBackend = backend or InProcessBackend(clock=clock, sleep=sleep)
+        self.rules = tuple(rules)
+        self.margin = margin
+        self.clock = clock
+        self.sleep = sleep
+        self._paused_until = 0.0
+
+    @classmethod
+    def for_settings(cls, settings: IBKRSettings, **kwargs: object) -> RateLimiter:
+        """A limiter with the global limit and key that ``settings`` call for (not registered)."""
+        return cls(
+            global_limit_for(settings),
+            key_prefix=f"ibkr:{settings.host}:{settings.limiter_user}",
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({self.key_prefix!r}, global={self.global_limit.requests}/{self.global_limit.per:g}s)"
+
+    def limits_for(self, method: str, path: str) -> list[BoundLimit]:
+        """Every rate limit a request counts against, bound to this limiter's keys."""
+        limits = [self.global_limit] + [r.limit for r in rules_for(method, path, self.rules) if r.limit]
+        return [BoundLimit(f"{self.key_prefix}:{lim.name}", lim, self.margin) for lim in limits]
+
+    def pause(self, seconds: float) -> None:
+        """Hold every new request of this (host, user) for ``seconds`` (after a 429 with Retry-After)."""
+        self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    @asynccontextmanager
+    async def slot(self, method: str, path: str) -> AsyncIterator[None]:
+        """Wait until the request may be sent; hold its concurrency slot (if any) until the block exits."""
+        caps = [r for r in rules_for(method, path, self.rules) if r.max_concurrent]
+        async with _hold_all(self.backend, [(f"{self.key_prefix}:{r.concurrency_name}", r) for r in caps]):
+            while (wait := self._paused_until - self.clock()) > 0:
+                await self.sleep(wait)
+            await self.backend.acquire(self.limits_for(method, path))
+            yield
+
+
+@asynccontextmanager
+async def _hold_all(backend: LimiterBackend, caps: list[tuple[str, EndpointRule]]) -> AsyncIterator[None]:
+    if not caps:
+        yield
+        return
+    (key, rule), rest = caps[0], caps[1:]
+    assert rule.max_concurrent is not None
+    async with backend.concurrency(key, rule.max_concurrent), _hold_all(backend, rest):
+        yield
+
+
+_registry: dict[tuple[str, str], RateLimiter] = {}
+_registry_lock = threading.Lock()
+
+
+def get_limiter(settings: IBKRSettings, *, backend: LimiterBackend | None = None) -> RateLimiter:
+    """The process-wide limiter of ``settings``' (host, user); created on first use.
+
+    ``backend`` is used only when the limiter is created (e.g. a Prefect-backed one set up at start).
+    """
+    key = (settings.host, settings.limiter_user)
+    with _registry_lock:
+        limiter = _registry.get(key)
+        if limiter is None:
+            limiter = RateLimiter.for_settings(settings, backend=backend)
+            _registry[key] = limiter
+        return limiter
+
+
+def reset_limiters() -> None:
+    """Forget every registered limiter (tests; or after changing backends)."""
+    with _registry_lock:
+        _registry.clear()

@@ -1,0 +1,180 @@
+"""Client configuration from ``IBKR_*`` environment variables (pydantic-settings).
+
+Paper vs live is a property of the account id (``DU...``), never a flag that changes the host: the
+Client Portal Web API serves both from the same base URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ibkr_tasks.accounts import is_paper_account, validate_account_id
+from ibkr_tasks.errors import ConfigurationError
+
+logger = logging.getLogger("ibkr_tasks.client")
+
+DEFAULT_API_URL = "https://api.ibkr.com/v1/api"
+GATEWAY_API_URL = "https://localhost:5000/v1/api"
+IBKR_HOSTED_SUFFIX = "api.ibkr.com"  # api.ibkr.com and 1.api.ibkr.com ... 7.api.ibkr.com
+
+# OAuth 2.0 endpoints (api-reference §1.6; IBKR's OpenAPI spec).
+OAUTH2_TOKEN_URL = "https://api.ibkr.com/oauth2/api/v1/token"  # noqa: S105 (a URL, not a password)
+OAUTH2_SSO_URL = "https://api.ibkr.com/gw/api/v1/sso-sessions"
+
+AuthMode = Literal["bearer", "oauth2", "sidecar"]
+
+
+class IBKRSettings(BaseSettings):
+    """Everything the client needs to reach the Client Portal Web API.
+
+    Read from the environment with the prefix ``IBKR_`` (``IBKR_ACCESS_TOKEN``, ``IBKR_ACCOUNT_ID``,
+    ``IBKR_API_URL``, ...) or passed as keyword arguments. Secrets are ``SecretStr`` and never appear
+    in the repr.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IBKR_", extra="ignore", validate_default=True)
+
+    access_token: SecretStr | None = Field(
+        default=None,
+        description="Static bearer token (auth_mode=bearer). Any non-empty placeholder works for a local gateway.",
+    )
+    account_id: str | None = Field(default=None, description="Default account id (DU... = paper).")
+    api_url: str = Field(
+        default=DEFAULT_API_URL,
+        description=f"API base URL; the local Client Portal Gateway is {GATEWAY_API_URL}.",
+    )
+    verify_tls: bool = Field(
+        default=True, description="Verify TLS certificates (opt out only for a local gateway)."
+    )
+    ca_bundle: Path | None = Field(
+        default=None, description="PEM CA bundle, e.g. for a gateway's own certificate."
+    )
+    auth_mode: AuthMode = "bearer"
+    timeout: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    username: str | None = Field(
+        default=None,
+        description="IBKR username, used to key the shared rate limiter (IBKR's global limit is per username).",
+    )
+
+    # OAuth 2.0 private_key_jwt (institutional; api-reference §1.6).
+    oauth2_client_id: str | None = None
+    oauth2_key_id: str | None = Field(default=None, description="'kid' of the registered public key.")
+    oauth2_private_key: SecretStr | None = Field(default=None, description="PEM private key (RSA).")
+    oauth2_private_key_path: Path | None = Field(default=None, description="Path to the PEM private key.")
+    oauth2_credential: str | None = Field(
+        default=None, description="The IBKR username the SSO session is for."
+    )
+    oauth2_ip: str | None = Field(
+        default=None, description="The caller's public IP sent in the SSO-session JWT."
+    )
+    oauth2_token_url: str = OAUTH2_TOKEN_URL
+    oauth2_sso_url: str = OAUTH2_SSO_URL
+    oauth2_scope: str = "sso-sessions.write"
+
+    # Sidecar: a separate process (e.g. an OAuth 1.0a signer) hands out the bearer.
+    sidecar_url: str | None = None
+    sidecar_token: SecretStr | None = Field(default=None, description="Bearer sent to the sidecar itself.")
+
+    refresh_margin: float = Field(
+        default=120.0, ge=0, description="Refresh OAuth2/sidecar tokens this many seconds before they expire."
+    )
+
+    def __init__(self, **values: object) -> None:
+        # pydantic's ValidationError repeats the raw input (which may hold a token) in its message;
+        # re-raise as ConfigurationError listing only field names and reasons.
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                (".".join(str(p) for p in err["loc"]) or "settings") + ": " + err["msg"]
+                for err in exc.errors(include_input=False, include_url=False)
+            )
+            raise ConfigurationError(f"invalid IBKR settings: {problems}") from None
+
+    @field_validator("account_id")
+    @classmethod
+    def _check_account(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            return validate_account_id(value)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"IBKR_API_URL must be an http(s) URL such as {GATEWAY_API_URL}, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _check_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"IBKR_CA_BUNDLE={str(value)!r} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> IBKRSettings:
+        if self.auth_mode == "oauth2":
+            missing = [
+                "IBKR_" + name.upper()
+                for name in ("oauth2_client_id", "oauth2_key_id", "oauth2_credential")
+                if not getattr(self, name)
+            ]
+            if self.oauth2_private_key is None and self.oauth2_private_key_path is None:
+                missing.append("IBKR_OAUTH2_PRIVATE_KEY or IBKR_OAUTH2_PRIVATE_KEY_PATH")
+            if missing:
+                raise ValueError(f"auth_mode=oauth2 needs {', '.join(missing)}")
+        if self.auth_mode == "sidecar" and not self.sidecar_url:
+            raise ValueError(
+                "auth_mode=sidecar needs IBKR_SIDECAR_URL (the URL that returns the bearer token)"
+            )
+        return self
+
+    # --- derived values -------------------------------------------------------------------------
+
+    @property
+    def is_paper(self) -> bool:
+        """True when the configured account is a paper account (``DU...``); False for live or unset."""
+        return self.account_id is not None and is_paper_account(self.account_id)
+
+    @property
+    def host(self) -> str:
+        """The API host name (lower case)."""
+        return (urlsplit(self.api_url).hostname or "").lower()
+
+    @property
+    def is_ibkr_hosted(self) -> bool:
+        """True for ``api.ibkr.com`` (and ``N.api.ibkr.com``); False for a Client Portal Gateway."""
+        return self.host == IBKR_HOSTED_SUFFIX or self.host.endswith("." + IBKR_HOSTED_SUFFIX)
+
+    @property
+    def limiter_user(self) -> str:
+        """Who the shared rate limiter is keyed by (IBKR's global limit counts per username).
+
+        A gateway serves one username, so it is keyed by host alone unless a username is given.
+        """
+        return self.username or self.oauth2_credential or "*"
+
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """The ``verify=`` value for httpx: a context with the CA bundle, True, or False (with a warning)."""
+        if not self.verify_tls:
+            logger.warning(
+                "TLS certificate verification is OFF for %s (IBKR_VERIFY_TLS=false). Only do this for a local "
+                "Client Portal Gateway with a self-signed certificate; prefer IBKR_CA_BUNDLE=<its certificate>.",
+                self.host,
+            )
+            return False
+        if self.ca_bundle is not None:
+            return ssl.create_default_context(cafile=str(self.ca_bundle))
+        return True
