@@ -1,0 +1,501 @@
+"""Idempotent, set-based ingest of one account's fills, commissions and rejected rows.
+
+For every batch of fills (chunked so that no statement exceeds SQLite's bound-parameter limit) the
+ingest runs a fixed number of statements, whatever the number of rows:
+
+1. one ``SELECT`` of the stored content digest and commission of the batch's execution ids;
+2. one ``INSERT ... ON CONFLICT DO UPDATE`` of the fills that are new or whose content changed
+   (unchanged rows are not written at all, so a re-ingest only reads);
+3. one ``UPDATE`` marking older revisions of the touched execution families superseded;
+4. one upsert of the commissions that are new or changed, one ``INSERT`` of their history rows,
+   one ``INSERT`` of the commission breaks.
+
+Counts come from comparing the batch with step 1's answer, never from a query per row. The caller's
+transaction makes the whole ingest atomic (``Ledger.ingest`` opens one per account), so a crash
+leaves the old state and a re-run completes it; running it twice leaves the same ledger.
+
+Commission rules: a missing commission is pending (NULL), never 0. A value for a pending commission
+finalises it. A different value for a known commission is kept in ``commission_history`` and
+reported as a ``commission_change`` break with the delta. A commission that disappears from a later
+payload keeps its known value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+
+from ibkr_tasks.accounts import is_paper_account
+from ibkr_tasks.errors import ForeignAccountRows
+from ibkr_tasks.ledger.jsonable import digest, to_jsonable
+from ibkr_tasks.ledger.locks import lock_account
+from ibkr_tasks.ledger.schema import (
+    Account,
+    BreakRow,
+    CommissionHistoryRow,
+    CommissionRow,
+    FillRow,
+    QuarantineRow,
+)
+
+if TYPE_CHECKING:
+    from ibkr_tasks.models import Fill, RejectedRow
+
+DEFAULT_BATCH_SIZE = 2000
+DEFAULT_SOURCE = "iserver_trades"
+COMMISSION_CHANGE = "commission_change"
+
+# The fill columns whose content the digest covers (everything but bookkeeping columns).
+_CONTENT_COLUMNS = (
+    "execution_family",
+    "revision",
+    "conid",
+    "symbol",
+    "sec_type",
+    "side",
+    "quantity",
+    "price",
+    "multiplier",
+    "net_amount",
+    "currency",
+    "trade_time",
+    "order_ref",
+    "order_id",
+    "exchange",
+    "is_event_contract",
+    "source",
+    "raw",
+)
+
+
+@dataclass(frozen=True)
+class CommissionBreak:
+    """A commission that changed after it was known: ``delta = actual - expected``."""
+
+    execution_id: str
+    conid: int
+    expected: Decimal
+    actual: Decimal
+    delta: Decimal
+    currency: str | None
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did to one account's ledger."""
+
+    account_id: str
+    fills_new: int = 0
+    fills_updated: int = 0
+    fills_unchanged: int = 0
+    fills_superseded: int = 0
+    commissions_finalised: int = 0
+    commissions_changed: int = 0
+    quarantined: int = 0
+    commission_breaks: list[CommissionBreak] = field(default_factory=list)
+
+    @property
+    def fills_seen(self) -> int:
+        return self.fills_new + self.fills_updated + self.fills_unchanged
+
+    def counts(self) -> dict[str, int]:
+        """The counts in the shape ``Ledger.finish_run`` stores in ``reconciliation_runs``."""
+        return {
+            "fills_new": self.fills_new,
+            "fills_updated": self.fills_updated,
+            "fills_superseded": self.fills_superseded,
+            "commissions_finalised": self.commissions_finalised,
+            "commissions_changed": self.commissions_changed,
+            "quarantined": self.quarantined,
+            "breaks": len(self.commission_breaks),
+        }
+
+
+def _insert_for(session: Session) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"the ledger supports SQLite and PostgreSQL, not {name}")
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def max_batch_size(session: Session, requested: int = DEFAULT_BATCH_SIZE) -> int:
+    """The batch size to use: ``requested``, capped by SQLite's bound-parameter limit."""
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        from ibkr_tasks.ledger.engine import sqlite_variable_limit
+
+        engine = getattr(bind, "engine", bind)
+        limit = _SQLITE_LIMITS.get(id(engine))
+        if limit is None:
+            limit = _SQLITE_LIMITS[id(engine)] = sqlite_variable_limit(engine)
+        # Every statement binds one parameter per row (the IN lists) plus a handful of others.
+        return max(1, min(requested, limit - 16))
+    return requested
+
+
+_SQLITE_LIMITS: dict[int, int] = {}
+
+
+def ensure_account(session: Session, account_id: str, now: datetime | None = None) -> None:
+    """Create the ``accounts`` row for ``account_id`` if it does not exist (one statement)."""
+    insert = _insert_for(session)
+    stmt = insert(Account).values(
+        account_id=account_id,
+        is_paper=is_paper_account(account_id),
+        created_at=now or datetime.now(UTC),
+    )
+    session.execute(stmt.on_conflict_do_nothing(index_elements=[Account.account_id]))
+
+
+def _check_account(account_id: str, fills: Sequence[Fill]) -> None:
+    foreign = sorted({f.account_id for f in fills if f.account_id != account_id})
+    if foreign:
+        raise ForeignAccountRows(
+            f"ingest for account {account_id} was handed fills of {', '.join(foreign)}: "
+            "nothing was written; pass each account only its own fills (ParseResult per account)"
+        )
+
+
+def _check_rejected_account(account_id: str, rejected: Sequence[RejectedRow]) -> None:
+    foreign = sorted({r.account_id for r in rejected if r.account_id not in (None, account_id)})
+    if foreign:
+        raise ForeignAccountRows(
+            f"ingest for account {account_id} was handed rejected rows of {', '.join(foreign)}: "
+            "nothing was written; quarantine each account's rows in its own ingest"
+        )
+
+
+def _fill_row(fill: Fill, source: str, run_id: str, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "account_id": fill.account_id,
+        "execution_id": fill.execution_id,
+        "execution_family": fill.execution_family,
+        "revision": fill.revision,
+        "superseded": False,
+        "conid": fill.conid,
+        "symbol": fill.symbol,
+        "sec_type": fill.sec_type,
+        "side": fill.side,
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "multiplier": fill.multiplier,
+        "net_amount": fill.net_amount,
+        "currency": fill.currency,
+        "trade_time": fill.trade_time.astimezone(UTC),
+        "order_ref": fill.order_ref,
+        "order_id": fill.order_id,
+        "exchange": fill.exchange,
+        "is_event_contract": fill.is_event_contract,
+        "source": source,
+        "raw": fill.raw,
+        "first_seen_run": run_id,
+        "last_changed_run": run_id,
+        "first_seen_at": now,
+        "last_changed_at": now,
+    }
+    row["content_hash"] = digest([row[c] for c in _CONTENT_COLUMNS])
+    return row
+
+
+def _same_amount(a: Decimal | None, b: Decimal | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a == b
+
+
+def ingest_fills(
+    session: Session,
+    account_id: str,
+    fills: Iterable[Fill],
+    run_id: str,
+    rejected: Iterable[RejectedRow] = (),
+    *,
+    source: str = DEFAULT_SOURCE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Ingest ``fills`` (all of ``account_id``) and quarantine ``rejected`` within the caller's transaction.
+
+    Raises :class:`~ibkr_tasks.errors.ForeignAccountRows` when a fill or rejected row belongs to another
+    account. A list is checked completely before anything is written; a streamed iterable is checked
+    batch by batch, so the caller's transaction must be rolled back on the error (``Ledger.ingest``
+    does that), leaving nothing written either way.
+    """
+    now = now or datetime.now(UTC)
+    rejected = list(rejected)
+    _check_rejected_account(account_id, rejected)
+    if isinstance(fills, Sequence):
+        _check_account(account_id, fills)
+
+    lock_account(session, account_id)
+    ensure_account(session, account_id, now)
+    insert = _insert_for(session)
+    result = IngestResult(account_id=account_id)
+    size = max_batch_size(session, batch_size)
+    for chunk in _chunks(fills, size):
+        _check_account(account_id, chunk)
+        _ingest_chunk(session, insert, account_id, chunk, run_id, source, now, result)
+    result.quarantined = quarantine_rows(session, rejected, run_id, now=now)
+    return result
+
+
+def _ingest_chunk(
+    session: Session,
+    insert: Any,
+    account_id: str,
+    chunk: list[Fill],
+    run_id: str,
+    source: str,
+    now: datetime,
+    result: IngestResult,
+) -> None:
+    # The last occurrence of an execution id in a batch wins (an upsert cannot touch a row twice).
+    by_id: dict[str, Fill] = {f.execution_id: f for f in chunk}
+    ids = list(by_id)
+
+    existing = {
+        row.execution_id: row
+        for row in session.execute(
+            select(
+                FillRow.execution_id,
+                FillRow.content_hash,
+                CommissionRow.amount,
+                CommissionRow.currency,
+                CommissionRow.status,
+            )
+            .outerjoin(
+                CommissionRow,
+                and_(
+                    CommissionRow.account_id == FillRow.account_id,
+                    CommissionRow.execution_id == FillRow.execution_id,
+                ),
+            )
+            .where(FillRow.account_id == account_id, FillRow.execution_id.in_(ids))
+        )
+    }
+
+    fill_rows: list[dict[str, Any]] = []
+    new_families: set[str] = set()
+    commission_rows: list[dict[str, Any]] = []
+    history_rows: list[dict[str, Any]] = []
+    break_rows: list[dict[str, Any]] = []
+    for execution_id, fill in by_id.items():
+        row = _fill_row(fill, source, run_id, now)
+        old = existing.get(execution_id)
+        if old is None:
+            result.fills_new += 1
+            fill_rows.append(row)
+            new_families.add(fill.execution_family)
+        elif old.content_hash != row["content_hash"]:
+            result.fills_updated += 1
+            fill_rows.append(row)
+        else:
+            result.fills_unchanged += 1
+        _commission_change(
+            account_id,
+            fill,
+            old,
+            run_id,
+            source,
+            now,
+            result,
+            commission_rows,
+            history_rows,
+            break_rows,
+        )
+
+    if fill_rows:
+        stmt = insert(FillRow)
+        changed = {c: stmt.excluded[c] for c in (*_CONTENT_COLUMNS, "content_hash")}
+        changed["last_changed_run"] = stmt.excluded.last_changed_run
+        changed["last_changed_at"] = stmt.excluded.last_changed_at
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[FillRow.account_id, FillRow.execution_id],
+                set_=changed,
+                where=FillRow.content_hash != stmt.excluded.content_hash,
+            ),
+            fill_rows,
+        )
+    if new_families:
+        result.fills_superseded += _supersede(session, account_id, sorted(new_families), run_id, now)
+    if commission_rows:
+        stmt = insert(CommissionRow)
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[CommissionRow.account_id, CommissionRow.execution_id],
+                set_={
+                    "amount": stmt.excluded.amount,
+                    "currency": stmt.excluded.currency,
+                    "status": stmt.excluded.status,
+                    "source": stmt.excluded.source,
+                    "last_changed_run": stmt.excluded.last_changed_run,
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            ),
+            commission_rows,
+        )
+    if history_rows:
+        session.execute(insert(CommissionHistoryRow), history_rows)
+    if break_rows:
+        session.execute(
+            insert(BreakRow).on_conflict_do_nothing(
+                index_elements=[BreakRow.account_id, BreakRow.run_id, BreakRow.kind, BreakRow.subject]
+            ),
+            break_rows,
+        )
+
+
+def _commission_change(
+    account_id: str,
+    fill: Fill,
+    old: Any,
+    run_id: str,
+    source: str,
+    now: datetime,
+    result: IngestResult,
+    commission_rows: list[dict[str, Any]],
+    history_rows: list[dict[str, Any]],
+    break_rows: list[dict[str, Any]],
+) -> None:
+    """Decide what ``fill``'s commission does to the stored one; append the rows to write."""
+    amount, currency = fill.commission, fill.commission_currency
+    status = "pending" if amount is None else "final"
+    row = {
+        "account_id": account_id,
+        "execution_id": fill.execution_id,
+        "amount": amount,
+        "currency": currency if amount is not None else None,
+        "status": status,
+        "source": source,
+        "first_seen_run": run_id,
+        "last_changed_run": run_id,
+        "updated_at": now,
+    }
+    old_status = old.status if old is not None else None
+    if old_status is None:
+        # First sighting of the execution (or a fill row without commission row: repair it).
+        commission_rows.append(row)
+        return
+    if amount is None:
+        return  # absent now: keep what we know (pending stays pending, a known value stays)
+    old_amount, old_currency = old.amount, old.currency
+    if old_amount is None:
+        result.commissions_finalised += 1
+    elif not _same_amount(old_amount, amount):
+        result.commissions_changed += 1
+        delta = amount - old_amount
+        result.commission_breaks.append(
+            CommissionBreak(fill.execution_id, fill.conid, old_amount, amount, delta, currency)
+        )
+        break_rows.append(
+            {
+                "account_id": account_id,
+                "run_id": run_id,
+                "kind": COMMISSION_CHANGE,
+                "subject": f"execution:{fill.execution_id}",
+                "conid": fill.conid,
+                "execution_id": fill.execution_id,
+                "expected": old_amount,
+                "actual": amount,
+                "delta": delta,
+                "currency": currency,
+                "detail": {"source": source, "previous_status": old_status},
+                "status": "open",
+                "detected_at": now,
+            }
+        )
+    elif currency is None or currency == old_currency:
+        return  # the same commission again
+    commission_rows.append(row)
+    history_rows.append(
+        {
+            "account_id": account_id,
+            "execution_id": fill.execution_id,
+            "previous_amount": old_amount,
+            "previous_currency": old_currency,
+            "previous_status": old_status,
+            "amount": amount,
+            "currency": currency,
+            "status": status,
+            "source": source,
+            "run_id": run_id,
+            "changed_at": now,
+        }
+    )
+
+
+def _supersede(session: Session, account_id: str, families: list[str], run_id: str, now: datetime) -> int:
+    """Mark every revision below its family's newest as superseded; return how many rows flipped."""
+    newer = aliased(FillRow)
+    newest = (
+        select(func.max(newer.revision))
+        .where(newer.account_id == FillRow.account_id, newer.execution_family == FillRow.execution_family)
+        .scalar_subquery()
+    )
+    outcome = session.execute(
+        update(FillRow)
+        .where(
+            FillRow.account_id == account_id,
+            FillRow.execution_family.in_(families),
+            FillRow.superseded.is_(False),
+            FillRow.revision < newest,
+        )
+        .values(superseded=True, last_changed_run=run_id, last_changed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(outcome.rowcount or 0)
+
+
+def quarantine_rows(
+    session: Session,
+    rejected: Iterable[RejectedRow],
+    run_id: str | None,
+    *,
+    now: datetime | None = None,
+) -> int:
+    """Store rejected rows in ``quarantine`` (one statement); the same raw row twice stays one row.
+
+    Returns how many distinct rows were handed in (each is in quarantine afterwards).
+    """
+    now = now or datetime.now(UTC)
+    rows: dict[str, dict[str, Any]] = {}
+    for r in rejected:
+        raw = to_jsonable(r.raw)
+        row_hash = digest(r.kind, r.account_id, raw)
+        rows[row_hash] = {
+            "row_hash": row_hash,
+            "account_id": r.account_id,
+            "kind": r.kind,
+            "key": r.key,
+            "reason": r.reason,
+            "raw": raw,
+            "first_seen_run": run_id,
+            "first_seen_at": now,
+        }
+    if not rows:
+        return 0
+    insert = _insert_for(session)
+    # Sorted, so that two transactions inserting overlapping rows take their locks in the same order.
+    ordered = [rows[h] for h in sorted(rows)]
+    for chunk in _chunks(ordered, max_batch_size(session)):
+        session.execute(
+            insert(QuarantineRow).on_conflict_do_nothing(index_elements=[QuarantineRow.row_hash]), chunk
+        )
+    return len(rows)

@@ -1,0 +1,422 @@
+"""``Ledger``: the ledger database as one object (engine, schema, transactions, read helpers)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, sessionmaker
+
+from ibkr_tasks.accounts import is_paper_account, validate_account_id
+from ibkr_tasks.errors import LedgerError
+from ibkr_tasks.ledger import engine as engine_mod
+from ibkr_tasks.ledger import orders as orders_mod
+from ibkr_tasks.ledger.ingest import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SOURCE,
+    IngestResult,
+    _insert_for,
+    ensure_account,
+    ingest_fills,
+)
+from ibkr_tasks.ledger.locks import lock_account
+from ibkr_tasks.ledger.orders import OrderRecord
+from ibkr_tasks.ledger.positions import LedgerPosition, ReconcileResult, ledger_positions, reconcile_positions
+from ibkr_tasks.ledger.schema import (
+    RUN_STATUSES,
+    Account,
+    BreakRow,
+    CommissionRow,
+    FillRow,
+    ReconciliationRunRow,
+)
+from ibkr_tasks.ledger.types import ensure_utc
+
+if TYPE_CHECKING:
+    from ibkr_tasks.models import Fill, Position, RejectedRow
+
+RUN_COUNT_COLUMNS = (
+    "fills_new",
+    "fills_updated",
+    "fills_superseded",
+    "commissions_finalised",
+    "commissions_changed",
+    "quarantined",
+    "breaks",
+)
+
+
+def _as_utc(value: datetime | date) -> datetime:
+    if isinstance(value, datetime):
+        return ensure_utc(value)
+    return datetime.combine(value, time.min, tzinfo=UTC)
+
+
+class Ledger:
+    """The book of record: one database, every row keyed by account.
+
+    ``Ledger(url)`` connects lazily to ``url``, else ``IBKR_LEDGER_URL``, else
+    ``sqlite:///ibkr_ledger.db``. On first use an empty SQLite database is created at the newest
+    schema; any other database that is not at the newest schema raises LedgerError asking for
+    ``ibkr-tasks db upgrade`` (schemas of production databases change only when someone says so).
+    Each write method runs in its own transaction, holding the account's write lock.
+    """
+
+    def __init__(self, url: str | URL | None = None, *, engine: Engine | None = None) -> None:
+        self.url = engine.url if engine is not None else engine_mod.resolve_url(url)
+        self.engine = engine if engine is not None else engine_mod.create_ledger_engine(self.url)
+        self._write_engine = self.engine.execution_options(**{engine_mod.WRITE_OPTION: True})
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
+        self._schema_ok = False
+        self._schema_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url.render_as_string(hide_password=True)!r})"
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the database schema to ``revision`` (default: the newest) with Alembic."""
+        engine_mod.upgrade(self.engine, revision)
+        self._schema_ok = False
+
+    def ensure_schema(self) -> None:
+        """Check (once) that the schema is current; create it in an empty SQLite database."""
+        if self._schema_ok:
+            return
+        with self._schema_lock:
+            if self._schema_ok:
+                return
+            current = engine_mod.current_revision(self.engine)
+            head = engine_mod.head_revision()
+            if current != head:
+                if (
+                    current is None
+                    and self.engine.dialect.name == "sqlite"
+                    and engine_mod.is_empty(self.engine)
+                ):
+                    engine_mod.upgrade(self.engine)
+                elif current is None:
+                    raise LedgerError(
+                        f"the ledger database {self!r} has no ledger schema: run "
+                        "`ibkr-tasks db upgrade <URL>` (or Ledger(url).upgrade()) once to create it"
+                    )
+                else:
+                    raise LedgerError(
+                        f"the ledger database {self!r} is at schema revision {current}, this version of "
+                        f"ibkr-tasks needs {head}: run `ibkr-tasks db upgrade <URL>` (back up first)"
+                    )
+            self._schema_ok = True
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def session(self) -> Session:
+        """A new ORM session for reading (or for your own writes; you manage its transaction)."""
+        self.ensure_schema()
+        return self._sessions()
+
+    @contextmanager
+    def write(self, account_id: str | None = None) -> Iterator[Session]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite) holding ``account_id``'s lock.
+
+        Commits when the block ends, rolls back on an exception.
+        """
+        self.ensure_schema()
+        with self._write_sessions() as session, session.begin():
+            if account_id is not None:
+                lock_account(session, account_id)
+            yield session
+
+    # --- ingest and reconcile ---------------------------------------------------------------
+
+    def ingest(
+        self,
+        account_id: str,
+        fills: Iterable[Fill],
+        run_id: str,
+        rejected: Iterable[RejectedRow] = (),
+        *,
+        source: str = DEFAULT_SOURCE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> IngestResult:
+        """Ingest one account's fills (and quarantine its rejected rows) in one transaction."""
+        account_id = validate_account_id(account_id)
+        with self.write(account_id) as session:
+            return ingest_fills(
+                session, account_id, fills, run_id, rejected, source=source, batch_size=batch_size
+            )
+
+    def reconcile(
+        self,
+        account_id: str,
+        broker_positions: Iterable[Position],
+        run_id: str,
+        taken_at: datetime | None = None,
+    ) -> ReconcileResult:
+        """Store the broker's positions and write position breaks, in one transaction."""
+        account_id = validate_account_id(account_id)
+        with self.write(account_id) as session:
+            return reconcile_positions(session, account_id, broker_positions, run_id, taken_at)
+
+    # --- accounts and runs ------------------------------------------------------------------
+
+    def upsert_accounts(self, accounts: Iterable[Any]) -> int:
+        """Create or update ``accounts`` rows from AccountInfo models, mappings or plain ids.
+
+        Known fields: ``account_id`` (or ``id``), ``currency``/``base_currency``, ``title``/``alias``/
+        ``description``. Paper or live follows the account id. Returns the number of accounts.
+        """
+        now = datetime.now(UTC)
+        rows: dict[str, dict[str, Any]] = {}
+        for item in accounts:
+            get = item.get if isinstance(item, Mapping) else (lambda k, _i=item: getattr(_i, k, None))
+            raw_id = item if isinstance(item, str) else (get("account_id") or get("id"))
+            if not raw_id:
+                raise LedgerError(f"cannot tell the account id of {item!r}")
+            account_id = validate_account_id(str(raw_id))
+            if isinstance(item, str):
+                currency = description = None
+            else:
+                currency = get("base_currency") or get("currency")
+                description = get("description") or get("title") or get("alias")
+            rows[account_id] = {
+                "account_id": account_id,
+                "is_paper": is_paper_account(account_id),
+                "base_currency": currency,
+                "description": description,
+                "created_at": now,
+            }
+        if not rows:
+            return 0
+        with self.write() as session:
+            stmt = _insert_for(session)(Account)
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[Account.account_id],
+                    set_={
+                        "base_currency": func.coalesce(stmt.excluded.base_currency, Account.base_currency),
+                        "description": func.coalesce(stmt.excluded.description, Account.description),
+                    },
+                ),
+                [rows[k] for k in sorted(rows)],
+            )
+        return len(rows)
+
+    def start_run(self, account_id: str, run_id: str, flow_run_id: str | None = None) -> None:
+        """Record that ``run_id`` started for ``account_id`` (status ``running``).
+
+        Starting the same run again (a retry) sets it back to ``running`` and keeps its start time.
+        """
+        account_id = validate_account_id(account_id)
+        now = datetime.now(UTC)
+        with self.write(account_id) as session:
+            ensure_account(session, account_id, now)
+            stmt = _insert_for(session)(ReconciliationRunRow).values(
+                account_id=account_id,
+                run_id=run_id,
+                flow_run_id=None if flow_run_id is None else str(flow_run_id),
+                started_at=now,
+                status="running",
+                **dict.fromkeys(RUN_COUNT_COLUMNS, 0),
+            )
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[ReconciliationRunRow.account_id, ReconciliationRunRow.run_id],
+                    set_={
+                        "status": "running",
+                        "finished_at": None,
+                        "error": None,
+                        "flow_run_id": func.coalesce(
+                            stmt.excluded.flow_run_id, ReconciliationRunRow.flow_run_id
+                        ),
+                    },
+                )
+            )
+
+    def finish_run(
+        self,
+        account_id: str,
+        run_id: str,
+        status: str,
+        counts: Mapping[str, int] | IngestResult | ReconcileResult | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the end of ``run_id`` for ``account_id`` with its status and counts.
+
+        ``counts`` maps ``reconciliation_runs`` count columns (``fills_new``, ``fills_updated``,
+        ``fills_superseded``, ``commissions_finalised``, ``commissions_changed``, ``quarantined``,
+        ``breaks``) to values; an IngestResult or ReconcileResult is accepted as is. Columns not
+        given keep their value. A ``succeeded`` run sets ``accounts.last_reconciled_at``.
+        """
+        account_id = validate_account_id(account_id)
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+        if counts is not None and not isinstance(counts, Mapping):
+            counts = counts.counts()
+        values: dict[str, Any] = dict(counts or {})
+        unknown = set(values) - set(RUN_COUNT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown run counts {sorted(unknown)}; known: {', '.join(RUN_COUNT_COLUMNS)}")
+        now = datetime.now(UTC)
+        with self.write(account_id) as session:
+            outcome = session.execute(
+                update(ReconciliationRunRow)
+                .where(ReconciliationRunRow.account_id == account_id, ReconciliationRunRow.run_id == run_id)
+                .values(status=status, finished_at=now, error=error, **values)
+                .execution_options(synchronize_session=False)
+            )
+            if not outcome.rowcount:
+                raise LedgerError(
+                    f"run {run_id!r} of account {account_id} was never started: call start_run first"
+                )
+            if status == "succeeded":
+                session.execute(
+                    update(Account).where(Account.account_id == account_id).values(last_reconciled_at=now)
+                )
+
+    def get_run(self, account_id: str, run_id: str) -> ReconciliationRunRow | None:
+        """The ``reconciliation_runs`` row of ``run_id`` for ``account_id``."""
+        with self.session() as session:
+            return session.get(ReconciliationRunRow, (validate_account_id(account_id), run_id))
+
+    # --- read helpers -----------------------------------------------------------------------
+
+    def fills_for(
+        self,
+        account_id: str,
+        start: datetime | date | None = None,
+        end: datetime | date | None = None,
+        *,
+        include_superseded: bool = False,
+    ) -> list[FillRow]:
+        """Fills of ``account_id`` traded in ``[start, end)`` (dates mean midnight UTC), oldest first.
+
+        Superseded (corrected) revisions are left out unless ``include_superseded``.
+        """
+        account_id = validate_account_id(account_id)
+        query = select(FillRow).where(FillRow.account_id == account_id)
+        if start is not None:
+            query = query.where(FillRow.trade_time >= _as_utc(start))
+        if end is not None:
+            query = query.where(FillRow.trade_time < _as_utc(end))
+        if not include_superseded:
+            query = query.where(FillRow.superseded.is_(False))
+        with self.session() as session:
+            return list(session.scalars(query.order_by(FillRow.trade_time, FillRow.execution_id)))
+
+    def current_positions(self, account_id: str) -> list[LedgerPosition]:
+        """The ledger's positions of ``account_id`` (opening snapshot + current fills), zeros left out."""
+        with self.session() as session:
+            positions = ledger_positions(session, validate_account_id(account_id))
+        return [p for p in positions.values() if p.quantity != 0]
+
+    def open_breaks(self, account_id: str | None = None) -> list[BreakRow]:
+        """Breaks still open (of one account, or of all), oldest first."""
+        query = select(BreakRow).where(BreakRow.status == "open")
+        if account_id is not None:
+            query = query.where(BreakRow.account_id == validate_account_id(account_id))
+        with self.session() as session:
+            return list(session.scalars(query.order_by(BreakRow.detected_at, BreakRow.id)))
+
+    def resolve_break(self, break_id: int, run_id: str | None = None) -> None:
+        """Mark a break resolved by hand (e.g. after a commission change was accepted)."""
+        with self.write() as session:
+            session.execute(
+                update(BreakRow)
+                .where(BreakRow.id == break_id)
+                .values(status="resolved", resolved_at=datetime.now(UTC), resolved_run=run_id)
+                .execution_options(synchronize_session=False)
+            )
+
+    def commission_totals(self, account_id: str) -> dict[str | None, Decimal]:
+        """Known commissions of the current (not superseded) fills, summed per currency.
+
+        Pending commissions (NULL) are not in the totals; ``pending_commissions`` counts them.
+        The key is None for commissions whose currency IBKR did not say.
+        """
+        totals: dict[str | None, Decimal] = {}
+        query = (
+            select(CommissionRow.currency, CommissionRow.amount)
+            .join(
+                FillRow,
+                and_(
+                    FillRow.account_id == CommissionRow.account_id,
+                    FillRow.execution_id == CommissionRow.execution_id,
+                ),
+            )
+            .where(
+                CommissionRow.account_id == validate_account_id(account_id),
+                FillRow.superseded.is_(False),
+                CommissionRow.amount.is_not(None),
+            )
+        )
+        with self.session() as session:
+            for currency, amount in session.execute(query.execution_options(yield_per=5000)):
+                totals[currency] = totals.get(currency, Decimal(0)) + amount
+        return totals
+
+    def pending_commissions(self, account_id: str) -> int:
+        """How many current fills still wait for their commission."""
+        with self.session() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(CommissionRow)
+                    .join(
+                        FillRow,
+                        and_(
+                            FillRow.account_id == CommissionRow.account_id,
+                            FillRow.execution_id == CommissionRow.execution_id,
+                        ),
+                    )
+                    .where(
+                        CommissionRow.account_id == validate_account_id(account_id),
+                        FillRow.superseded.is_(False),
+                        CommissionRow.status == "pending",
+                    )
+                )
+                or 0
+            )
+
+    # --- orders audit -----------------------------------------------------------------------
+
+    def record_order(
+        self, account_id: str, coid: str, request: Any, run_id: str | None = None
+    ) -> OrderRecord:
+        """Write the intent row for an order BEFORE sending it (see :mod:`ibkr_tasks.ledger.orders`)."""
+        account_id = validate_account_id(account_id)
+        with self.write(account_id) as session:
+            return orders_mod.record_order(session, account_id, coid, request, run_id)
+
+    def update_order(
+        self,
+        account_id: str,
+        coid: str,
+        *,
+        order_id: str | None = None,
+        status: str | None = None,
+        prompts: Iterable[Any] | None = None,
+        error: str | None = None,
+    ) -> OrderRecord:
+        """Record the broker order id, status, prompts seen (appended) and error of an order."""
+        account_id = validate_account_id(account_id)
+        with self.write(account_id) as session:
+            return orders_mod.update_order(
+                session, account_id, coid, order_id=order_id, status=status, prompts=prompts, error=error
+            )
+
+    def find_order(self, account_id: str, coid: str) -> OrderRecord | None:
+        """The audit row of an order by its cOID, or None."""
+        with self.session() as session:
+            return orders_mod.find_order(session, validate_account_id(account_id), coid)

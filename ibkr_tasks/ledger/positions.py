@@ -1,0 +1,276 @@
+"""Ledger positions from fills, broker snapshots, and position breaks.
+
+The ledger position of an (account, conid) is the opening position (from the FIRST broker snapshot
+the ledger saw for that account, recorded in ``accounts.opening_snapshot_at``) plus the signed sum
+of the current (not superseded) fills traded after that snapshot: ``+quantity`` for B, ``-quantity``
+for S, X (option expiry) and N (ForecastEx netting), as ``Fill.signed_quantity`` defines. A fill
+traded exactly at the opening snapshot's time counts as already in the opening position.
+Before any snapshot, the opening is empty and every current fill counts.
+
+Quantities are summed in Python with Decimal (one streamed query), so SQLite and PostgreSQL give
+exactly the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from ibkr_tasks.errors import ForeignAccountRows
+from ibkr_tasks.ledger.ingest import _insert_for, ensure_account
+from ibkr_tasks.ledger.jsonable import to_jsonable
+from ibkr_tasks.ledger.locks import lock_account
+from ibkr_tasks.ledger.schema import Account, BreakRow, FillRow, PositionSnapshotRow
+from ibkr_tasks.ledger.types import ensure_utc
+
+if TYPE_CHECKING:
+    from ibkr_tasks.models import Position
+
+POSITION = "position"
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class LedgerPosition:
+    """What the ledger says an account holds in one instrument."""
+
+    conid: int
+    quantity: Decimal
+    multiplier: Decimal | None
+    symbol: str | None = None
+    sec_type: str | None = None
+
+
+@dataclass(frozen=True)
+class PositionBreak:
+    """A position that differs: ``expected`` is the ledger's, ``actual`` the broker's, ``delta = actual - expected``."""
+
+    conid: int
+    expected: Decimal
+    actual: Decimal
+    delta: Decimal
+    multiplier: Decimal | None = None
+    symbol: str | None = None
+
+
+@dataclass
+class ReconcileResult:
+    """What one reconciliation of positions found for one account."""
+
+    account_id: str
+    run_id: str
+    taken_at: datetime
+    opening: bool = False
+    snapshot_rows: int = 0
+    breaks: list[PositionBreak] = field(default_factory=list)
+    resolved: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """The counts in the shape ``Ledger.finish_run`` stores in ``reconciliation_runs``."""
+        return {"breaks": len(self.breaks)}
+
+
+def ledger_positions(
+    session: Session, account_id: str, as_of: datetime | None = None
+) -> dict[int, LedgerPosition]:
+    """Ledger positions per conid (zero positions included) as of ``as_of`` (default: all fills)."""
+    opening_at = session.scalar(select(Account.opening_snapshot_at).where(Account.account_id == account_id))
+    quantities: dict[int, Decimal] = {}
+    info: dict[int, tuple[Decimal | None, str | None, str | None]] = {}
+    if opening_at is not None:
+        for row in session.execute(
+            select(
+                PositionSnapshotRow.conid,
+                PositionSnapshotRow.position,
+                PositionSnapshotRow.multiplier,
+                PositionSnapshotRow.symbol,
+                PositionSnapshotRow.asset_class,
+            ).where(
+                PositionSnapshotRow.account_id == account_id,
+                PositionSnapshotRow.taken_at == opening_at,
+            )
+        ):
+            quantities[row.conid] = row.position
+            info[row.conid] = (row.multiplier, row.symbol, row.asset_class)
+
+    query = select(
+        FillRow.conid,
+        FillRow.side,
+        FillRow.quantity,
+        FillRow.multiplier,
+        FillRow.symbol,
+        FillRow.sec_type,
+    ).where(FillRow.account_id == account_id, FillRow.superseded.is_(False))
+    if opening_at is not None:
+        query = query.where(FillRow.trade_time > opening_at)
+    if as_of is not None:
+        query = query.where(FillRow.trade_time <= ensure_utc(as_of))
+    # Oldest first, so the newest fill's multiplier/symbol wins for the instrument.
+    query = query.order_by(FillRow.trade_time)
+    for row in session.execute(query.execution_options(yield_per=5000)):
+        signed = row.quantity if row.side == "B" else -row.quantity
+        quantities[row.conid] = quantities.get(row.conid, _ZERO) + signed
+        info[row.conid] = (row.multiplier, row.symbol, row.sec_type)
+    return {
+        conid: LedgerPosition(conid, qty, *info.get(conid, (None, None, None)))
+        for conid, qty in sorted(quantities.items())
+    }
+
+
+def _snapshot_row(p: Position, account_id: str, run_id: str, taken_at: datetime) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "run_id": run_id,
+        "taken_at": taken_at,
+        "conid": p.conid,
+        "position": p.position,
+        "avg_cost": p.avg_cost,
+        "avg_price": p.avg_price,
+        "mkt_price": p.mkt_price,
+        "mkt_value": p.mkt_value,
+        "currency": p.currency,
+        "multiplier": p.multiplier,
+        "asset_class": p.asset_class,
+        "symbol": p.symbol,
+        "is_event_contract": p.is_event_contract,
+        "raw": to_jsonable(p.raw),
+    }
+
+
+def reconcile_positions(
+    session: Session,
+    account_id: str,
+    broker_positions: Iterable[Position],
+    run_id: str,
+    taken_at: datetime | None = None,
+) -> ReconcileResult:
+    """Store the broker's snapshot and write a ``position`` break for every conid that differs.
+
+    A conid missing on one side counts as zero there; a zero position is the same as no position.
+    The first snapshot of an account defines its opening positions and has no breaks. Open position
+    breaks of earlier runs are resolved when the conid now matches, or marked ``superseded`` by this
+    run's break when it still differs. Calling it again for the same run and ``taken_at`` replaces
+    that snapshot and its breaks (idempotent). Runs in the caller's transaction.
+    """
+    taken_at = ensure_utc(taken_at) if taken_at is not None else datetime.now(UTC)
+    positions: dict[int, Position] = {}
+    foreign: set[str] = set()
+    for p in broker_positions:
+        if p.account_id != account_id:
+            foreign.add(p.account_id)
+        positions[p.conid] = p  # a conid repeated across pages: the last report wins
+    if foreign:
+        raise ForeignAccountRows(
+            f"reconcile for account {account_id} was handed positions of {', '.join(sorted(foreign))}: "
+            "nothing was written; fetch positions per account"
+        )
+
+    lock_account(session, account_id)
+    ensure_account(session, account_id, taken_at)
+    result = ReconcileResult(account_id=account_id, run_id=run_id, taken_at=taken_at)
+
+    session.execute(
+        delete(PositionSnapshotRow).where(
+            PositionSnapshotRow.account_id == account_id, PositionSnapshotRow.taken_at == taken_at
+        )
+    )
+    if positions:
+        session.execute(
+            _insert_for(session)(PositionSnapshotRow),
+            [_snapshot_row(p, account_id, run_id, taken_at) for p in positions.values()],
+        )
+    result.snapshot_rows = len(positions)
+
+    opening_at = session.scalar(select(Account.opening_snapshot_at).where(Account.account_id == account_id))
+    if opening_at is None or opening_at == taken_at:
+        session.execute(
+            update(Account)
+            .where(Account.account_id == account_id)
+            .values(opening_snapshot_at=taken_at, opening_run_id=run_id)
+        )
+        result.opening = True
+        return result
+
+    ledger = ledger_positions(session, account_id, as_of=taken_at)
+    broken: list[PositionBreak] = []
+    for conid in sorted(set(ledger) | set(positions)):
+        expected = ledger[conid].quantity if conid in ledger else _ZERO
+        actual = positions[conid].position if conid in positions else _ZERO
+        if expected != actual:
+            mine = ledger.get(conid)
+            theirs = positions.get(conid)
+            broken.append(
+                PositionBreak(
+                    conid=conid,
+                    expected=expected,
+                    actual=actual,
+                    delta=actual - expected,
+                    multiplier=theirs.multiplier if theirs else (mine.multiplier if mine else None),
+                    symbol=theirs.symbol if theirs else (mine.symbol if mine else None),
+                )
+            )
+    result.breaks = broken
+    result.resolved = _write_breaks(session, account_id, run_id, broken, taken_at)
+    return result
+
+
+def _write_breaks(
+    session: Session, account_id: str, run_id: str, broken: list[PositionBreak], now: datetime
+) -> int:
+    """Replace this run's position breaks with ``broken``; settle earlier runs' open ones."""
+    broken_conids = [b.conid for b in broken]
+    # This run again (a retry): forget what it wrote before, the new comparison is the truth.
+    session.execute(
+        delete(BreakRow).where(
+            BreakRow.account_id == account_id, BreakRow.run_id == run_id, BreakRow.kind == POSITION
+        )
+    )
+    earlier_open = (
+        update(BreakRow)
+        .where(
+            BreakRow.account_id == account_id,
+            BreakRow.kind == POSITION,
+            BreakRow.status == "open",
+            BreakRow.run_id != run_id,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    resolved = session.execute(
+        earlier_open.where(BreakRow.conid.not_in(broken_conids)).values(
+            status="resolved", resolved_at=now, resolved_run=run_id
+        )
+    ).rowcount
+    if broken:
+        session.execute(
+            earlier_open.where(BreakRow.conid.in_(broken_conids)).values(
+                status="superseded", resolved_at=now, resolved_run=run_id
+            )
+        )
+        session.execute(
+            _insert_for(session)(BreakRow),
+            [
+                {
+                    "account_id": account_id,
+                    "run_id": run_id,
+                    "kind": POSITION,
+                    "subject": f"conid:{b.conid}",
+                    "conid": b.conid,
+                    "execution_id": None,
+                    "expected": b.expected,
+                    "actual": b.actual,
+                    "delta": b.delta,
+                    "currency": None,
+                    "detail": to_jsonable({"multiplier": b.multiplier, "symbol": b.symbol}),
+                    "status": "open",
+                    "detected_at": now,
+                }
+                for b in broken
+            ],
+        )
+    return int(resolved or 0)

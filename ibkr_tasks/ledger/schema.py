@@ -1,0 +1,297 @@
+"""The ledger tables (SQLAlchemy 2 typed declarative models).
+
+Table and column names are part of the product: users query them directly. Every row is keyed
+by account. Amounts and quantities are :class:`~ibkr_tasks.ledger.types.Amount` (exact decimals),
+timestamps :class:`~ibkr_tasks.ledger.types.UTCDateTime` (aware UTC). The schema only changes
+through an Alembic migration in ``migrations/versions``; a test checks that these models and the
+migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ibkr_tasks.ledger.types import Amount, JSONDoc, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# An autoincrementing surrogate key: BIGINT on PostgreSQL, INTEGER (= rowid) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+ACCOUNT_ID = String(32)
+RUN_ID = String(128)
+EXECUTION_ID = String(64)
+CURRENCY = String(8)
+
+COMMISSION_STATUSES = ("pending", "provisional", "final")
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
+BREAK_STATUSES = ("open", "resolved", "superseded")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the ledger tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Account(Base):
+    """An IBKR account the ledger keeps books for."""
+
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, primary_key=True)
+    is_paper: Mapped[bool] = mapped_column(Boolean)
+    base_currency: Mapped[str | None] = mapped_column(CURRENCY)
+    description: Mapped[str | None] = mapped_column(String(256))
+    # The first broker position snapshot the ledger saw: it defines the opening positions.
+    opening_snapshot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opening_run_id: Mapped[str | None] = mapped_column(RUN_ID)
+    last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FillRow(Base):
+    """One execution (``fills``): the current state of what the broker reported for it."""
+
+    __tablename__ = "fills"
+    __table_args__ = (
+        CheckConstraint(_in("side", ("B", "S", "X", "N")), name="side"),
+        CheckConstraint("revision >= 0", name="revision"),
+        Index(None, "account_id", "trade_time"),
+        Index(None, "account_id", "execution_family"),
+        Index(None, "account_id", "conid"),
+    )
+
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(EXECUTION_ID, primary_key=True)
+    execution_family: Mapped[str] = mapped_column(EXECUTION_ID)
+    revision: Mapped[int] = mapped_column(Integer)
+    superseded: Mapped[bool] = mapped_column(Boolean)
+    conid: Mapped[int] = mapped_column(BigInteger)
+    symbol: Mapped[str | None] = mapped_column(String(64))
+    sec_type: Mapped[str | None] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(1))
+    quantity: Mapped[Decimal] = mapped_column(Amount)
+    price: Mapped[Decimal] = mapped_column(Amount)
+    multiplier: Mapped[Decimal] = mapped_column(Amount)
+    net_amount: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(CURRENCY)
+    trade_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    order_ref: Mapped[str | None] = mapped_column(String(64))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    exchange: Mapped[str | None] = mapped_column(String(32))
+    is_event_contract: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(32))
+    raw: Mapped[Any] = mapped_column(JSONDoc)
+    # A digest of the stored content (not of the run columns): lets ingest tell "unchanged" from
+    # "updated" without reading every column back.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    first_seen_run: Mapped[str] = mapped_column(RUN_ID)
+    last_changed_run: Mapped[str] = mapped_column(RUN_ID)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+_FILL_FK = ForeignKeyConstraint(
+    ["account_id", "execution_id"], ["fills.account_id", "fills.execution_id"], ondelete="CASCADE"
+)
+
+
+class CommissionRow(Base):
+    """The commission of one execution (``commissions``). ``amount`` is NULL while pending."""
+
+    __tablename__ = "commissions"
+    __table_args__ = (
+        _FILL_FK,
+        CheckConstraint(_in("status", COMMISSION_STATUSES), name="status"),
+        CheckConstraint(
+            "(amount IS NULL AND status = 'pending') OR (amount IS NOT NULL AND status <> 'pending')",
+            name="pending_means_null",
+        ),
+    )
+
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, primary_key=True)
+    execution_id: Mapped[str] = mapped_column(EXECUTION_ID, primary_key=True)
+    amount: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(CURRENCY)
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))
+    first_seen_run: Mapped[str] = mapped_column(RUN_ID)
+    last_changed_run: Mapped[str] = mapped_column(RUN_ID)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CommissionHistoryRow(Base):
+    """One change of a commission (``commission_history``): what it was, what it became, in which run."""
+
+    __tablename__ = "commission_history"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["account_id", "execution_id"],
+            ["fills.account_id", "fills.execution_id"],
+            ondelete="CASCADE",
+        ),
+        Index(None, "account_id", "execution_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
+    execution_id: Mapped[str] = mapped_column(EXECUTION_ID)
+    previous_amount: Mapped[Decimal | None] = mapped_column(Amount)
+    previous_currency: Mapped[str | None] = mapped_column(CURRENCY)
+    previous_status: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(CURRENCY)
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str] = mapped_column(RUN_ID)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PositionSnapshotRow(Base):
+    """One instrument of a broker position report (``position_snapshots``), as the broker said it."""
+
+    __tablename__ = "position_snapshots"
+    __table_args__ = (UniqueConstraint("account_id", "taken_at", "conid"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"))
+    run_id: Mapped[str] = mapped_column(RUN_ID)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    conid: Mapped[int] = mapped_column(BigInteger)
+    position: Mapped[Decimal] = mapped_column(Amount)
+    avg_cost: Mapped[Decimal | None] = mapped_column(Amount)
+    avg_price: Mapped[Decimal | None] = mapped_column(Amount)
+    mkt_price: Mapped[Decimal | None] = mapped_column(Amount)
+    mkt_value: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(CURRENCY)
+    multiplier: Mapped[Decimal] = mapped_column(Amount)
+    asset_class: Mapped[str | None] = mapped_column(String(16))
+    symbol: Mapped[str | None] = mapped_column(String(128))
+    is_event_contract: Mapped[bool] = mapped_column(Boolean)
+    raw: Mapped[Any] = mapped_column(JSONDoc)
+
+
+class ReconciliationRunRow(Base):
+    """One account in one reconciliation run (``reconciliation_runs``), with what it did."""
+
+    __tablename__ = "reconciliation_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        Index(None, "started_at"),
+    )
+
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(RUN_ID, primary_key=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    fills_new: Mapped[int] = mapped_column(Integer, default=0)
+    fills_updated: Mapped[int] = mapped_column(Integer, default=0)
+    fills_superseded: Mapped[int] = mapped_column(Integer, default=0)
+    commissions_finalised: Mapped[int] = mapped_column(Integer, default=0)
+    commissions_changed: Mapped[int] = mapped_column(Integer, default=0)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    breaks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class BreakRow(Base):
+    """Something that did not match (``breaks``): a position, a changed commission, ...
+
+    ``subject`` names what is broken (``conid:265598``, ``execution:0000e0d5.6576fd38.01.01``);
+    a run writes at most one break per account, kind and subject.
+    """
+
+    __tablename__ = "breaks"
+    __table_args__ = (
+        CheckConstraint(_in("status", BREAK_STATUSES), name="status"),
+        UniqueConstraint("account_id", "run_id", "kind", "subject"),
+        Index(None, "account_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"))
+    run_id: Mapped[str] = mapped_column(RUN_ID)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(128))
+    conid: Mapped[int | None] = mapped_column(BigInteger)
+    execution_id: Mapped[str | None] = mapped_column(EXECUTION_ID)
+    expected: Mapped[Decimal | None] = mapped_column(Amount)
+    actual: Mapped[Decimal | None] = mapped_column(Amount)
+    delta: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(CURRENCY)
+    detail: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_run: Mapped[str | None] = mapped_column(RUN_ID)
+
+
+class OrderRow(Base):
+    """Every order we placed (``orders``): the intent is written before the request is sent."""
+
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("account_id", "coid"), Index(None, "order_id"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"))
+    coid: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(RUN_ID)
+    request: Mapped[Any] = mapped_column(JSONDoc)
+    # Every confirmation prompt seen and how it was answered, in order.
+    prompts: Mapped[Any] = mapped_column(JSONDoc)
+    status: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class QuarantineRow(Base):
+    """An input row that could not be parsed (``quarantine``): kept with its raw payload and the reason.
+
+    ``row_hash`` identifies the raw row (kind, account and payload), so receiving the same bad row
+    again does not add a second row. ``account_id`` is NULL when the row does not say whose it is.
+    """
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index(None, "account_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    row_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str | None] = mapped_column(ACCOUNT_ID)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    first_seen_run: Mapped[str | None] = mapped_column(RUN_ID)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,102 @@
+"""Column types that behave the same on SQLite and PostgreSQL.
+
+- :class:`Amount`: every amount and quantity. ``NUMERIC(28, 10)`` on PostgreSQL; on SQLite the
+  exact decimal text (SQLite's NUMERIC affinity would silently turn values into binary floats).
+  Python always sees :class:`decimal.Decimal`, normalised (``Decimal("1.5")``, not ``1.5000000000``),
+  rounded to 10 decimal places on the way in on both dialects (PostgreSQL's rule, half away from zero).
+- :class:`UTCDateTime`: timezone-aware timestamps. ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL; on
+  SQLite a naive UTC text value. Python always gets an aware UTC ``datetime`` back and naive ones
+  are refused on the way in (a naive time is ambiguous, and ambiguity in a ledger is a bug).
+- :data:`JSONDoc`: JSON, stored as JSONB on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Numeric, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+PRECISION = 28
+SCALE = 10
+_QUANTUM = Decimal(1).scaleb(-SCALE)
+
+
+def canonical_decimal(value: Decimal) -> Decimal:
+    """``value`` rounded to the ledger scale and without trailing zeros (``1.50`` -> ``1.5``, ``1E+2`` -> ``100``)."""
+    if not value.is_finite():
+        raise ValueError(f"the ledger stores finite amounts only, got {value!r}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -SCALE:
+        value = value.quantize(_QUANTUM, rounding=ROUND_HALF_UP)
+    value = value.normalize()
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        value = value.quantize(Decimal(1))
+    return value
+
+
+class Amount(TypeDecorator[Decimal]):
+    """An exact decimal amount or quantity (see the module docstring)."""
+
+    impl = Numeric(PRECISION, SCALE)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(48))
+        return dialect.type_descriptor(Numeric(PRECISION, SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float | bool):
+            raise TypeError(f"ledger amounts must be Decimal, not {type(value).__name__} ({value!r})")
+        decimal_value = canonical_decimal(Decimal(value))
+        if dialect.name == "sqlite":
+            return format(decimal_value, "f")
+        return decimal_value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return canonical_decimal(Decimal(str(value)) if not isinstance(value, Decimal) else value)
+
+
+def ensure_utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC; raise ValueError for a naive datetime."""
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError(f"naive datetime {value.isoformat()} given: pass a timezone-aware (UTC) datetime")
+    return value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on both dialects (see the module docstring)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        value = ensure_utc(value)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSONDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+"""A JSON document column type (JSONB on PostgreSQL)."""
