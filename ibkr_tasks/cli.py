@@ -8,9 +8,10 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     usage = (
-        "usage: ibkr-tasks {sim,db} ...\n"
+        "usage: ibkr-tasks {sim,db,limits} ...\n"
         "  sim  run the Client Portal Gateway simulator\n"
-        "  db   ledger database commands"
+        "  db      ledger database commands (db upgrade [URL])\n"
+        "  limits  IBKR pacing on Prefect global concurrency limits (limits show|create)"
     )
     if not args or args[0] in {"-h", "--help"}:
         print(usage)
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from ibkr_tasks.ledger.cli import main as db_main
 
         return db_main(rest)
+    if command == "limits":
+        from ibkr_tasks.prefect_limits import main as limits_main
+
+        return limits_main(rest)
     print(f"ibkr-tasks: unknown command {command!r}\n{usage}", file=sys.stderr)
     return 2
 

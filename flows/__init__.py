@@ -1,0 +1,1 @@
+"""Prefect flows of ibkr-tasks (entrypoints named in prefect.yaml)."""

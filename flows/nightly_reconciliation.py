@@ -1,0 +1,227 @@
+"""Nightly reconciliation: IBKR fills, commissions and positions into the per-account SQL ledger.
+
+Run it from a deployment (see prefect.yaml: weekdays 18:30 America/New_York), from Python::
+
+    import asyncio
+    from flows.nightly_reconciliation import nightly_reconciliation
+    asyncio.run(nightly_reconciliation(days=1))
+
+or against the simulator with ``make demo``. The run:
+
+1. opens the brokerage session (ssodh/init + /iserver/accounts preflight);
+2. discovers the login's accounts (FA sub-accounts included) unless ``accounts`` is given;
+3. makes ONE trades call for all accounts (IBKR allows 1 per 5 s) and splits the fills by account;
+4. per account, concurrently and inside IBKR's rate limits: ingest fills and commissions (idempotent),
+   page through the positions, reconcile them against the ledger, report;
+5. publishes a summary table, a break report per account, progress, and the events
+   ``ibkr.reconciliation.break`` / ``ibkr.reconciliation.completed`` for automations.
+
+One failing account does not stop the others; the run ends Failed if any account failed (or had
+breaks, with ``fail_on_breaks``), with a message naming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from prefect import flow
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from ibkr_tasks.accounts import validate_account_id
+from ibkr_tasks.blocks import resolve_settings
+from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.ledger import Ledger
+from ibkr_tasks.models import AccountInfo, Fill, ParseResult
+from ibkr_tasks.prefect_limits import configure_rate_limits
+from ibkr_tasks.reporting import (
+    PROGRESS_KEY,
+    AccountOutcome,
+    CommissionBreak,
+    PositionBreak,
+    publish_account,
+    publish_summary,
+)
+from ibkr_tasks.tasks import collect_fills, fetch_positions, ingest_fills, list_accounts, reconcile_positions
+from ibkr_tasks.tasks import refresh_session as refresh_session_task
+
+
+def reconcilable_accounts(infos: list[AccountInfo]) -> list[str]:
+    """The accounts that hold positions: every account of the login but an FA master's own entry."""
+    return [a.account_id for a in infos if not (a.has_child_accounts or a.is_multiplex_parent)]
+
+
+def _apply_ingest(outcome: AccountOutcome, result: Any) -> None:
+    outcome.fills_new = result.fills_new
+    outcome.fills_updated = result.fills_updated
+    outcome.fills_superseded = result.fills_superseded
+    outcome.commissions_finalised = result.commissions_finalised
+    outcome.commissions_changed = result.commissions_changed
+    outcome.quarantined += result.quarantined
+    outcome.commission_breaks = [
+        CommissionBreak(execution_id=b.execution_id, old=b.expected, new=b.actual, currency=b.currency)
+        for b in result.commission_breaks
+    ]
+
+
+def _apply_reconcile(outcome: AccountOutcome, result: Any) -> None:
+    outcome.position_breaks = [
+        PositionBreak(conid=b.conid, symbol=b.symbol, expected=b.expected, actual=b.actual)
+        for b in result.breaks
+    ]
+
+
+async def _reconcile_account(
+    client: IBKRClient,
+    ledger: Ledger,
+    account_id: str,
+    fills: ParseResult[Fill] | None,
+    run_id: str,
+    flow_run_id: str | None,
+) -> AccountOutcome:
+    """ingest -> positions -> reconcile for one account; failures are caught and reported, not raised."""
+    logger = get_run_logger()
+    outcome = AccountOutcome(account_id=account_id)
+    await asyncio.to_thread(ledger.start_run, account_id, run_id, flow_run_id=flow_run_id)
+    try:
+        if fills is None:
+            raise RuntimeError(f"fills for {account_id} could not be collected")
+        outcome.fills_seen = len(fills.items)
+        outcome.commissions_pending = sum(1 for f in fills.items if f.commission is None)
+        ingested = await ingest_fills(ledger, account_id, fills.items, run_id, rejected=fills.rejected)
+        _apply_ingest(outcome, ingested)
+        positions = await fetch_positions(client, account_id)
+        outcome.positions = len(positions.items)
+        if positions.rejected:
+            quarantined = await ingest_fills(ledger, account_id, [], run_id, rejected=positions.rejected)
+            outcome.quarantined += quarantined.quarantined
+        reconciled = await reconcile_positions(ledger, account_id, positions.items, run_id)
+        _apply_reconcile(outcome, reconciled)
+        outcome.status = "breaks" if outcome.breaks else "completed"
+    except Exception as exc:  # one account's failure must not stop the others
+        outcome.status = "failed"
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        logger.error("%s: reconciliation failed: %s", account_id, outcome.error)
+    run_status = "failed" if outcome.status == "failed" else "succeeded"
+    await asyncio.to_thread(
+        ledger.finish_run, account_id, run_id, run_status, outcome.counts(), error=outcome.error
+    )
+    return outcome
+
+
+@flow(name="nightly-reconciliation", retries=0, validate_parameters=True)
+async def nightly_reconciliation(
+    accounts: list[str] | None = None,
+    days: Annotated[int, Field(ge=1, le=7)] = 1,
+    ledger_url: str | None = None,
+    fail_on_breaks: bool = False,
+    credentials: str | None = None,
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 8,
+) -> dict[str, Any] | State:
+    """Reconcile IBKR fills, commissions and positions into the ledger for every account.
+
+    Args:
+        accounts: account ids to reconcile; all accounts of the login when omitted.
+        days: how many days of executions to fetch (1..7; IBKR keeps no more).
+        ledger_url: SQLAlchemy URL of the ledger; ``IBKR_LEDGER_URL`` or ``sqlite:///ibkr_ledger.db`` by default.
+        fail_on_breaks: end the run Failed when any account has a break.
+        credentials: name of a saved ``IBKRCredentials`` block; the ``IBKR_*`` environment otherwise.
+        max_concurrency: accounts processed at once (IBKR's rate limits apply underneath).
+    """
+    logger = get_run_logger()
+    settings = resolve_settings(credentials)
+    flow_run_id = flow_run.get_id()
+    run_id = flow_run_id or f"local-{uuid.uuid4()}"
+    ledger = await asyncio.to_thread(Ledger, ledger_url)
+    logger.info("ledger: %s", ledger.display_url)
+    pacing = await configure_rate_limits(settings)
+    logger.info(
+        "IBKR pacing: %s", "Prefect global concurrency limits" if pacing == "prefect" else "in-process"
+    )
+
+    async with IBKRClient.from_settings(settings) as client:
+        await refresh_session_task(client)
+        infos = await list_accounts(client)
+        await asyncio.to_thread(ledger.upsert_accounts, infos)
+        known = {a.account_id for a in infos}
+        if accounts:
+            wanted = [validate_account_id(a) for a in accounts]
+        else:
+            wanted = reconcilable_accounts(infos)
+        unknown = [a for a in wanted if a not in known]
+        targets = [a for a in wanted if a in known]
+        logger.info("reconciling %d account(s), %d day(s) of executions", len(targets), days)
+
+        progress_id = await acreate_progress_artifact(
+            progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled in run {run_id}"
+        )
+        fills: dict[str, ParseResult[Fill]] = {}
+        collect_error: str | None = None
+        if targets:
+            try:
+                fills = await collect_fills(client, targets, days=days)
+            except Exception as exc:
+                collect_error = f"{type(exc).__name__}: {exc}"
+                logger.error("collecting fills failed: %s", collect_error)
+
+        semaphore = asyncio.Semaphore(max_concurrency)
+        done = 0
+
+        async def one(account_id: str) -> AccountOutcome:
+            nonlocal done
+            async with semaphore:
+                outcome = await _reconcile_account(
+                    client,
+                    ledger,
+                    account_id,
+                    fills.get(account_id) if collect_error is None else None,
+                    run_id,
+                    flow_run_id,
+                )
+                if collect_error and outcome.error:
+                    outcome.error = f"collecting fills failed: {collect_error}"
+                await publish_account(outcome, run_id)
+                done += 1
+                await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
+                return outcome
+
+        outcomes = list(await asyncio.gather(*(one(a) for a in targets)))
+
+    for account_id in unknown:
+        outcomes.append(
+            AccountOutcome(account_id=account_id, status="failed", error="not an account of this IBKR login")
+        )
+    await publish_summary(outcomes, run_id)
+    summary = {"run_id": run_id, "accounts": [o.as_dict() for o in outcomes]}
+
+    failed = [o.account_id for o in outcomes if o.status == "failed"]
+    with_breaks = [o.account_id for o in outcomes if o.breaks]
+    for o in outcomes:
+        logger.info(
+            "%s: %s (new %d, updated %d, superseded %d, finalised %d, changed %d, quarantined %d, breaks %d)",
+            o.account_id,
+            o.status,
+            o.fills_new,
+            o.fills_updated,
+            o.fills_superseded,
+            o.commissions_finalised,
+            o.commissions_changed,
+            o.quarantined,
+            o.breaks,
+        )
+    problems = []
+    if failed:
+        problems.append(f"{len(failed)} account(s) failed: {', '.join(failed)}")
+    if fail_on_breaks and with_breaks:
+        problems.append(f"{len(with_breaks)} account(s) with breaks: {', '.join(with_breaks)}")
+    if problems:
+        return Failed(message="; ".join(problems), data=summary)
+    message = f"{len(outcomes)} account(s) reconciled"
+    if with_breaks:
+        message += f"; breaks in {', '.join(with_breaks)}"
+    return Completed(message=message, data=summary)

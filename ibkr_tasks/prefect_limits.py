@@ -1,0 +1,199 @@
+"""IBKR's pacing limits on Prefect global concurrency limits, shared by every worker of a server.
+
+The in-process limiter (``ibkr_tasks.client.ratelimit``) keeps one process inside IBKR's limits.
+Several workers on several machines behind one IBKR login share ONE budget at IBKR (the global
+limit counts per username, the penalty box per IP), so they must share one pacing too. With a
+Prefect server configured, the same limits can live there as *rate limits with slot decay*:
+
+    ibkr-tasks limits create                     # from the IBKR_* settings; idempotent
+    # or by hand, one per limit (names printed by `ibkr-tasks limits show`):
+    prefect gcl create ibkr-localhost-default-global --limit 1 --slot-decay-per-second 9.6
+    prefect gcl create ibkr-localhost-default-trades --limit 1 --slot-decay-per-second 0.192
+
+Each limit gets capacity 1 and a decay of ``requests / per / (1 + margin)`` per second, so requests
+are evenly spaced exactly as in the in-process limiter: no burst can put more than the allowed
+count into any window. Concurrency caps (5 concurrent history requests) become plain concurrency
+limits. :func:`configure_rate_limits` switches a process to them when they exist on the server
+(``IBKR_RATE_LIMIT_BACKEND=auto``, the default), or always/never (``prefect`` / ``local``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from ibkr_tasks.client.ratelimit import ENDPOINT_RULES, BoundLimit, RateLimiter, get_limiter
+from ibkr_tasks.client.settings import IBKRSettings
+from ibkr_tasks.errors import ConfigurationError
+
+logger = logging.getLogger("ibkr_tasks.prefect")
+
+BackendMode = Literal["auto", "prefect", "local"]
+
+
+def gcl_name(key: str) -> str:
+    """Prefect-friendly name of a limiter key (``ibkr:localhost:default:trades`` -> ``ibkr-localhost-default-trades``)."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", key.lower())).strip("-")
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    """One Prefect global concurrency limit the pacing needs."""
+
+    name: str
+    limit: int
+    slot_decay_per_second: float | None
+
+    def cli(self) -> str:
+        decay = (
+            f" --slot-decay-per-second {self.slot_decay_per_second:.6g}" if self.slot_decay_per_second else ""
+        )
+        return f"prefect gcl create {self.name} --limit {self.limit}{decay}"
+
+
+def limit_specs(limiter: RateLimiter) -> list[LimitSpec]:
+    """Every GCL the limiter's limits map to: rate limits with decay, and concurrency caps."""
+    specs: dict[str, LimitSpec] = {}
+    bound = [
+        BoundLimit(f"{limiter.key_prefix}:{limiter.global_limit.name}", limiter.global_limit, limiter.margin)
+    ]
+    bound += [
+        BoundLimit(f"{limiter.key_prefix}:{rule.limit.name}", rule.limit, limiter.margin)
+        for rule in limiter.rules
+        if rule.limit is not None
+    ]
+    for b in bound:
+        name = gcl_name(b.key)
+        specs[name] = LimitSpec(name, 1, 1.0 / b.spacing)
+    for rule in ENDPOINT_RULES:
+        if rule.max_concurrent and rule.concurrency_name:
+            name = gcl_name(f"{limiter.key_prefix}:{rule.concurrency_name}")
+            specs[name] = LimitSpec(name, rule.max_concurrent, None)
+    return list(specs.values())
+
+
+class PrefectBackend:
+    """A :class:`~ibkr_tasks.client.ratelimit.LimiterBackend` that waits on Prefect's server."""
+
+    def __init__(self, *, timeout_seconds: float | None = 600) -> None:
+        self.timeout_seconds = timeout_seconds
+
+    async def acquire(self, limits: Sequence[BoundLimit]) -> None:
+        from prefect.concurrency.asyncio import rate_limit
+
+        # strict=True: a missing limit is a configuration error, never a silent unthrottled run.
+        await rate_limit(
+            [gcl_name(b.key) for b in limits], occupy=1, timeout_seconds=self.timeout_seconds, strict=True
+        )
+
+    @asynccontextmanager
+    async def concurrency(self, key: str, max_concurrent: int) -> AsyncIterator[None]:
+        from prefect.concurrency.asyncio import concurrency
+
+        async with concurrency(gcl_name(key), occupy=1, timeout_seconds=self.timeout_seconds, strict=True):
+            yield
+
+
+async def create_limits(settings: IBKRSettings) -> list[LimitSpec]:
+    """Create (or update) the GCLs for ``settings``' login on the configured Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    specs = limit_specs(RateLimiter.for_settings(settings))
+    async with get_client() as client:
+        for spec in specs:
+            try:
+                await client.read_global_concurrency_limit_by_name(spec.name)
+            except ObjectNotFound:
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(
+                        name=spec.name, limit=spec.limit, slot_decay_per_second=spec.slot_decay_per_second
+                    )
+                )
+            else:
+                await client.update_global_concurrency_limit(
+                    spec.name,
+                    GlobalConcurrencyLimitUpdate(
+                        limit=spec.limit, slot_decay_per_second=spec.slot_decay_per_second
+                    ),
+                )
+    return specs
+
+
+async def _limits_exist(specs: list[LimitSpec]) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            for spec in specs:
+                await client.read_global_concurrency_limit_by_name(spec.name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+async def configure_rate_limits(settings: IBKRSettings, mode: BackendMode | None = None) -> str:
+    """Point the process-wide limiter of ``settings``' login at Prefect or keep it local.
+
+    Returns ``"prefect"`` or ``"local"``. ``auto`` uses Prefect when a server is configured
+    (``PREFECT_API_URL``) and the limits exist on it; ``prefect`` requires them.
+    """
+    mode = mode or os.environ.get("IBKR_RATE_LIMIT_BACKEND", "auto")  # type: ignore[assignment]
+    if mode not in ("auto", "prefect", "local"):
+        raise ConfigurationError(f"IBKR_RATE_LIMIT_BACKEND must be auto, prefect or local, not {mode!r}")
+    limiter = get_limiter(settings)
+    if mode == "local":
+        return _use_local(limiter)
+    specs = limit_specs(limiter)
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        if mode == "prefect":
+            raise ConfigurationError(
+                "IBKR_RATE_LIMIT_BACKEND=prefect needs a Prefect server (PREFECT_API_URL)"
+            )
+        return _use_local(limiter)
+    if not await _limits_exist(specs):
+        if mode == "prefect":
+            missing = "\n".join(s.cli() for s in specs)
+            raise ConfigurationError(
+                f"the Prefect rate limits for this login do not exist; create them:\n{missing}"
+            )
+        logger.info("Prefect rate limits for %s not found; pacing in-process", limiter.key_prefix)
+        return _use_local(limiter)
+    if not isinstance(limiter.backend, PrefectBackend):
+        limiter.backend = PrefectBackend()
+    logger.info("pacing IBKR requests on Prefect global concurrency limits (%s)", limiter.key_prefix)
+    return "prefect"
+
+
+def _use_local(limiter: RateLimiter) -> str:
+    if isinstance(limiter.backend, PrefectBackend):
+        from ibkr_tasks.client.ratelimit import InProcessBackend
+
+        limiter.backend = InProcessBackend(clock=limiter.clock, sleep=limiter.sleep)
+    return "local"
+
+
+def main(argv: list[str]) -> int:
+    """``ibkr-tasks limits {show,create}``: the GCLs that pace this login."""
+    settings = IBKRSettings()
+    command = argv[0] if argv else "show"
+    if command == "show":
+        for spec in limit_specs(RateLimiter.for_settings(settings)):
+            print(spec.cli())
+        return 0
+    if command == "create":
+        for spec in asyncio.run(create_limits(settings)):
+            print(f"ok  {spec.name}")
+        return 0
+    print("usage: ibkr-tasks limits {show,create}")
+    return 2

@@ -1,0 +1,109 @@
+"""Tasks that talk to IBKR. Reads retry on transient errors; order placement never retries here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.errors import RateLimited, ServerError, TransportError
+from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, ParseResult, Position, Snapshot
+
+# Transient failures worth another try of a *read*. Authentication problems, bad input and account
+# mismatches are not: retrying them only hides the cause.
+_TRANSIENT = (TransportError, ServerError, RateLimited)
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except _TRANSIENT:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+_READ = {
+    "cache_policy": NO_CACHE,
+    "retries": 2,
+    "retry_delay_seconds": [5, 20],
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": _retry_transient,
+}
+
+
+@task(name="refresh-session", **_READ)
+async def refresh_session(client: IBKRClient, allow_competing: bool = False) -> None:
+    """Open (or re-open) the brokerage session and make the /iserver/accounts preflight."""
+    await client.ensure_session(allow_competing=allow_competing)
+    get_run_logger().info("IBKR brokerage session ready at %s", client.transport.settings.api_url)
+
+
+@task(name="list-accounts", **_READ)
+async def list_accounts(client: IBKRClient) -> list[AccountInfo]:
+    """Every account of the login, FA sub-accounts included."""
+    accounts = await client.list_accounts()
+    get_run_logger().info(
+        "login has %d account(s): %s", len(accounts), ", ".join(a.account_id for a in accounts)
+    )
+    return accounts
+
+
+@task(name="collect-fills", **_READ)
+async def collect_fills(
+    client: IBKRClient, account_ids: Sequence[str], days: int = 1
+) -> dict[str, ParseResult[Fill]]:
+    """One trades call serving every requested account (IBKR paces it at 1 per 5 s)."""
+    result = await client.fills(list(account_ids), days=days)
+    logger = get_run_logger()
+    for account_id in account_ids:
+        batch = result.get(account_id)
+        n_ok = len(batch.items) if batch else 0
+        n_bad = len(batch.rejected) if batch else 0
+        logger.info("%s: %d fill(s) in the last %d day(s), %d unparseable", account_id, n_ok, days, n_bad)
+    return result
+
+
+@task(name="fetch-positions", task_run_name="fetch-positions-{account_id}", **_READ)
+async def fetch_positions(
+    client: IBKRClient, account_id: str, invalidate: bool = True
+) -> ParseResult[Position]:
+    """All pages of one account's positions (cache invalidated first so the snapshot is current)."""
+    result = await client.positions(account_id, invalidate=invalidate)
+    get_run_logger().info(
+        "%s: %d position(s), %d unparseable", account_id, len(result.items), len(result.rejected)
+    )
+    return result
+
+
+@task(name="snapshot", **_READ)
+async def snapshot(client: IBKRClient, conids: Sequence[int]) -> list[Snapshot]:
+    """One market-data snapshot of the given conids (the preflight is handled by the client)."""
+    return await client.snapshot(list(conids))
+
+
+@task(name="place-order", task_run_name="place-order-{account_id}-{coid}", cache_policy=NO_CACHE, retries=0)
+async def place_order(
+    client: IBKRClient, account_id: str, order: OrderRequest, coid: str, policy: Any = None
+) -> OrderResult:
+    """Place one order with a deterministic cOID.
+
+    ``retries=0`` on purpose: a second attempt goes through the same cOID, and the client resolves
+    "already registered" to the existing order instead of sending a new one.
+    """
+    result = await client.place_order(account_id, order, coid=coid, policy=policy)
+    get_run_logger().info("%s: order %s (cOID %s) %s", account_id, result.order_id, coid, result.status)
+    return result
+
+
+@task(name="cancel-all", task_run_name="cancel-all-{account_id}", cache_policy=NO_CACHE, retries=0)
+async def cancel_all(client: IBKRClient, account_id: str) -> list[str]:
+    """Cancel this account's working orders, and only this account's."""
+    cancelled = await client.cancel_all(account_id)
+    get_run_logger().info("%s: cancel requested for %d order(s)", account_id, len(cancelled))
+    return [str(c) for c in cancelled]
