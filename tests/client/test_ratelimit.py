@@ -1,0 +1,244 @@
+"""Pacing: IBKR's per-endpoint and global limits hold under concurrent callers (virtual time)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import respx
+
+from ibkr_tasks.client.clock import FakeClock
+from ibkr_tasks.client.ratelimit import (
+    GATEWAY_GLOBAL,
+    HOSTED_GLOBAL,
+    BoundLimit,
+    InProcessBackend,
+    Limit,
+    RateLimiter,
+    get_limiter,
+    reset_limiters,
+    rules_for,
+)
+from ibkr_tasks.client.settings import IBKRSettings
+from ibkr_tasks.client.transport import Transport
+
+BASE = "https://localhost:5000/v1/api"
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most requests inside any half-open window [t, t + window) of the given length."""
+    times = sorted(times)
+    best = 0
+    j = 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stamped(clock: FakeClock):
+    """A respx router that records the virtual time at which each path was hit."""
+    seen: dict[str, list[float]] = {}
+
+    def record(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/v1/api")
+        seen.setdefault(path, []).append(clock())
+        seen.setdefault("*", []).append(clock())
+        if path == "/iserver/accounts":
+            return httpx.Response(200, json={"accounts": ["DU1234567"]})
+        return httpx.Response(200, json=[])
+
+    with respx.mock(base_url=BASE, assert_all_called=False) as mock:
+        mock.route().mock(side_effect=record)
+        yield seen
+
+
+def make(clock: FakeClock) -> Transport:
+    return Transport(IBKRSettings(api_url=BASE, access_token="placeholder"), clock=clock, sleep=clock.sleep)
+
+
+async def test_three_trades_calls_are_spaced_at_least_five_seconds(stamped: dict, clock: FakeClock) -> None:
+    async with make(clock) as t:
+        await asyncio.gather(*(t.request("GET", "/iserver/account/trades") for _ in range(3)))
+    times = stamped["/iserver/account/trades"]
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(gap >= 5.0 for gap in gaps), gaps
+    # ... and not wastefully more (within the 4 % safety margin).
+    assert all(gap <= 5.0 * 1.05 for gap in gaps), gaps
+
+
+async def test_burst_of_50_snapshots_is_held_to_10_per_second(stamped: dict, clock: FakeClock) -> None:
+    start = clock()
+    async with make(clock) as t:
+        await asyncio.gather(
+            *(
+                t.request("GET", "/iserver/marketdata/snapshot", params={"conids": "265598"})
+                for _ in range(50)
+            )
+        )
+    times = stamped["/iserver/marketdata/snapshot"]
+    assert len(times) == 50
+    assert max_in_window(times, 1.0) <= 10
+    # Throughput stays close to the limit: 50 requests need about 5 s, not much more.
+    assert times[-1] - start <= 5.5
+
+
+async def test_global_limit_holds_across_endpoints(stamped: dict, clock: FakeClock) -> None:
+    async with make(clock) as t:
+        calls = [t.request("GET", f"/iserver/contract/{n}/info") for n in range(25)]
+        calls += [t.request("GET", "/iserver/marketdata/snapshot") for _ in range(15)]
+        calls += [t.request("POST", "/tickle") for _ in range(3)]
+        await asyncio.gather(*calls)
+    assert max_in_window(stamped["*"], 1.0) <= GATEWAY_GLOBAL.requests
+    assert max_in_window(stamped["/tickle"], 1.0) <= 1
+
+
+async def test_hosted_api_allows_50_per_second() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(HOSTED_GLOBAL, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def one() -> None:
+        async with limiter.slot("GET", "/iserver/contract/1/info"):
+            sent.append(clock())
+
+    await asyncio.gather(*(one() for _ in range(120)))
+    assert max_in_window(sent, 1.0) <= 50
+    assert max(sent) - min(sent) <= 119 / 50 * 1.05
+
+
+async def test_a_caller_waiting_on_a_slow_endpoint_does_not_block_others() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(GATEWAY_GLOBAL, clock=clock, sleep=clock.sleep)
+    sent: dict[str, float] = {}
+
+    async def call(name: str, path: str) -> None:
+        async with limiter.slot("GET", path):
+            sent[name] = clock()
+
+    await asyncio.gather(
+        call("trades-1", "/iserver/account/trades"),
+        call("trades-2", "/iserver/account/trades"),  # must wait ~5 s
+        call("other", "/iserver/secdef/search"),  # must not wait behind trades-2
+    )
+    assert sent["trades-2"] - sent["trades-1"] >= 5.0
+    assert sent["other"] - sent["trades-1"] < 1.0
+
+
+async def test_history_is_capped_at_five_concurrent_requests(clock: FakeClock) -> None:
+    in_flight = 0
+    peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await clock.sleep(3.0)
+        in_flight -= 1
+        return httpx.Response(200, json={"data": []})
+
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/iserver/marketdata/history").mock(side_effect=slow)
+        async with make(clock) as t:
+            await asyncio.gather(*(t.request("GET", "/iserver/marketdata/history") for _ in range(12)))
+    assert peak == 5
+
+
+async def test_cancelled_waiter_gives_its_slot_back() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(GATEWAY_GLOBAL, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def call() -> None:
+        async with limiter.slot("GET", "/iserver/account/trades"):
+            sent.append(clock())
+
+    await call()
+    waiting = asyncio.create_task(call())  # reserved for +5 s
+    await clock.sleep(1.0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await clock.sleep(4.5)
+    await call()  # the cancelled reservation must not push this one to +10 s
+    assert sent[-1] - sent[0] < 6.0
+
+
+async def test_late_wakeup_re_reserves_instead_of_crowding_the_window() -> None:
+    clock = FakeClock()
+    oversleep = {"first": True}
+
+    async def sleepy(seconds: float) -> None:
+        # The first wait wakes 0.5 s late (a blocked event loop); later ones are punctual.
+        extra = 0.5 if oversleep.pop("first", False) else 0.0
+        await clock.sleep(seconds + extra)
+
+    backend = InProcessBackend(clock=clock, sleep=sleepy)
+    limit = BoundLimit("k", Limit("snap", 10, 1.0))
+    sent: list[float] = []
+
+    async def one() -> None:
+        await backend.acquire([limit])
+        sent.append(clock())
+
+    await asyncio.gather(*(one() for _ in range(30)))
+    assert max_in_window(sent, 1.0) <= 10
+
+
+def test_endpoint_rules_match_ibkr_table() -> None:
+    def names(method: str, path: str) -> set[str]:
+        return {r.limit.name for r in rules_for(method, path) if r.limit}
+
+    assert names("GET", "/iserver/marketdata/snapshot") == {"snapshot"}
+    assert names("GET", "/iserver/account/trades") == {"trades"}
+    assert names("GET", "/iserver/account/orders") == {"live_orders"}
+    assert names("POST", "/iserver/account/DU1/orders") == set()  # placing orders is not paced per endpoint
+    assert (
+        names("GET", "/portfolio/accounts")
+        == names("GET", "/portfolio/subaccounts")
+        == {"portfolio_accounts"}
+    )
+    assert names("GET", "/iserver/account/pnl/partitioned") == {"pnl_partitioned"}
+    assert names("POST", "/tickle") == names("GET", "/tickle") == {"tickle"}
+    assert names("GET", "/sso/validate") == {"sso_validate"}
+    assert names("POST", "/iserver/scanner/run") == {"scanner_run"}
+    assert names("GET", "/fyi/unreadnumber") == {"fyi"}
+    assert names("POST", "/pa/performance") == {"pa"}
+    assert names("GET", "/portfolio/DU1/positions/0") == set()
+
+
+def test_one_limiter_per_host_and_user() -> None:
+    reset_limiters()
+    try:
+        gateway = IBKRSettings(api_url=BASE)
+        a = get_limiter(gateway)
+        assert get_limiter(IBKRSettings(api_url=BASE, account_id="DU7654321")) is a
+        hosted_1 = get_limiter(
+            IBKRSettings(api_url="https://api.ibkr.com/v1/api", access_token="x", username="alice")
+        )
+        hosted_2 = get_limiter(
+            IBKRSettings(api_url="https://api.ibkr.com/v1/api", access_token="y", username="bob")
+        )
+        assert hosted_1 is not hosted_2 and hosted_1 is not a
+        assert a.global_limit == GATEWAY_GLOBAL
+        assert hosted_1.global_limit == HOSTED_GLOBAL
+    finally:
+        reset_limiters()
+
+
+def test_transports_share_the_registered_limiter() -> None:
+    reset_limiters()
+    try:
+        settings = IBKRSettings(api_url=BASE)
+        assert Transport(settings).limiter is Transport(settings).limiter
+    finally:
+        reset_limiters()
