@@ -12,9 +12,17 @@ from ibkr_tasks.models.accounts import (
     parse_contract_info,
 )
 from ibkr_tasks.models.common import ParseResult, RejectedRow
-from ibkr_tasks.models.fills import Fill, fill_account_id, parse_fill, parse_fills, split_execution_id
+from ibkr_tasks.models.fills import (
+    Fill,
+    FillsByAccount,
+    fill_account_id,
+    parse_fill,
+    parse_fills,
+    split_execution_id,
+)
 from ibkr_tasks.models.marketdata import DEFAULT_SNAPSHOT_FIELDS, FIELD_IDS, Snapshot, parse_snapshot
 from ibkr_tasks.models.orders import (
+    CancelResult,
     EventContractPair,
     LiveOrder,
     OrderRequest,
@@ -31,10 +39,12 @@ __all__ = [
     "DEFAULT_SNAPSHOT_FIELDS",
     "FIELD_IDS",
     "AccountInfo",
+    "CancelResult",
     "ContractInfo",
     "ContractSearchResult",
     "EventContractPair",
     "Fill",
+    "FillsByAccount",
     "LiveOrder",
     "OrderRequest",
     "OrderResult",

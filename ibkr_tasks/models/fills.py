@@ -34,7 +34,7 @@ from ibkr_tasks.models.numbers import (
     parse_trade_time,
 )
 
-__all__ = ["Fill", "fill_account_id", "parse_fill", "parse_fills", "split_execution_id"]
+__all__ = ["Fill", "FillsByAccount", "fill_account_id", "parse_fill", "parse_fills", "split_execution_id"]
 
 FillSide = Literal["B", "S", "X", "N"]
 _SIDES: dict[str, FillSide] = {
@@ -94,6 +94,25 @@ class Fill(BaseModel):
     def is_commission_pending(self) -> bool:
         """True while IBKR has not reported the commission (it may arrive on a later fetch)."""
         return self.commission is None
+
+
+class FillsByAccount(dict[str, ParseResult[Fill]]):
+    """``{account_id: ParseResult[Fill]}`` for the accounts that were asked for, from ONE trades call.
+
+    A requested account with no executions maps to an empty result. Besides the mapping:
+
+    - ``unattributed``: rows that do not say (or contradict themselves about) which account they
+      belong to; they are nobody's fills, and the caller should quarantine them (ledger ``quarantine``
+      has a nullable account id for exactly this);
+    - ``other_accounts``: how many rows belonged to accounts that were not asked for (FA and
+      multi-account logins return every account's executions). They are never handed to a requested
+      account.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unattributed: list[RejectedRow] = []
+        self.other_accounts: dict[str, int] = {}
 
 
 def split_execution_id(execution_id: str) -> tuple[str, int]:

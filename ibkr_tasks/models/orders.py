@@ -29,6 +29,7 @@ from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.models.numbers import parse_decimal
 
 __all__ = [
+    "CancelResult",
     "EventContractPair",
     "LiveOrder",
     "OrderRequest",
@@ -229,3 +230,19 @@ class LiveOrder(BaseModel):
     def is_active(self) -> bool:
         """True while the order can still trade (not filled, cancelled or inactive)."""
         return (self.status or "") not in {"Filled", "Cancelled", "Inactive", "PreCancelled", "ApiCancelled"}
+
+
+class CancelResult(BaseModel):
+    """IBKR's answer to ``DELETE /iserver/account/{id}/order/{orderId}``.
+
+    ``accepted`` means the cancel *request* was accepted ("Request was submitted"), not that the order
+    is cancelled: an execution can still arrive while the cancel is pending (api-reference §5.7).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    account_id: str
+    order_id: str
+    accepted: bool
+    message: str | None = None
+    raw: Any = None

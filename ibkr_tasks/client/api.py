@@ -1,0 +1,337 @@
+"""``IBKRClient``: the Client Portal Web API endpoints this project uses, typed and safe.
+
+The client knows nothing of Prefect or SQL; it turns HTTP answers into models from
+:mod:`ibkr_tasks.models` and applies the rules from the audit of an earlier client (issue 3):
+
+- positions: pages of 100 from page 0 until a short or empty page (there is no total);
+- fills: ONE ``/iserver/account/trades?days=N`` call serves every requested account; rows are grouped
+  by account and another account's executions are never returned for an account;
+- orders, prompts, cancels: see :mod:`ibkr_tasks.client.orders`;
+- market data: see :mod:`ibkr_tasks.client.marketdata`; contracts: :mod:`ibkr_tasks.client.contracts`.
+
+HTTP, auth, pacing and the ``/iserver/accounts`` / ``/portfolio/accounts`` pre-flights belong to the
+transport (:class:`ibkr_tasks.client.transport.Transport`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+from ibkr_tasks.accounts import validate_account_id
+from ibkr_tasks.client.contracts import ContractBook
+from ibkr_tasks.client.marketdata import MarketData
+from ibkr_tasks.client.orders import OrderDesk, TransportLike
+from ibkr_tasks.client.prompts import PromptPolicy
+from ibkr_tasks.errors import AccountMismatch, APIError, ConfigurationError, ParseError
+from ibkr_tasks.models import (
+    DEFAULT_SNAPSHOT_FIELDS,
+    AccountInfo,
+    CancelResult,
+    ContractInfo,
+    ContractSearchResult,
+    EventContractPair,
+    Fill,
+    FillsByAccount,
+    LiveOrder,
+    OrderRequest,
+    OrderResult,
+    ParseResult,
+    Position,
+    RejectedRow,
+    Snapshot,
+    fill_account_id,
+    parse_account,
+    parse_fills,
+    parse_positions,
+)
+from ibkr_tasks.models.multipliers import ONE_MULTIPLIER_SEC_TYPES, OPTION_SEC_TYPES, positive_or_none
+from ibkr_tasks.models.numbers import parse_decimal
+
+__all__ = ["MAX_POSITION_PAGES", "MAX_TRADE_DAYS", "POSITIONS_PAGE_SIZE", "IBKRClient"]
+
+logger = logging.getLogger(__name__)
+
+POSITIONS_PAGE_SIZE = 100
+MAX_POSITION_PAGES = 1000  # 100,000 positions: beyond that the server is ignoring the page index
+MAX_TRADE_DAYS = 7
+
+
+def _error_of(data: Any) -> str | None:
+    if isinstance(data, Mapping) and data.get("error") not in (None, ""):
+        return str(data["error"])
+    return None
+
+
+class IBKRClient:
+    """Async client for the Client Portal Web API. Use ``async with IBKRClient.from_settings() as c``."""
+
+    def __init__(
+        self,
+        transport: TransportLike,
+        *,
+        policy: PromptPolicy | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        preflight_pause: float = 0.5,
+    ) -> None:
+        self.transport = transport
+        self.contracts = ContractBook(transport)
+        self.market_data = MarketData(transport, sleep=sleep, clock=clock, preflight_pause=preflight_pause)
+        self.orders = OrderDesk(
+            transport,
+            policy=policy,
+            fills_lookup=self._fills_of,
+            sleep=sleep,
+            preflight_pause=max(preflight_pause, 1.0),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any = None, **transport_kwargs: Any) -> IBKRClient:
+        """Build the client on the real :class:`Transport` (settings from ``IBKR_*`` env when None)."""
+        from ibkr_tasks.client.transport import Transport
+
+        return cls(Transport(settings, **transport_kwargs))
+
+    async def __aenter__(self) -> IBKRClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the transport (its HTTP connections)."""
+        close = getattr(self.transport, "aclose", None)
+        if close is not None:
+            await close()
+
+    # ------------------------------------------------------------------ session & accounts
+    async def ensure_session(self, allow_competing: bool = False) -> Any:
+        """Make sure a brokerage session is open (delegates to the transport)."""
+        return await self.transport.ensure_session(allow_competing=allow_competing)
+
+    async def list_accounts(self) -> list[AccountInfo]:
+        """Accounts of the login: ``/portfolio/accounts`` joined with ``/iserver/accounts``."""
+        rows = await self.transport.ensure_portfolio_accounts()
+        iserver = await self.transport.ensure_iserver_accounts()
+        accounts = []
+        for row in rows or []:
+            try:
+                accounts.append(parse_account(row, iserver))
+            except ValueError as exc:
+                raise ParseError(
+                    f"/portfolio/accounts row not understood ({exc}): {str(row)[:200]}"
+                ) from None
+        return accounts
+
+    # ------------------------------------------------------------------ positions
+    async def positions(self, account_id: str, *, invalidate: bool = False) -> ParseResult[Position]:
+        """Every position of ``account_id``, walking pages of 100 from page 0.
+
+        ``invalidate=True`` first clears IBKR's server-side positions cache. Rows that cannot be parsed
+        are in ``rejected``. A row that names another account raises :class:`AccountMismatch`: if the
+        server mixed accounts, none of the rows of that answer can be trusted for reconciliation.
+        """
+        acct = validate_account_id(account_id)
+        await self.transport.ensure_portfolio_accounts()
+        if invalidate:
+            await self.transport.request("POST", f"/portfolio/{acct}/positions/invalidate", retry=False)
+        rows: list[Any] = []
+        previous: list[Any] | None = None
+        for page in range(MAX_POSITION_PAGES):
+            path = f"/portfolio/{acct}/positions/{page}"
+            data = await self.transport.request("GET", path)
+            error = _error_of(data)
+            if error is not None:
+                raise APIError(f"positions of {acct} page {page}: {error}", path=path)
+            if not isinstance(data, list):
+                raise ParseError(f"positions of {acct} page {page} is not a list: {str(data)[:200]}")
+            if data and data == previous:
+                raise APIError(
+                    f"positions of {acct}: page {page} repeats page {page - 1}; the server ignores the page "
+                    "index, so the positions cannot be trusted",
+                    path=path,
+                )
+            rows.extend(data)
+            if len(data) < POSITIONS_PAGE_SIZE:
+                break
+            previous = data
+        else:
+            raise APIError(f"positions of {acct}: more than {MAX_POSITION_PAGES} full pages", path=path)
+        multipliers = await self._multipliers_needed(rows, sec_type_keys=("assetClass", "secType"))
+        result = parse_positions(rows, acct, multipliers=multipliers)
+        foreign = sorted({r.account_id for r in result.rejected if r.account_id and r.account_id != acct})
+        if foreign:
+            raise AccountMismatch(
+                f"positions of {acct} contained rows of {', '.join(foreign)}; refusing the whole answer. "
+                "Check that the account id is not an FA group/master and retry with invalidate=True"
+            )
+        return result
+
+    # ------------------------------------------------------------------ fills
+    async def fills(self, account_ids: Sequence[str] | str, *, days: int = 1) -> FillsByAccount:
+        """Executions of the last ``days`` days (1..7) for each of ``account_ids``, from ONE call.
+
+        Returns ``{account_id: ParseResult[Fill]}`` (a :class:`FillsByAccount`, also carrying
+        ``unattributed`` rejected rows and ``other_accounts`` counts). The days are always sent
+        explicitly because IBKR documents two different defaults.
+        """
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_TRADE_DAYS:
+            raise ConfigurationError(
+                f"days must be an integer from 1 to {MAX_TRADE_DAYS} (IBKR keeps 7 days of executions; "
+                f"use Flex statements for older ones), got {days!r}"
+            )
+        if isinstance(account_ids, str):
+            account_ids = [account_ids]
+        wanted = list(dict.fromkeys(validate_account_id(a) for a in account_ids))
+        if not wanted:
+            raise ConfigurationError("fills() needs at least one account id")
+        await self.transport.ensure_iserver_accounts()
+        path = "/iserver/account/trades"
+        data = await self.transport.request("GET", path, params={"days": days})
+        error = _error_of(data)
+        if error is not None:
+            raise APIError(f"trades: {error}", path=path)
+        if not isinstance(data, list):
+            raise ParseError(f"trades answer is not a list: {str(data)[:200]}")
+        grouped = FillsByAccount()
+        for acct in wanted:
+            grouped[acct] = ParseResult()
+        ours: list[Any] = []
+        for row in data:
+            owner = fill_account_id(row) if isinstance(row, Mapping) else None
+            if owner is None or owner in grouped:
+                ours.append(row)
+            else:
+                grouped.other_accounts[owner] = grouped.other_accounts.get(owner, 0) + 1
+        multipliers = await self._multipliers_needed(ours, sec_type_keys=("sec_type", "secType"))
+        parsed = parse_fills(ours, multipliers=multipliers)
+        for fill in parsed.items:
+            grouped[fill.account_id].items.append(fill)
+        for rejected in parsed.rejected:
+            self._route_rejected(grouped, rejected)
+        if grouped.other_accounts:
+            logger.info("trades: ignored rows of accounts not asked for: %s", grouped.other_accounts)
+        return grouped
+
+    @staticmethod
+    def _route_rejected(grouped: FillsByAccount, rejected: RejectedRow) -> None:
+        if rejected.account_id in grouped:
+            grouped[rejected.account_id].rejected.append(rejected)
+        else:
+            grouped.unattributed.append(rejected)
+
+    async def _fills_of(self, account_id: str) -> list[Fill]:
+        """Today's fills of one account (used to find an order by cOID)."""
+        return (await self.fills([account_id], days=1))[account_id.upper()].items
+
+    async def _multipliers_needed(
+        self, rows: Iterable[Any], *, sec_type_keys: tuple[str, ...]
+    ) -> dict[int, Decimal]:
+        """Contract-info multipliers for rows whose multiplier cannot be inferred from the row."""
+        conids: list[int] = []
+        for row in rows:
+            if not isinstance(row, Mapping) or positive_or_none(row.get("multiplier")) is not None:
+                continue
+            sec_type = next((str(row[k]).upper() for k in sec_type_keys if row.get(k)), "")
+            if not sec_type or sec_type in ONE_MULTIPLIER_SEC_TYPES or sec_type in OPTION_SEC_TYPES:
+                continue
+            try:
+                conids.append(int(str(row.get("conid"))))
+            except ValueError:
+                continue
+        if not conids:
+            return {}
+        return await self.contracts.multipliers(conids)
+
+    # ------------------------------------------------------------------ orders
+    async def place_order(
+        self,
+        account_id: str,
+        order: OrderRequest,
+        *,
+        coid: str,
+        policy: PromptPolicy | None = None,
+        pair: EventContractPair | None = None,
+    ) -> OrderResult:
+        """Place ONE order (see :mod:`ibkr_tasks.client.orders` for every rule it follows)."""
+        acct = validate_account_id(account_id)
+        if order.side.value != "Long" and pair is None:
+            pair = await self.contracts.event_contract_pair(order.conid)
+        return await self.orders.place(acct, order, coid=coid, policy=policy, pair=pair)
+
+    async def live_orders(self, account_id: str) -> list[LiveOrder]:
+        """This account's working and recent orders (never another account's)."""
+        return await self.orders.live_orders(validate_account_id(account_id))
+
+    async def cancel_order(self, account_id: str, order_id: str | int) -> CancelResult:
+        """Ask IBKR to cancel one order of ``account_id``."""
+        return await self.orders.cancel(validate_account_id(account_id), str(order_id))
+
+    async def cancel_all(self, account_id: str) -> list[CancelResult]:
+        """Cancel every active order of ``account_id`` only (never IBKR's ``-1`` 'cancel all')."""
+        return await self.orders.cancel_all(validate_account_id(account_id))
+
+    # ------------------------------------------------------------------ market data
+    async def snapshot(
+        self, conids: Iterable[int | str], fields: Iterable[str | int] = DEFAULT_SNAPSHOT_FIELDS
+    ) -> list[Snapshot]:
+        """Typed snapshots, pre-flight and chunking handled."""
+        return await self.market_data.snapshot(conids, fields)
+
+    def poll_snapshots(
+        self,
+        conids: Iterable[int | str],
+        *,
+        interval: float = 5.0,
+        count: int | None = None,
+        duration: float | None = None,
+        fields: Iterable[str | int] = DEFAULT_SNAPSHOT_FIELDS,
+    ) -> AsyncIterator[list[Snapshot]]:
+        """``async for snaps in client.poll_snapshots([265598], interval=5, count=3): ...``"""
+        return self.market_data.poll(conids, interval=interval, count=count, duration=duration, fields=fields)
+
+    # ------------------------------------------------------------------ contracts
+    async def contract_info(self, conid: int | str) -> ContractInfo:
+        """Contract details (cached forever: conids are permanent)."""
+        return await self.contracts.contract_info(int(conid))
+
+    async def search(self, symbol: str, sec_type: str | None = None) -> list[ContractSearchResult]:
+        """Find contracts by symbol (``/iserver/secdef/search``)."""
+        return await self.contracts.search(symbol, sec_type)
+
+    async def event_contract_pair(self, conid: int | str) -> EventContractPair:
+        """YES/NO conids of an event contract (for ``Side.YES``/``Side.NO`` orders)."""
+        return await self.contracts.event_contract_pair(int(conid))
+
+    # ------------------------------------------------------------------ summary
+    async def portfolio_summary(self, account_id: str) -> dict[str, Decimal]:
+        """``/portfolio/{id}/summary`` amounts as Decimals (``netliquidation``, ``totalcashvalue``...).
+
+        Entries flagged ``isNull`` or without an amount are left out rather than reported as 0.
+        """
+        acct = validate_account_id(account_id)
+        await self.transport.ensure_portfolio_accounts()
+        path = f"/portfolio/{acct}/summary"
+        data = await self.transport.request("GET", path)
+        error = _error_of(data)
+        if error is not None:
+            raise APIError(f"summary of {acct}: {error}", path=path)
+        if not isinstance(data, Mapping):
+            raise ParseError(f"summary of {acct} is not an object: {str(data)[:200]}")
+        summary: dict[str, Decimal] = {}
+        for key, entry in data.items():
+            if not isinstance(entry, Mapping) or entry.get("isNull") is True:
+                continue
+            try:
+                summary[key] = parse_decimal(entry.get("amount"))
+            except ValueError:
+                continue
+        return summary

@@ -1,0 +1,147 @@
+"""Contract lookups with a permanent cache (conids never change for the life of an instrument, §7).
+
+Used for multipliers the trades payload does not carry (futures), and for the YES/NO conids of
+event contracts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from ibkr_tasks.client.orders import TransportLike
+from ibkr_tasks.errors import APIError, ParseError
+from ibkr_tasks.models import (
+    ContractInfo,
+    ContractSearchResult,
+    EventContractPair,
+    parse_contract_info,
+)
+
+__all__ = ["ContractBook"]
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value in (None, "") else int(str(value).strip())
+    except ValueError:
+        return None
+
+
+class ContractBook:
+    """Contract info, search and event-contract pairs, cached per process."""
+
+    def __init__(self, transport: TransportLike) -> None:
+        self.transport = transport
+        self._info: dict[int, ContractInfo] = {}
+        self._pairs: dict[int, EventContractPair] = {}
+        self._lock = asyncio.Lock()
+
+    async def contract_info(self, conid: int) -> ContractInfo:
+        """``GET /iserver/contract/{conid}/info`` (snake_case fields), cached forever."""
+        conid = int(conid)
+        cached = self._info.get(conid)
+        if cached is not None:
+            return cached
+        await self.transport.ensure_iserver_accounts()
+        data = await self.transport.request("GET", f"/iserver/contract/{conid}/info")
+        if isinstance(data, Mapping) and data.get("error"):
+            raise APIError(
+                f"contract info for {conid}: {data['error']}", path=f"/iserver/contract/{conid}/info"
+            )
+        if not isinstance(data, Mapping):
+            raise ParseError(f"contract info for {conid} is not an object: {str(data)[:200]}")
+        info = parse_contract_info({"con_id": conid, **data})
+        self._info[conid] = info
+        return info
+
+    async def secdef_info(
+        self,
+        conid: int,
+        *,
+        sec_type: str,
+        month: str | None = None,
+        exchange: str | None = None,
+        strike: Decimal | str | None = None,
+        right: str | None = None,
+    ) -> list[ContractInfo]:
+        """``GET /iserver/secdef/info`` (derivatives of an underlying; multiplier arrives as a string)."""
+        params: dict[str, Any] = {"conid": int(conid), "sectype": sec_type}
+        for key, value in (("month", month), ("exchange", exchange), ("strike", strike), ("right", right)):
+            if value is not None:
+                params[key] = str(value)
+        data = await self.transport.request("GET", "/iserver/secdef/info", params=params)
+        rows = data if isinstance(data, list) else [data] if isinstance(data, Mapping) else []
+        result = []
+        for row in rows:
+            if isinstance(row, Mapping) and not row.get("error"):
+                info = parse_contract_info(row)
+                self._info.setdefault(info.conid, info)
+                result.append(info)
+        return result
+
+    async def search(self, symbol: str, sec_type: str | None = None) -> list[ContractSearchResult]:
+        """``GET /iserver/secdef/search?symbol=...[&secType=...]`` (its conids are strings; ints here)."""
+        params: dict[str, Any] = {"symbol": symbol}
+        if sec_type:
+            params["secType"] = sec_type
+        data = await self.transport.request("GET", "/iserver/secdef/search", params=params)
+        if isinstance(data, Mapping) and data.get("error"):
+            raise APIError(f"contract search for {symbol!r}: {data['error']}", path="/iserver/secdef/search")
+        results = []
+        for row in data if isinstance(data, list) else []:
+            if not isinstance(row, Mapping):
+                continue
+            sections = row.get("sections") or []
+            results.append(
+                ContractSearchResult(
+                    conid=_int_or_none(row.get("conid")),
+                    symbol=row.get("symbol"),
+                    company_name=row.get("companyName") or row.get("companyHeader"),
+                    description=row.get("description"),
+                    sec_types=[
+                        str(s.get("secType")) for s in sections if isinstance(s, Mapping) and s.get("secType")
+                    ],
+                    raw=dict(row),
+                )
+            )
+        return results
+
+    async def multipliers(self, conids: Iterable[int]) -> dict[int, Decimal]:
+        """Known multipliers of ``conids`` from contract info; conids whose lookup fails are left out."""
+        found: dict[int, Decimal] = {}
+        for conid in dict.fromkeys(int(c) for c in conids):
+            try:
+                info = await self.contract_info(conid)
+            except (APIError, ParseError, ValueError):
+                continue
+            if info.multiplier is not None:
+                found[conid] = info.multiplier
+            elif info.is_event_contract:
+                found[conid] = Decimal(1)
+        return found
+
+    async def event_contract_pair(self, conid: int) -> EventContractPair:
+        """YES (call) and NO (put) conids of the event contract that ``conid`` belongs to.
+
+        Uses ``GET /forecast/contract/details?conid=`` whose answer carries ``conid_yes``/``conid_no``
+        (api-reference §7.1; seen only in a recorded fixture, so treated as unverified: a missing pair
+        raises :class:`ParseError` instead of guessing).
+        """
+        conid = int(conid)
+        cached = self._pairs.get(conid)
+        if cached is not None:
+            return cached
+        data = await self.transport.request("GET", "/forecast/contract/details", params={"conid": conid})
+        yes = _int_or_none(data.get("conid_yes")) if isinstance(data, Mapping) else None
+        no = _int_or_none(data.get("conid_no")) if isinstance(data, Mapping) else None
+        if yes is None or no is None:
+            raise ParseError(
+                f"event contract details for {conid} have no conid_yes/conid_no; pass an EventContractPair "
+                "built from contract search instead"
+            )
+        pair = EventContractPair(yes_conid=yes, no_conid=no)
+        self._pairs[yes] = self._pairs[no] = self._pairs[conid] = pair
+        return pair

@@ -1,0 +1,295 @@
+"""Order placement, confirmation prompts, duplicates, lost responses, live orders and cancels."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from test_api_support import ACCT, OTHER, body, gateway, make_client, payload, requests_to
+
+from ibkr_tasks.client.clock import FakeClock
+from ibkr_tasks.client.prompts import PromptPolicy
+from ibkr_tasks.errors import OrderError, OrderRejected, OrderStateUnknown, RequestFailed, UnknownPrompt
+from ibkr_tasks.models import OrderRequest, OrderSide
+
+ORDERS = f"/iserver/account/{ACCT}/orders"
+AAPL = OrderRequest(market_id="265598", order_side=OrderSide.BUY, price="165.00", size=10)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def router():
+    with gateway() as mock:
+        yield mock
+
+
+def question(reply_id: str, *message_ids: str, text: str = "Are you sure?") -> list[dict[str, Any]]:
+    return [{"id": reply_id, "message": [text], "isSuppressed": False, "messageIds": list(message_ids)}]
+
+
+def live(order_id: int, account: str, *, ref: str | None = None, status: str = "Submitted") -> dict[str, Any]:
+    return {
+        "acct": account,
+        "orderId": order_id,
+        "conid": 265598,
+        "ticker": "AAPL",
+        "side": "BUY",
+        "status": status,
+        "order_ref": ref,
+        "totalSize": 10.0,
+        "remainingQuantity": 10.0,
+        "filledQuantity": 0.0,
+        "price": "165.00",
+        "timeInForce": "CLOSE",
+        "origOrderType": "LIMIT",
+    }
+
+
+async def test_acknowledged_order_returns_order_id_and_sends_one_ticket_with_acct_id(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.post(ORDERS).respond(
+        200, json=payload("iserver_account_orders_POST_success_tax-loss-direct-indexing.json")
+    )
+    client = make_client(clock)
+    result = await client.place_order(ACCT, AAPL, coid="run1-aapl")
+    assert result.order_id == "1483841810"
+    assert result.status == "Filled"
+    assert not result.existing and result.prompts == []
+    (sent,) = requests_to(router, "POST", ORDERS)
+    tickets = body(sent)["orders"]
+    assert len(tickets) == 1
+    assert tickets[0]["acctId"] == ACCT
+    assert tickets[0]["cOID"] == "run1-aapl"
+    assert tickets[0]["conid"] == 265598 and tickets[0]["side"] == "BUY"
+
+
+async def test_two_hop_confirmation_chain_returns_real_order_id(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    first = payload("iserver_account_orders_POST_reply-question_tax-loss-direct-indexing.json")
+    first_id = first[0]["id"]
+    router.post(ORDERS).respond(200, json=first)
+    router.post(f"/iserver/reply/{first_id}").respond(200, json=question("reply-2", "o163"))
+    router.post("/iserver/reply/reply-2").respond(
+        200, json=[{"order_id": "1370093239", "order_status": "PreSubmitted", "encrypt_message": "1"}]
+    )
+    result = await make_client(clock).place_order(ACCT, AAPL, coid="c-2hop")
+    assert result.order_id == "1370093239"
+    assert result.order_id not in {first_id, "reply-2"}
+    assert [p.message_ids for p in result.prompts] == [["o354"], ["o163"]]
+    assert all(p.confirmed and p.allowed_by_policy for p in result.prompts)
+    assert "without market data" in result.prompts[0].messages[0]
+    assert body(requests_to(router, "POST", f"/iserver/reply/{first_id}")[0]) == {"confirmed": True}
+    assert body(requests_to(router, "POST", "/iserver/reply/reply-2")[0]) == {"confirmed": True}
+    assert len(requests_to(router, "POST", ORDERS)) == 1
+
+
+async def test_unknown_prompt_is_refused_and_order_discarded(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.post(ORDERS).respond(200, json=question("r1", "o99999", text="Something new and scary"))
+    decline = router.post("/iserver/reply/r1").respond(200, json={"error": "Order discarded"})
+    with pytest.raises(UnknownPrompt) as caught:
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-unknown")
+    assert caught.value.message_ids == ["o99999"]
+    assert "Something new and scary" in caught.value.text
+    assert "unknown to the prompt policy" in str(caught.value)
+    assert decline.call_count == 1
+    assert body(decline.calls[0].request) == {"confirmed": False}
+    (record,) = caught.value.prompts  # type: ignore[attr-defined]
+    assert not record.confirmed and not record.allowed_by_policy
+
+
+async def test_known_but_disallowed_prompt_p6_is_refused(router: respx.MockRouter, clock: FakeClock) -> None:
+    router.post(ORDERS).respond(200, json=question("r1", "p6", text="distributed over multiple accounts"))
+    router.post("/iserver/reply/r1").respond(200, json=[])
+    with pytest.raises(UnknownPrompt, match="not allowed"):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-p6")
+    assert body(requests_to(router, "POST", "/iserver/reply/r1")[0]) == {"confirmed": False}
+
+
+async def test_prompt_with_one_unknown_id_among_known_is_refused(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.post(ORDERS).respond(200, json=question("r1", "o163", "o77777"))
+    router.post("/iserver/reply/r1").respond(200, json=[])
+    with pytest.raises(UnknownPrompt):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-mixed")
+
+
+async def test_custom_policy_allows_a_prompt(router: respx.MockRouter, clock: FakeClock) -> None:
+    router.post(ORDERS).respond(200, json=question("r1", "o99999"))
+    router.post("/iserver/reply/r1").respond(200, json=[{"order_id": "55", "order_status": "Submitted"}])
+    policy = PromptPolicy.allowing(["o99999"])
+    result = await make_client(clock).place_order(ACCT, AAPL, coid="c-custom", policy=policy)
+    assert result.order_id == "55"
+
+
+async def test_reply_chain_stops_after_five_hops(router: respx.MockRouter, clock: FakeClock) -> None:
+    router.post(ORDERS).respond(200, json=question("r0", "o163"))
+    for hop in range(6):
+        router.post(f"/iserver/reply/r{hop}").respond(200, json=question(f"r{hop + 1}", "o163"))
+    with pytest.raises(OrderRejected, match="more than 5"):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-loop")
+    confirmations = [
+        body(c.request) for c in router.calls if c.request.url.path.startswith("/v1/api/iserver/reply/")
+    ]
+    assert confirmations == [{"confirmed": True}] * 5 + [{"confirmed": False}]
+
+
+async def test_error_body_with_http_200_is_order_rejected(router: respx.MockRouter, clock: FakeClock) -> None:
+    router.post(ORDERS).respond(
+        200, json={"error": "We cannot accept an order at the limit price you selected."}
+    )
+    with pytest.raises(OrderRejected, match="limit price you selected"):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-rej")
+
+
+async def test_http_error_is_order_rejected_and_never_retried(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    route = router.post(ORDERS).respond(500, json={"error": "Internal"})
+    with pytest.raises(OrderRejected):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-500")
+    assert route.call_count == 1
+
+
+async def test_duplicate_coid_resolves_to_existing_order(router: respx.MockRouter, clock: FakeClock) -> None:
+    post = router.post(ORDERS).respond(
+        200, json={"error": "Order couldn't be submitted: Local order ID=c-dup is already registered."}
+    )
+    router.get("/iserver/account/orders").respond(
+        200, json={"orders": [live(111, ACCT, ref="other"), live(222, ACCT, ref="c-dup")], "snapshot": True}
+    )
+    result = await make_client(clock).place_order(ACCT, AAPL, coid="c-dup")
+    assert result.existing
+    assert result.order_id == "222"
+    assert result.status == "Submitted"
+    assert post.call_count == 1  # never resubmitted
+
+
+async def test_duplicate_coid_as_http_400_found_in_trades(router: respx.MockRouter, clock: FakeClock) -> None:
+    router.post(ORDERS).respond(400, json={"error": "Local order ID=c-done is already registered."})
+    router.get("/iserver/account/orders").respond(200, json={"orders": [], "snapshot": True})
+    trade = dict(payload("iserver_account_trades_tax-loss-direct-indexing.json")[0])
+    trade.update(account=ACCT, accountCode=ACCT, order_ref="c-done", order_id=4242)
+    router.get("/iserver/account/trades").respond(200, json=[trade])
+    result = await make_client(clock).place_order(ACCT, AAPL, coid="c-done")
+    assert result.existing and result.order_id == "4242" and result.status == "Filled"
+
+
+async def test_timeout_after_sending_looks_up_by_coid_instead_of_resending(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    post = router.post(ORDERS).mock(side_effect=httpx.ReadTimeout("read timed out"))
+    router.get("/iserver/account/orders").respond(
+        200, json={"orders": [live(333, ACCT, ref="c-lost")], "snapshot": True}
+    )
+    result = await make_client(clock).place_order(ACCT, AAPL, coid="c-lost")
+    assert result.existing and result.order_id == "333"
+    assert post.call_count == 1
+
+
+async def test_timeout_after_sending_and_not_found_is_state_unknown(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    post = router.post(ORDERS).mock(side_effect=httpx.ReadTimeout("read timed out"))
+    router.get("/iserver/account/orders").respond(200, json={"orders": [], "snapshot": True})
+    router.get("/iserver/account/trades").respond(200, json=[])
+    with pytest.raises(OrderStateUnknown, match="Do NOT resend") as caught:
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-void")
+    assert post.call_count == 1
+    assert caught.value.coid == "c-void"  # type: ignore[attr-defined]
+
+
+async def test_connect_error_means_not_sent(router: respx.MockRouter, clock: FakeClock) -> None:
+    post = router.post(ORDERS).mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(RequestFailed) as caught:
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-conn")
+    assert caught.value.maybe_sent is False
+    assert post.call_count == 1
+
+
+async def test_orders_of_one_account_are_serialised(router: respx.MockRouter, clock: FakeClock) -> None:
+    def place(request: httpx.Request) -> httpx.Response:
+        coid = body(request)["orders"][0]["cOID"]
+        return httpx.Response(200, json=question(f"q-{coid}", "o163"))
+
+    def reply(request: httpx.Request, reply_id: str) -> httpx.Response:
+        return httpx.Response(200, json=[{"order_id": f"id-{reply_id}", "order_status": "Submitted"}])
+
+    router.post(ORDERS).mock(side_effect=place)
+    router.post(url__regex=r".*/iserver/reply/(?P<reply_id>[^/]+)$").mock(side_effect=reply)
+    client = make_client(clock)
+    results = await asyncio.gather(
+        client.place_order(ACCT, AAPL, coid="a"), client.place_order(ACCT, AAPL, coid="b")
+    )
+    assert [r.order_id for r in results] == ["id-q-a", "id-q-b"]
+    sequence = [
+        c.request.url.path.removeprefix("/v1/api") for c in router.calls if c.request.method == "POST"
+    ]
+    assert sequence == [ORDERS, "/iserver/reply/q-a", ORDERS, "/iserver/reply/q-b"]
+
+
+async def test_live_orders_preflight_is_called_again_and_other_accounts_dropped(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    route = router.get("/iserver/account/orders")
+    route.side_effect = [
+        httpx.Response(200, json={"orders": [], "snapshot": False}),
+        httpx.Response(
+            200, json={"orders": [live(1, ACCT), live(2, OTHER), {"orderId": 3}], "snapshot": True}
+        ),
+    ]
+    orders = await make_client(clock).live_orders(ACCT)
+    assert [o.order_id for o in orders] == ["1"]
+    assert orders[0].price is not None and str(orders[0].price) == "165.00"
+    assert route.call_count == 2
+    assert all(c.request.url.params["accountId"] == ACCT for c in route.calls)
+
+
+async def test_cancel_all_on_account_a_leaves_account_b_alone(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.get("/iserver/account/orders").respond(
+        200,
+        json={
+            "orders": [
+                live(10, ACCT),
+                live(11, OTHER),
+                live(12, ACCT, status="Filled"),
+                live(13, ACCT, status="PreSubmitted"),
+            ],
+            "snapshot": True,
+        },
+    )
+    cancel = router.delete(url__regex=rf".*/iserver/account/{ACCT}/order/\d+$").respond(
+        200, json={"msg": "Request was submitted", "order_id": 0, "conid": -1, "account": None}
+    )
+    foreign = router.delete(url__regex=rf".*/iserver/account/{OTHER}/order/.*").respond(200, json={})
+    results = await make_client(clock).cancel_all(ACCT)
+    assert sorted(r.order_id for r in results) == ["10", "13"]
+    assert all(r.accepted for r in results)
+    cancelled = sorted(c.request.url.path.rsplit("/", 1)[-1] for c in cancel.calls)
+    assert cancelled == ["10", "13"]
+    assert foreign.call_count == 0
+    assert "-1" not in cancelled
+
+
+async def test_cancel_refused_raises_and_minus_one_is_never_sent(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.delete(f"/iserver/account/{ACCT}/order/1").respond(200, json={"error": "OrderID 1 doesn't exist"})
+    client = make_client(clock)
+    with pytest.raises(OrderError, match="doesn't exist"):
+        await client.cancel_order(ACCT, 1)
+    with pytest.raises(Exception, match="never sent"):
+        await client.cancel_order(ACCT, "-1")

@@ -1,0 +1,67 @@
+"""Shared helpers for the endpoint tests (tests/test_api_*.py): the real Transport on respx + FakeClock.
+
+The endpoint tests exercise the real stack (IBKRClient -> Transport -> httpx) with HTTP mocked by
+respx at ``BASE`` and pacing/backoff/pre-flight pauses on virtual time (FakeClock).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import respx
+
+from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.client.clock import FakeClock
+from ibkr_tasks.client.settings import IBKRSettings
+from ibkr_tasks.client.transport import Transport
+
+BASE = "https://gw.test/v1/api"
+ACCT = "DU1234567"
+OTHER = "DU7654321"
+PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "ibkr" / "payloads"
+
+
+def payload(name: str) -> Any:
+    """A real captured payload from shared/ibkr/payloads (see its .src.txt for provenance)."""
+    return json.loads((PAYLOADS / name).read_text())
+
+
+def make_client(clock: FakeClock, **kwargs: Any) -> IBKRClient:
+    settings = IBKRSettings(api_url=BASE, access_token="gateway-placeholder-token-0001")
+    transport = Transport(settings, clock=clock, sleep=clock.sleep, jitter=lambda: 0.5)
+    return IBKRClient(transport, sleep=clock.sleep, clock=clock, **kwargs)
+
+
+@contextmanager
+def gateway(accounts: tuple[str, ...] = (ACCT, OTHER)) -> Iterator[respx.MockRouter]:
+    """respx router with the account pre-flights answered."""
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        router.get("/iserver/accounts").respond(
+            200, json={"accounts": list(accounts), "selectedAccount": accounts[0], "aliases": {}}
+        )
+        router.get("/portfolio/accounts").respond(
+            200, json=[{"id": a, "accountId": a, "currency": "USD", "type": "DEMO"} for a in accounts]
+        )
+        yield router
+
+
+def requests_to(router: respx.MockRouter, method: str, path: str) -> list[httpx.Request]:
+    """Requests the mock saw with this method and API-relative path (query string ignored)."""
+    return [
+        c.request
+        for c in router.calls
+        if c.request.method == method and c.request.url.path.removeprefix("/v1/api") == path
+    ]
+
+
+def body(request: httpx.Request) -> Any:
+    return json.loads(request.content)
+
+
+def test_payloads_directory_is_present() -> None:
+    assert (PAYLOADS / "iserver_account_trades_tax-loss-direct-indexing.json").is_file()
