@@ -1,0 +1,302 @@
+"""``create_app``: the ASGI callable, its request pipeline and the ``/sim`` control/truth endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import State
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ibkr_tasks.sim import render
+from ibkr_tasks.sim.app import (
+    API_PREFIX,
+    NO_BRIDGE,
+    NOT_AUTHENTICATED,
+    QUERY_ACCOUNTS_FIRST,
+    DropResponse,
+    SimState,
+    SimulatedReadTimeout,
+    _body,
+    _error,
+    _json,
+    match,
+)
+from ibkr_tasks.sim.clock import SimClock
+from ibkr_tasks.sim.scenario import Quirks, Scenario
+
+_NO_SESSION_NEEDED = {"/iserver/auth/ssodh/init"}
+
+
+class SimApp:
+    """The simulator as an ASGI app; ``app.state.sim`` is the live :class:`SimState`."""
+
+    def __init__(self, sim: SimState) -> None:
+        self.state = State()
+        self.state.sim = sim
+
+    @property
+    def sim(self) -> SimState:
+        return self.state.sim  # type: ignore[no-any-return]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        path: str = scope["path"]
+        if path.startswith(API_PREFIX + "/"):
+            response = await self._api(request, path[len(API_PREFIX) :])
+        elif path.startswith("/sim/"):
+            response = await self._control(request, path[len("/sim") :])
+        else:
+            response = _error(
+                f"Not Found: {path} (the API lives under {API_PREFIX}, control under /sim)", 404
+            )
+        await response(scope, receive, send)
+
+    # ------------------------------------------------------------------ the API pipeline
+    async def _api(self, request: Request, path: str) -> Response:
+        st = self.sim
+        q = st.quirks
+        found = match(request.method, path)
+        key = f"{request.method} {found[0].key if found else path}"
+        st.stats.requests[key] = st.stats.requests.get(key, 0) + 1
+        response = await self._pipeline(st, q, request, path, found, key)
+        code = str(response.status_code)
+        st.stats.statuses[code] = st.stats.statuses.get(code, 0) + 1
+        if response.status_code == 429:
+            st.stats.responses_429 += 1
+        return response
+
+    async def _pipeline(
+        self, st: SimState, q: Quirks, request: Request, path: str, found: Any, key: str
+    ) -> Response:
+        delay = q_latency = st.scenario.latency_ms / 1000
+        if q.slow_ratio and st.rng_faults.random() < q.slow_ratio:
+            delay = q_latency + q.slow_ms / 1000
+        if delay > 0:
+            await st.sleep(delay)
+        if q.rate_limits:
+            ip = request.client.host if request.client else "unknown"
+            route_key = found[0].key if found else path
+            why = st.limiter.check(ip, request.method, route_key, st.clock.mono())
+            if why is not None:
+                return _json({"error": f"Too Many Requests ({why})", "statusCode": 429}, 429)
+        if found is None:
+            return _error(f"Not Found: {request.method} {API_PREFIX}{path} is not simulated", 404)
+        route, params = found
+        if st.faults.fail_next_requests > 0 or (
+            q.error_rate_5xx and st.rng_faults.random() < q.error_rate_5xx
+        ):
+            st.faults.fail_next_requests = max(0, st.faults.fail_next_requests - 1)
+            st.stats.faults_5xx += 1
+            if st.rng_faults.random() < 0.5:
+                return _json({"error": "Internal Server Error", "statusCode": 500}, 500)
+            return _json({"error": "Service Unavailable", "statusCode": 503}, 503)
+        refused = self._session_check(st, q, route, request)
+        if refused is not None:
+            return refused
+        # Any request other than the reply to the pending prompt makes that reply id stale.
+        s = st.session
+        if s.current_reply is not None and not (
+            route.key == "/iserver/reply/{id}" and params.get("id") == s.current_reply
+        ):
+            s.invalidate_reply()
+        started = time.perf_counter()
+        try:
+            response = await route.handler(st, request, params)
+        except DropResponse:
+            self._timed(st, key, started)
+            st.stats.dropped_order_responses += 1
+            if st.served:
+                await st.sleep(q.drop_delay_seconds)
+                return _json({"error": "Gateway Timeout", "statusCode": 504}, 504)
+            raise SimulatedReadTimeout(
+                "simulated: the order was accepted but its response was dropped (check live orders)"
+            ) from None
+        self._timed(st, key, started)
+        return response
+
+    @staticmethod
+    def _timed(st: SimState, key: str, started: float) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        if elapsed > st.stats.handler_ms_max.get(key, 0.0):
+            st.stats.handler_ms_max[key] = round(elapsed, 3)
+
+    @staticmethod
+    def _session_check(st: SimState, q: Quirks, route: Any, request: Request) -> Response | None:
+        s = st.session
+        s.requests_since_init += 1
+        if route.key in _NO_SESSION_NEEDED:
+            return None
+        if s.authenticated and (
+            (q.session_expiry_requests is not None and s.requests_since_init > q.session_expiry_requests)
+            or (
+                q.session_expiry_seconds is not None
+                and st.clock.mono() - s.init_at >= q.session_expiry_seconds
+            )
+        ):
+            s.expire()
+        if not s.authenticated:
+            return _json(NOT_AUTHENTICATED, 401)
+        if route.iserver:
+            if s.competing and route.key != "/iserver/accounts":
+                return _json(NO_BRIDGE, 400)
+            if not s.brokerage and not s.competing:
+                return _json(NO_BRIDGE, 400)
+        if q.require_accounts_preflight:
+            if route.preflight == "iserver" and not s.iserver_accounts_done:
+                return _error(QUERY_ACCOUNTS_FIRST, 500)
+            if route.preflight == "portfolio" and not s.portfolio_accounts_done:
+                return _error("Please query /portfolio/accounts first", 500)
+        return None
+
+    # ------------------------------------------------------------------ control and truth
+    async def _control(self, request: Request, path: str) -> Response:
+        st = self.sim
+        method = request.method
+        if method == "GET" and path.startswith("/truth/"):
+            acct = st.account(path[len("/truth/") :].strip("/"))
+            if acct is None:
+                return _error(f"unknown account {path[len('/truth/') :]!r}; see GET /sim/accounts", 404)
+            return _json(render.truth(st.book, acct, st.clock.now()))
+        if method == "GET" and path == "/accounts":
+            return _json(
+                [
+                    {"account_id": a.account_id, "kind": a.kind, "faclient": a.faclient}
+                    for a in st.book.accounts.values()
+                ]
+            )
+        if method == "GET" and path == "/stats":
+            return _json(self._stats(st))
+        if method == "GET" and path == "/scenario":
+            return Response(st.scenario.model_dump_json(), media_type="application/json")
+        if method == "POST" and path == "/advance":
+            return await self._advance(st, request)
+        if method == "POST" and path == "/faults":
+            return await self._faults(st, request)
+        return _error(f"Not Found: {method} /sim{path}", 404)
+
+    @staticmethod
+    def _stats(st: SimState) -> dict[str, Any]:
+        lim = st.limiter
+        return {
+            "now": st.clock.now().isoformat(),
+            "requests": dict(sorted(st.stats.requests.items())),
+            "requests_total": sum(st.stats.requests.values()),
+            "statuses": dict(sorted(st.stats.statuses.items())),
+            "responses_429": st.stats.responses_429,
+            "rate_limit_violations": lim.violations,
+            "rate_limit_violations_by_endpoint": dict(lim.violations_by_endpoint),
+            "penalty_box": lim.box_state(st.clock.mono()),
+            "faults_5xx": st.stats.faults_5xx,
+            "dropped_order_responses": st.stats.dropped_order_responses,
+            "session": {
+                "authenticated": st.session.authenticated,
+                "brokerage": st.session.brokerage,
+                "competing": st.session.competing,
+                "epoch": st.session.epoch,
+                "expiries": st.session.expiries,
+            },
+            "handler_ms_max": dict(sorted(st.stats.handler_ms_max.items())),
+            "handler_ms_max_overall": max(st.stats.handler_ms_max.values(), default=0.0),
+            "executions_total": len(st.book.executions),
+        }
+
+    @staticmethod
+    async def _advance(st: SimState, request: Request) -> Response:
+        body = await _body(request)
+        if not isinstance(body, dict):
+            return _error('expected {"days": n} or {"seconds": n}', 400)
+        try:
+            seconds = float(body.get("days", 0)) * 86400 + float(body.get("seconds", 0))
+        except (TypeError, ValueError):
+            return _error('expected {"days": n} or {"seconds": n} with numbers', 400)
+        if seconds < 0:
+            return _error("the simulator clock only moves forward", 400)
+        started = time.perf_counter()
+        before = st.clock.now().replace(microsecond=0)
+        st.clock.advance(seconds)
+        after = st.clock.now().replace(microsecond=0)
+        st.book.advance(before, after)
+        return _json(
+            {
+                "now": after.isoformat(),
+                "advanced_seconds": seconds,
+                "executions_total": len(st.book.executions),
+                "took_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
+
+    @staticmethod
+    async def _faults(st: SimState, request: Request) -> Response:
+        body = await _body(request)
+        if not isinstance(body, dict):
+            return _error("expected a JSON object", 400)
+        s = st.session
+        if body.get("expire_session"):
+            s.expire()
+        if "competing" in body:
+            s.competing = bool(body["competing"])
+            if s.competing:
+                s.invalidate_reply()
+        if body.get("drop_bridge"):
+            s.brokerage = False
+        if "drop_next_order_response" in body:
+            st.faults.drop_next_order_responses = int(body["drop_next_order_response"])
+        if "fail_next_requests" in body:
+            st.faults.fail_next_requests = int(body["fail_next_requests"])
+        if body.get("release_penalty_box"):
+            st.limiter.release()
+        if "quirks" in body:
+            try:
+                merged = {**st.quirks.model_dump(), **dict(body["quirks"])}
+                st.set_quirks(Quirks.model_validate(merged))
+            except (ValidationError, TypeError, ValueError) as exc:
+                return _error(f"invalid quirks: {exc}", 400)
+        return _json(
+            {
+                "session": {
+                    "authenticated": s.authenticated,
+                    "brokerage": s.brokerage,
+                    "competing": s.competing,
+                },
+                "drop_next_order_response": st.faults.drop_next_order_responses,
+                "fail_next_requests": st.faults.fail_next_requests,
+                "quirks": st.quirks.model_dump(mode="json"),
+            }
+        )
+
+
+def create_app(
+    scenario: Scenario | None = None,
+    *,
+    wall_clock: Callable[[], datetime] | None = None,
+    monotonic: Callable[[], float] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    served: bool = False,
+) -> SimApp:
+    """Build the simulator for ``scenario`` (default ``Scenario()``).
+
+    ``wall_clock``/``monotonic``/``sleep`` replace real time (tests; a fixed ``wall_clock`` makes every
+    payload byte-identical for a seed). ``served=True`` (set by ``python -m ibkr_tasks.sim``) makes a
+    dropped order response hang ``drop_delay_seconds`` and then answer 504, which a socket client sees
+    as a read timeout; in-process the app raises :class:`httpx.ReadTimeout` instead.
+    """
+    sc = scenario or Scenario()
+    clock = SimClock(wall_clock, monotonic)
+    return SimApp(SimState(sc, clock, sleep or asyncio.sleep, served))

@@ -1,0 +1,141 @@
+"""What the simulator simulates: scale, brokerage shape and which IBKR quirks are switched on.
+
+A :class:`Scenario` is plain data (pydantic), loadable from YAML (:meth:`Scenario.from_yaml`), so users
+can describe the brokerage their own flows should be tested against. Every quirk is off by default;
+:meth:`Scenario.demo` switches on the ones a demo should show without random faults.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Quirks(BaseModel):
+    """IBKR behaviours the simulator reproduces; each one switchable (see docs/simulator.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- session ------------------------------------------------------------------------------
+    session_expiry_requests: int | None = Field(
+        None, ge=1, description="the session expires (401) after this many API requests, until ssodh/init"
+    )
+    session_expiry_seconds: float | None = Field(
+        None, gt=0, description="the session expires (401) this long after the last ssodh/init"
+    )
+    require_ssodh_init: bool = Field(
+        False, description="/iserver/* answers 400 'no bridge' until POST /iserver/auth/ssodh/init"
+    )
+    require_accounts_preflight: bool = Field(
+        False,
+        description="trades/orders/snapshot answer 'Please query /accounts first' before GET /iserver/accounts "
+        "(and /portfolio/{id}/... before GET /portfolio/accounts)",
+    )
+    competing_session: bool = Field(False, description="start with a competing brokerage session")
+    orders_preflight: bool = Field(
+        True,
+        description="the first GET /iserver/account/orders per session is {'orders':[],'snapshot':false}",
+    )
+    snapshot_preflight: bool = Field(
+        True, description="the first snapshot per conid per session returns only conid/conidEx"
+    )
+    # --- pacing -------------------------------------------------------------------------------
+    rate_limits: bool = Field(False, description="enforce IBKR's global and per-endpoint limits (429)")
+    global_rate_per_second: int = Field(10, ge=1, description="global limit (CP Gateway: 10 req/s)")
+    penalty_box_seconds: float = Field(
+        600.0, ge=0, description="after a violation every request answers 429 for this long"
+    )
+    # --- faults -------------------------------------------------------------------------------
+    error_rate_5xx: float = Field(0.0, ge=0, le=1, description="share of API requests answered 500/503")
+    slow_ratio: float = Field(0.0, ge=0, le=1, description="share of API requests delayed by slow_ms")
+    slow_ms: int = Field(0, ge=0)
+    drop_order_response: float = Field(
+        0.0, ge=0, le=1, description="share of accepted orders whose response is dropped (client times out)"
+    )
+    drop_delay_seconds: float = Field(
+        30.0, ge=0, description="over a real socket: how long a dropped response hangs before a 504"
+    )
+    # --- fills and commissions ------------------------------------------------------------------
+    late_commissions: float = Field(
+        0.0, ge=0, le=1, description="share of executions whose commission is absent on the first trades call"
+    )
+    changed_commission: float = Field(
+        0.0, ge=0, le=1, description="share of executions whose commission changes after it was first shown"
+    )
+    corrections: float = Field(
+        0.0, ge=0, le=1, description="share of executions later corrected (.01 then .02, new price)"
+    )
+    option_expiries: bool = Field(False, description="long option positions expire (side X)")
+    event_netting: bool = Field(False, description="ForecastEx YES/NO holdings net (side N)")
+    malformed_ratio: float = Field(
+        0.0, ge=0, le=1, description="junk rows per fill in the trades payload (never move positions)"
+    )
+    # --- orders ---------------------------------------------------------------------------------
+    prompt_chain_min: int = Field(0, ge=0, le=5, description="fewest reply prompts per order")
+    prompt_chain_max: int = Field(0, ge=0, le=5, description="most reply prompts per order")
+    # --- portfolio ------------------------------------------------------------------------------
+    positions_cache: bool = Field(
+        False, description="positions pages stay as first served until POST .../positions/invalidate"
+    )
+
+    @model_validator(mode="after")
+    def _chain_bounds(self) -> Quirks:
+        if self.prompt_chain_min > self.prompt_chain_max:
+            raise ValueError("prompt_chain_min must not exceed prompt_chain_max")
+        return self
+
+
+class Scenario(BaseModel):
+    """A simulated brokerage login: its accounts, holdings, activity, latency and quirks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 7
+    accounts: int = Field(3, ge=1, le=1000, description="paper (DU...) trading accounts on the login")
+    fa: bool = Field(False, description="the login is an FA master (DF...) and the DU accounts its clients")
+    live_account: bool = Field(False, description="also one live U... account on the login")
+    positions_per_account: int = Field(20, ge=0, le=5000)
+    fills_per_account_per_day: int = Field(10, ge=0, le=5000)
+    history_days: int = Field(
+        3, ge=1, le=7, description="calendar days of fills before start, today included"
+    )
+    latency_ms: int = Field(0, ge=0, description="added to every API request")
+    opening_cash: Decimal = Field(Decimal("1000000"), description="cash per account per currency at start")
+    quirks: Quirks = Field(default_factory=Quirks)
+
+    @classmethod
+    def demo(cls) -> Scenario:
+        """A few paper accounts on an FA login with options and event contracts; the bookkeeping quirks
+        (late commissions, a correction, expiries, netting, prompts) and rate limits on, no random faults."""
+        return cls(
+            seed=7,
+            accounts=3,
+            fa=True,
+            positions_per_account=12,
+            fills_per_account_per_day=8,
+            history_days=3,
+            quirks=Quirks(
+                rate_limits=True,
+                penalty_box_seconds=60.0,
+                late_commissions=0.2,
+                corrections=0.05,
+                option_expiries=True,
+                event_netting=True,
+                prompt_chain_min=0,
+                prompt_chain_max=2,
+                orders_preflight=True,
+                snapshot_preflight=True,
+            ),
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Scenario:
+        """Load a scenario from a YAML file with the same keys as this model."""
+        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a scenario file must hold a mapping of scenario keys")
+        return cls.model_validate(data)
