@@ -1,0 +1,113 @@
+"""Fills from ONE /iserver/account/trades call, grouped by account, over the real Transport."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import respx
+from test_api_support import ACCT, OTHER, gateway, make_client, payload, requests_to
+
+from ibkr_tasks.client.clock import FakeClock
+from ibkr_tasks.errors import ConfigurationError
+
+TRADES = "/iserver/account/trades"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def router():
+    with gateway() as mock:
+        yield mock
+
+
+def trade(account: str, execution_id: str, **extra: Any) -> dict[str, Any]:
+    row = dict(payload("iserver_account_trades_tax-loss-direct-indexing.json")[0])
+    row.update(account=account, accountCode=account, execution_id=execution_id, **extra)
+    return row
+
+
+async def test_real_trades_payload_for_its_account(clock: FakeClock) -> None:
+    with gateway(accounts=("DU5822420",)) as router:
+        router.get(TRADES).respond(200, json=payload("iserver_account_trades_tax-loss-direct-indexing.json"))
+        fills = await make_client(clock).fills(["DU5822420"], days=2)
+        assert (requests_to(router, "GET", TRADES)[0]).url.params["days"] == "2"
+    result = fills["DU5822420"]
+    assert [f.symbol for f in result.items] == ["INTU", "MRK"]
+    assert result.items[0].commission == Decimal("1.0")
+
+
+async def test_fills_of_another_account_are_excluded(router: respx.MockRouter, clock: FakeClock) -> None:
+    router.get(TRADES).respond(
+        200, json=[trade(ACCT, "a.01.01"), trade(OTHER, "b.01.01"), trade("DU999", "c.01.01")]
+    )
+    fills = await make_client(clock).fills([ACCT], days=1)
+    assert list(fills) == [ACCT]
+    assert [f.execution_id for f in fills[ACCT].items] == ["a.01.01"]
+    assert all(f.account_id == ACCT for f in fills[ACCT].items)
+    assert fills.other_accounts == {OTHER: 1, "DU999": 1}
+
+
+async def test_one_trades_call_serves_every_requested_account(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    route = router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01"), trade(OTHER, "b.01.01")])
+    fills = await make_client(clock).fills([ACCT, OTHER, "DU5555555"], days=7)
+    assert route.call_count == 1
+    assert "accountId" not in route.calls[0].request.url.params
+    assert [f.execution_id for f in fills[OTHER].items] == ["b.01.01"]
+    assert fills["DU5555555"].items == []
+
+
+async def test_rows_without_account_go_to_unattributed(router: respx.MockRouter, clock: FakeClock) -> None:
+    orphan = trade(ACCT, "o.01.01")
+    del orphan["account"], orphan["accountCode"]
+    broken = trade(ACCT, "x.01.01", size="lots")
+    router.get(TRADES).respond(200, json=[orphan, broken, trade(ACCT, "ok.01.01")])
+    fills = await make_client(clock).fills([ACCT])
+    assert [f.execution_id for f in fills[ACCT].items] == ["ok.01.01"]
+    assert [r.key for r in fills[ACCT].rejected] == ["x.01.01"]
+    assert [r.key for r in fills.unattributed] == ["o.01.01"]
+    assert fills.unattributed[0].raw == orphan
+
+
+@pytest.mark.parametrize("days", [0, 8, -1, True, 1.5, "3"])
+async def test_days_must_be_1_to_7(router: respx.MockRouter, clock: FakeClock, days: Any) -> None:
+    with pytest.raises(ConfigurationError, match="1 to 7"):
+        await make_client(clock).fills([ACCT], days=days)
+    assert requests_to(router, "GET", TRADES) == []
+
+
+async def test_days_always_sent_explicitly(router: respx.MockRouter, clock: FakeClock) -> None:
+    route = router.get(TRADES).respond(200, json=[])
+    await make_client(clock).fills(ACCT)
+    assert route.calls[0].request.url.params["days"] == "1"
+
+
+async def test_future_multiplier_comes_from_contract_info(router: respx.MockRouter, clock: FakeClock) -> None:
+    fut = trade(ACCT, "f.01.01", sec_type="FUT", conid=495512563, net_amount=None, price="5000.25", size=1)
+    router.get(TRADES).respond(200, json=[fut])
+    info = router.get("/iserver/contract/495512563/info").respond(
+        200, json={"con_id": 495512563, "symbol": "ES", "instrument_type": "FUT", "multiplier": "50"}
+    )
+    client = make_client(clock)
+    fills = await client.fills([ACCT])
+    assert fills[ACCT].items[0].multiplier == Decimal(50)
+    await client.fills([ACCT])
+    assert info.call_count == 1  # contract info is cached (conids are permanent)
+
+
+async def test_opt_fill_has_multiplier_100_without_contract_lookup(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.get(TRADES).respond(
+        200, json=[trade(ACCT, "o.01.01", sec_type="OPT", price="5.5", net_amount=550.0)]
+    )
+    fills = await make_client(clock).fills([ACCT])
+    assert fills[ACCT].items[0].multiplier == Decimal(100)
+    assert not any("/contract/" in str(c.request.url) for c in router.calls)
