@@ -214,10 +214,7 @@ class Transport:
         """
         method = method.upper()
         path = "/" + path.lstrip("/")
-        if needs_iserver_preflight(path):
-            await self.ensure_iserver_accounts()
-        elif needs_portfolio_preflight(path):
-            await self.ensure_portfolio_accounts()
+        await self._preflight_for(path)
         return await self._call(method, path, params=params, json=json, retry=retry)
 
     async def ensure_session(self, allow_competing: bool = False) -> dict[str, Any]:
@@ -318,6 +315,13 @@ class Transport:
 
     # --- internals --------------------------------------------------------------------------------
 
+    async def _preflight_for(self, path: str) -> None:
+        """Make the preflight ``path`` needs in this brokerage session (cached; no-op for other paths)."""
+        if needs_iserver_preflight(path):
+            await self.ensure_iserver_accounts()
+        elif needs_portfolio_preflight(path):
+            await self.ensure_portfolio_accounts()
+
     async def _keep_alive_loop(self, interval: float) -> None:
         while True:
             await self.sleep(interval)
@@ -410,6 +414,7 @@ class Transport:
                 reinitialised = True
                 await self.auth.invalidate()
                 await self._reinit(generation)
+                await self._preflight_for(path)
                 continue
             if _is_no_bridge(response):
                 if not recover or reinitialised:
@@ -424,6 +429,7 @@ class Transport:
                 )
                 reinitialised = True
                 await self._reinit(generation)
+                await self._preflight_for(path)
                 continue
             if _needs_accounts_first(response) and path not in _PREFLIGHT_PATHS:
                 if not recover or preflighted:

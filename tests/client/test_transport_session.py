@@ -135,15 +135,15 @@ async def test_preflight_is_repeated_after_the_session_is_reopened(
     )
     async with make(clock) as t:
         await t.request("GET", "/iserver/account/trades")
-        await t.request("GET", "/iserver/account/trades")  # 401 -> init -> retry
-        await t.request("GET", "/iserver/account/trades")  # new session: preflight again first
+        await t.request("GET", "/iserver/account/trades")  # 401 -> init -> preflight -> retry
+        await t.request("GET", "/iserver/account/trades")  # preflight cached for the new session
     assert paths(router) == [
         "GET /iserver/accounts",
         "GET /iserver/account/trades",
         "GET /iserver/account/trades",
         "POST /iserver/auth/ssodh/init",
+        "GET /iserver/accounts",  # the new brokerage session needs the preflight before the retry
         "GET /iserver/account/trades",
-        "GET /iserver/accounts",
         "GET /iserver/account/trades",
     ]
 
