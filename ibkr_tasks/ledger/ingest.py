@@ -44,6 +44,7 @@ from ibkr_tasks.ledger.schema import (
     CommissionRow,
     FillRow,
     QuarantineRow,
+    table,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ _CONTENT_COLUMNS = (
     "source",
     "raw",
 )
+# Commission fields of the raw payload are tracked in ``commissions``/``commission_history``: a
+# commission arriving later does not make the fill "updated" (``fills.raw`` keeps the payload as the
+# fill was first seen or last changed).
+_COMMISSION_KEYS = frozenset({"commission", "commission_currency", "commissionCurrency"})
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,11 @@ def _fill_row(fill: Fill, source: str, run_id: str, now: datetime) -> dict[str, 
         "first_seen_at": now,
         "last_changed_at": now,
     }
-    row["content_hash"] = digest([row[c] for c in _CONTENT_COLUMNS])
+    content = [row[c] for c in _CONTENT_COLUMNS]
+    raw = fill.raw
+    if isinstance(raw, dict) and not _COMMISSION_KEYS.isdisjoint(raw):
+        content[-1] = {k: v for k, v in raw.items() if k not in _COMMISSION_KEYS}
+    row["content_hash"] = digest(content)
     return row
 
 
@@ -321,7 +330,7 @@ def _ingest_chunk(
         )
 
     if fill_rows:
-        stmt = insert(FillRow)
+        stmt = insert(table(FillRow))
         changed = {c: stmt.excluded[c] for c in (*_CONTENT_COLUMNS, "content_hash")}
         changed["last_changed_run"] = stmt.excluded.last_changed_run
         changed["last_changed_at"] = stmt.excluded.last_changed_at
@@ -336,7 +345,7 @@ def _ingest_chunk(
     if new_families:
         result.fills_superseded += _supersede(session, account_id, sorted(new_families), run_id, now)
     if commission_rows:
-        stmt = insert(CommissionRow)
+        stmt = insert(table(CommissionRow))
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[CommissionRow.account_id, CommissionRow.execution_id],
@@ -352,10 +361,10 @@ def _ingest_chunk(
             commission_rows,
         )
     if history_rows:
-        session.execute(insert(CommissionHistoryRow), history_rows)
+        session.execute(insert(table(CommissionHistoryRow)), history_rows)
     if break_rows:
         session.execute(
-            insert(BreakRow).on_conflict_do_nothing(
+            insert(table(BreakRow)).on_conflict_do_nothing(
                 index_elements=[BreakRow.account_id, BreakRow.run_id, BreakRow.kind, BreakRow.subject]
             ),
             break_rows,
@@ -496,6 +505,7 @@ def quarantine_rows(
     ordered = [rows[h] for h in sorted(rows)]
     for chunk in _chunks(ordered, max_batch_size(session)):
         session.execute(
-            insert(QuarantineRow).on_conflict_do_nothing(index_elements=[QuarantineRow.row_hash]), chunk
+            insert(table(QuarantineRow)).on_conflict_do_nothing(index_elements=[QuarantineRow.row_hash]),
+            chunk,
         )
     return len(rows)

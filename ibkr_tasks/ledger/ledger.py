@@ -35,6 +35,7 @@ from ibkr_tasks.ledger.schema import (
     CommissionRow,
     FillRow,
     ReconciliationRunRow,
+    table,
 )
 from ibkr_tasks.ledger.types import ensure_utc
 
@@ -200,7 +201,7 @@ class Ledger:
         if not rows:
             return 0
         with self.write() as session:
-            stmt = _insert_for(session)(Account)
+            stmt = _insert_for(session)(table(Account))
             session.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[Account.account_id],

@@ -26,7 +26,7 @@ from ibkr_tasks.errors import ForeignAccountRows
 from ibkr_tasks.ledger.ingest import _insert_for, ensure_account
 from ibkr_tasks.ledger.jsonable import to_jsonable
 from ibkr_tasks.ledger.locks import lock_account
-from ibkr_tasks.ledger.schema import Account, BreakRow, FillRow, PositionSnapshotRow
+from ibkr_tasks.ledger.schema import Account, BreakRow, FillRow, PositionSnapshotRow, table
 from ibkr_tasks.ledger.types import ensure_utc
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def reconcile_positions(
     )
     if positions:
         session.execute(
-            _insert_for(session)(PositionSnapshotRow),
+            _insert_for(session)(table(PositionSnapshotRow)),
             [_snapshot_row(p, account_id, run_id, taken_at) for p in positions.values()],
         )
     result.snapshot_rows = len(positions)
@@ -253,7 +253,7 @@ def _write_breaks(
             )
         )
         session.execute(
-            _insert_for(session)(BreakRow),
+            _insert_for(session)(table(BreakRow)),
             [
                 {
                     "account_id": account_id,
