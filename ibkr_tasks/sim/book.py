@@ -153,6 +153,27 @@ class Account:
     times: list[float] = field(default_factory=list)
     junk: list[JunkRow] = field(default_factory=list)
     orders: dict[int, Order] = field(default_factory=dict)
+    conids: list[int] = field(default_factory=list)  # every conid ever held, in first-seen order
+    day_versions: dict[int, int] = field(default_factory=dict)  # UTC day ordinal -> change counter
+    day_rows: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # day -> (version, joined rows)
+
+    def touch(self, when: datetime) -> None:
+        """A trades row of day ``when`` changed: its cached JSON segment must be rebuilt."""
+        day = when.toordinal()
+        self.day_versions[day] = self.day_versions.get(day, 0) + 1
+
+    def day_segment(self, day: int) -> bytes:
+        """The JSON rows (comma-joined, newest first) traded on UTC day ``day`` (a date ordinal)."""
+        version = self.day_versions.get(day, 0)
+        cached = self.day_rows.get(day)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        start = datetime.combine(date.fromordinal(day), time(0), tzinfo=UTC).timestamp()
+        lo = bisect.bisect_left(self.times, start)
+        hi = bisect.bisect_left(self.times, start + 86400)
+        joined = b",".join([e.row or b"" for e in reversed(self.entries[lo:hi])])
+        self.day_rows[day] = (version, joined)
+        return joined
 
     @property
     def trading(self) -> bool:
@@ -178,6 +199,15 @@ class Book:
         self.pending: set[Execution] = set()
         self._build_accounts()
         self._history()
+        self.warm(self.start)
+
+    def warm(self, now: datetime) -> None:
+        """Pre-join the trades JSON of the last 7 days of every account (startup and /sim/advance), so
+        a trades request only streams ready segments."""
+        today = now.toordinal()
+        for acct in self.accounts.values():
+            for day in range(today - 6, today + 1):
+                acct.day_segment(day)
 
     # ------------------------------------------------------------------ accounts and opening book
     def _build_accounts(self) -> None:
@@ -236,6 +266,7 @@ class Book:
             avg = inst.base_price * Decimal(str(round(rng.uniform(0.8, 1.2), 4)))
             avg = max(Catalog._round(avg, inst.tick), inst.tick)
             acct.positions[inst.conid] = Pos(qty, qty * avg * inst.multiplier)
+            acct.conids.append(inst.conid)
 
     def _random_size(self, inst: Instrument, rng: random.Random, opening: bool = False) -> Decimal:
         if inst.is_event:
@@ -316,7 +347,7 @@ class Book:
 
     def _random_fill(self, acct: Account, when: datetime, rng: random.Random) -> list[Execution]:
         cat = self.catalog
-        held = [c for c, p in acct.positions.items() if p.qty != 0]
+        held = acct.conids
         if held and rng.random() < 0.8:
             inst = cat.by_conid[rng.choice(held)]
         else:
@@ -419,8 +450,8 @@ class Book:
                 order_id,
                 [stages[-1]],
             )
-        self._publish(acct, ex)
         self._apply(acct, ex)
+        self._publish(acct, ex)
         return ex
 
     def _publish(self, acct: Account, entry: Execution | JunkRow) -> None:
@@ -428,6 +459,8 @@ class Book:
         idx = bisect.bisect_right(acct.times, ts)
         acct.times.insert(idx, ts)
         acct.entries.insert(idx, entry)
+        encode_row(entry)
+        acct.touch(entry.trade_time)
         if isinstance(entry, Execution):
             self.executions[entry.execution_id] = entry
             if entry.pending:
@@ -435,7 +468,10 @@ class Book:
 
     def _apply(self, acct: Account, ex: Execution) -> None:
         """Move position and cash for one execution."""
-        pos = acct.positions.setdefault(ex.inst.conid, Pos())
+        pos = acct.positions.get(ex.inst.conid)
+        if pos is None:
+            pos = acct.positions[ex.inst.conid] = Pos()
+            acct.conids.append(ex.inst.conid)
         delta = ex.signed_size
         mult = ex.inst.multiplier
         if pos.qty == 0 or (pos.qty > 0) == (delta > 0):
@@ -458,7 +494,7 @@ class Book:
         acct.cash[ccy] -= ex.commission_stages[-1] or ZERO
 
     def _junk(self, acct: Account, like: Execution, rng: random.Random) -> None:
-        from ibkr_tasks.sim.render import trade_row  # local: render imports this module
+        from ibkr_tasks.sim.render import trade_row
 
         raw = trade_row(like)
         raw = dict(raw)
@@ -495,14 +531,16 @@ class Book:
         """Everything pending reaches its final state (``/sim/advance``)."""
         for ex in list(self.pending):
             ex.stage = len(ex.commission_stages) - 1
-            ex.row = None
+            encode_row(ex)
+            self.accounts[ex.account_id].touch(ex.trade_time)
             self._release_correction(ex)
             self.pending.discard(ex)
 
     def _step(self, ex: Execution) -> None:
         if ex.stage < len(ex.commission_stages) - 1:
             ex.stage += 1
-            ex.row = None
+            encode_row(ex)
+            self.accounts[ex.account_id].touch(ex.trade_time)
         else:
             self._release_correction(ex)
         if not ex.pending:
@@ -595,6 +633,7 @@ class Book:
                 if order.working:
                     self.try_fill(order, at)
         self.finalise_all()
+        self.warm(end)
 
     # ------------------------------------------------------------------ views
     def trading_accounts(self) -> list[Account]:
@@ -606,6 +645,13 @@ class Book:
 
     def today(self, now: datetime) -> date:
         return now.date()
+
+
+def encode_row(entry: Execution | JunkRow) -> None:
+    """Render and cache the JSON of a trades row now, so a trades request only joins bytes."""
+    from ibkr_tasks.sim.render import dumps, trade_row  # render imports this module
+
+    entry.row = dumps(trade_row(entry) if isinstance(entry, Execution) else entry.raw)
 
 
 _VENUES = {

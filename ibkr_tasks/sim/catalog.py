@@ -84,6 +84,16 @@ class Instrument:
         return "YES" if self.right == "C" else "NO"
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix(z: int) -> int:
+    z &= _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
 def _fmt_strike(strike: Decimal | None) -> str:
     if strike is None:
         return ""
@@ -221,8 +231,13 @@ class Catalog:
         return [i for i in self.by_conid.values() if i.symbol == sym]
 
     # -- prices --------------------------------------------------------------------------------
-    def _unit(self, *parts: object) -> float:
-        return random.Random("|".join(str(p) for p in (self.seed, *parts))).random()
+    def _unit(self, *parts: int) -> float:
+        """A deterministic number in [0, 1) for (seed, *parts): a splitmix64 mix, cheap enough to call
+        for every position of every request."""
+        x = self.seed & _MASK
+        for part in parts:
+            x = _mix((x ^ (part & _MASK)) + 0x9E3779B97F4A7C15)
+        return (x >> 11) / float(1 << 53)
 
     def mid(self, inst: Instrument, when: datetime) -> Decimal:
         """Deterministic mid price of ``inst`` at ``when`` (minute resolution)."""
@@ -233,8 +248,8 @@ class Catalog:
             p = yes.base_price + Decimal(round((self._unit(yes.conid, minute) - 0.5) * 10)) / 100
             p = min(max(p, Decimal("0.02")), Decimal("0.98"))
             return p if inst.right == "C" else 1 - p
-        drift = 1 + (self._unit(inst.conid, "d", day) - 0.5) * 0.04
-        noise = 1 + (self._unit(inst.conid, "m", minute) - 0.5) * 0.004
+        drift = 1 + (self._unit(inst.conid, 1, day) - 0.5) * 0.04
+        noise = 1 + (self._unit(inst.conid, 2, minute) - 0.5) * 0.004
         raw = inst.base_price * Decimal(str(round(drift * noise, 6)))
         return max(self._round(raw, inst.tick), inst.tick)
 
@@ -254,7 +269,7 @@ class Catalog:
 
     def size_at_touch(self, inst: Instrument, when: datetime) -> Decimal:
         """Displayed size at the best price: what a limit order can take at once (partial fills)."""
-        u = self._unit(inst.conid, "s", int(when.timestamp() // 60))
+        u = self._unit(inst.conid, 3, int(when.timestamp() // 60))
         if inst.sec_type == "STK":
             return Decimal(100 * (1 + int(u * 10)))
         return Decimal(5 + int(u * 20))
