@@ -92,7 +92,7 @@ async def test_days_always_sent_explicitly(router: respx.MockRouter, clock: Fake
 async def test_future_multiplier_comes_from_contract_info(router: respx.MockRouter, clock: FakeClock) -> None:
     fut = trade(ACCT, "f.01.01", sec_type="FUT", conid=495512563, net_amount=None, price="5000.25", size=1)
     router.get(TRADES).respond(200, json=[fut])
-    info = router.get("/iserver/contract/495512563/info").respond(
+    info = router["contract_info"].respond(
         200, json={"con_id": 495512563, "symbol": "ES", "instrument_type": "FUT", "multiplier": "50"}
     )
     client = make_client(clock)

@@ -125,7 +125,7 @@ async def test_poll_snapshots_stops_after_duration(router: respx.MockRouter, clo
 async def test_contract_info_is_cached_and_search_conids_are_ints(
     router: respx.MockRouter, clock: FakeClock
 ) -> None:
-    info = router.get("/iserver/contract/265598/info").respond(
+    info = router["contract_info"].respond(
         200,
         json={
             "con_id": 265598,

@@ -293,3 +293,58 @@ async def test_cancel_refused_raises_and_minus_one_is_never_sent(
         await client.cancel_order(ACCT, 1)
     with pytest.raises(Exception, match="never sent"):
         await client.cancel_order(ACCT, "-1")
+
+
+async def test_reply_chains_of_different_accounts_never_interleave(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    """A pending prompt dies if any other request reaches the session first (IBKR §5.3)."""
+
+    def place(request: httpx.Request) -> httpx.Response:
+        coid = body(request)["orders"][0]["cOID"]
+        return httpx.Response(200, json=question(f"q-{coid}", "o163"))
+
+    def reply(request: httpx.Request, reply_id: str) -> httpx.Response:
+        return httpx.Response(200, json=[{"order_id": f"id-{reply_id}", "order_status": "Submitted"}])
+
+    router.post(url__regex=r".*/iserver/account/[^/]+/orders$").mock(side_effect=place)
+    router.post(url__regex=r".*/iserver/reply/(?P<reply_id>[^/]+)$").mock(side_effect=reply)
+    client = make_client(clock)
+    await asyncio.gather(client.place_order(ACCT, AAPL, coid="a"), client.place_order(OTHER, AAPL, coid="b"))
+    sequence = [
+        c.request.url.path.removeprefix("/v1/api") for c in router.calls if c.request.method == "POST"
+    ]
+    assert sequence == [
+        ORDERS,
+        "/iserver/reply/q-a",
+        f"/iserver/account/{OTHER}/orders",
+        "/iserver/reply/q-b",
+    ]
+
+
+async def test_future_order_is_marked_automated_with_manual_indicator_false(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router["contract_info"].respond(
+        200, json={"con_id": 495512563, "instrument_type": "FUT", "multiplier": "50"}
+    )
+    post = router.post(ORDERS).respond(200, json=[{"order_id": "9", "order_status": "Submitted"}])
+    es = OrderRequest(market_id="495512563", order_side=OrderSide.SELL, price="5000.25", size=1)
+    await make_client(clock).place_order(ACCT, es, coid="fut-1")
+    assert body(post.calls[0].request)["orders"][0]["manualIndicator"] is False
+
+
+async def test_stock_order_carries_no_manual_indicator(router: respx.MockRouter, clock: FakeClock) -> None:
+    post = router.post(ORDERS).respond(200, json=[{"order_id": "9", "order_status": "Submitted"}])
+    await make_client(clock).place_order(ACCT, AAPL, coid="stk-1")
+    assert "manualIndicator" not in body(post.calls[0].request)["orders"][0]
+
+
+async def test_lookup_failure_after_lost_response_is_state_unknown(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    post = router.post(ORDERS).mock(side_effect=httpx.ReadTimeout("read timed out"))
+    router.get("/iserver/account/orders").respond(400, json={"error": "Bad Request"})
+    with pytest.raises(OrderStateUnknown, match="looking it up by cOID failed"):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-blind")
+    assert post.call_count == 1

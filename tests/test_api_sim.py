@@ -173,3 +173,19 @@ async def test_snapshot_preflight_against_simulator(sim: Sim) -> None:
     snaps = await sim.client.snapshot(conids, fields=["31", "84", "86"])
     assert [s.conid for s in snaps] == conids
     assert all(s.has_data and s.last is not None for s in snaps)
+
+
+async def test_future_order_is_accepted_with_manual_indicator(sim: Sim) -> None:
+    await sim.control.post("/faults", json={"quirks": {"prompt_chain_max": 0, "prompt_chain_min": 0}})
+    for acct in await sim.trading_accounts():
+        futures = [p["conid"] for p in (await sim.truth(acct))["positions"] if p["sec_type"] == "FUT"]
+        if futures:
+            break
+    else:
+        pytest.skip("the demo scenario holds no futures")
+    order = OrderRequest(
+        market_id=str(futures[0]), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET
+    )
+    result = await sim.client.place_order(acct, order, coid="sim-fut-1")
+    assert result.order_id and not result.existing
+    assert result.request["manualIndicator"] is False

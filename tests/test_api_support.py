@@ -47,6 +47,13 @@ def gateway(accounts: tuple[str, ...] = (ACCT, OTHER)) -> Iterator[respx.MockRou
         router.get("/portfolio/accounts").respond(
             200, json=[{"id": a, "accountId": a, "currency": "USD", "type": "DEMO"} for a in accounts]
         )
+        # Contract info of any conid is a stock unless a test swaps this route's side effect
+        # (router["contract_info"].mock(side_effect=...)).
+        router.get(url__regex=r".*/iserver/contract/(?P<conid>\d+)/info$", name="contract_info").mock(
+            side_effect=lambda request, conid: httpx.Response(
+                200, json={"con_id": int(conid), "instrument_type": "STK", "multiplier": None}
+            )
+        )
         yield router
 
 

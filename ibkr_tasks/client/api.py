@@ -265,7 +265,24 @@ class IBKRClient:
         acct = validate_account_id(account_id)
         if order.side.value != "Long" and pair is None:
             pair = await self.contracts.event_contract_pair(order.conid)
+        if order.manual_indicator is None:
+            order = await self._with_manual_indicator(order, pair)
         return await self.orders.place(acct, order, coid=coid, policy=policy, pair=pair)
+
+    async def _with_manual_indicator(
+        self, order: OrderRequest, pair: EventContractPair | None
+    ) -> OrderRequest:
+        """Mark FUT/FOP orders as automated (``manualIndicator: false``), which IBKR requires for them."""
+        try:
+            info = await self.contracts.contract_info(order.resolve_conid(pair))
+        except (APIError, ParseError, ValueError) as exc:
+            logger.warning(
+                "contract info for %s unavailable (%s); manualIndicator not set", order.market_id, exc
+            )
+            return order
+        if info.sec_type in {"FUT", "FOP"}:
+            return order.model_copy(update={"manual_indicator": False})
+        return order
 
     async def live_orders(self, account_id: str) -> list[LiveOrder]:
         """This account's working and recent orders (never another account's)."""

@@ -2,8 +2,13 @@
 
 The rules, each with a regression test in ``tests/test_api_orders.py``:
 
-- one order per ``POST /iserver/account/{id}/orders``, serialised per account (an ``asyncio.Lock``
-  per account: IBKR says not to place another order before the previous one is acknowledged);
+- one order per ``POST /iserver/account/{id}/orders``, serialised: IBKR says not to place another
+  order before the previous one is acknowledged, and a pending reply prompt is invalidated by any
+  other request on the brokerage session (api-reference §5.1, §5.3). The session is shared by every
+  account of the login, so by default ONE lock covers all accounts (``lock_scope="session"``);
+  ``lock_scope="account"`` serialises per account only. Requests made concurrently by other code on
+  the same session (e.g. a snapshot poll) can still invalidate a prompt; the reply then fails (503)
+  and the order is looked up by its cOID, never resent;
 - never retried by the transport (``retry=False``): a resend can double an order;
 - reply questions are answered at once with ``POST /iserver/reply/{id}``, at most ``MAX_REPLY_HOPS``
   times, ``{"confirmed": true}`` only for message ids the :class:`PromptPolicy` allows; anything else
@@ -25,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.errors import (
@@ -34,6 +39,7 @@ from ibkr_tasks.errors import (
     OrderError,
     OrderRejected,
     OrderStateUnknown,
+    ParseError,
     TransportError,
     UnknownPrompt,
 )
@@ -172,6 +178,7 @@ class OrderDesk:
         preflight_pause: float = 1.0,
         lookup_attempts: int = 2,
         lookup_pause: float = 2.0,
+        lock_scope: Literal["session", "account"] = "session",
     ) -> None:
         self.transport = transport
         self.policy = policy or PromptPolicy.default()
@@ -180,10 +187,12 @@ class OrderDesk:
         self._preflight_pause = preflight_pause
         self._lookup_attempts = max(1, lookup_attempts)
         self._lookup_pause = lookup_pause
+        self._lock_scope = lock_scope
         self._locks: dict[str, asyncio.Lock] = {}
 
     def _lock(self, account_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(account_id, asyncio.Lock())
+        key = account_id if self._lock_scope == "account" else "*"
+        return self._locks.setdefault(key, asyncio.Lock())
 
     # ------------------------------------------------------------------ placing
     async def place(
@@ -343,10 +352,16 @@ class OrderDesk:
         lost: bool = False,
     ) -> OrderResult:
         """Find the order with ``coid`` in live orders, then trades; raise when it cannot be found."""
+        lookup_error: Exception | None = None
         for attempt in range(self._lookup_attempts):
             if attempt:
                 await self._sleep(self._lookup_pause)
-            found = await self.find_by_coid(account_id, coid)
+            try:
+                found = await self.find_by_coid(account_id, coid)
+            except (APIError, TransportError, ParseError) as exc:
+                lookup_error = exc
+                logger.warning("looking up order %s for %s by cOID failed: %s", coid, account_id, exc)
+                continue
             if found is not None:
                 order_id, status, source = found
                 logger.info("order %s for %s resolved from %s (%s)", coid, account_id, source, reason)
@@ -360,6 +375,8 @@ class OrderDesk:
                     request=ticket,
                     raw=raw,
                 )
+        if lookup_error is not None:
+            reason = f"{reason}; looking it up by cOID failed too: {lookup_error}"
         if lost:
             raise OrderStateUnknown(
                 f"order {coid} for {account_id} may or may not have reached IBKR ({reason}) and it is "

@@ -98,6 +98,9 @@ class OrderRequest(BaseModel):
     tif: TimeInForce = TimeInForce.DAY
     aux_price: Decimal | None = None
     outside_rth: bool = False
+    # IBKR requires manualIndicator on US futures / futures-options orders (True only when a human
+    # originated the order). None = not sent; IBKRClient.place_order sets False for FUT/FOP contracts.
+    manual_indicator: bool | None = None
 
     @field_validator("market_id", mode="before")
     @classmethod
@@ -165,6 +168,8 @@ class OrderRequest(BaseModel):
             body["auxPrice"] = _json_number(self.aux_price)
         if self.outside_rth:
             body["outsideRTH"] = True
+        if self.manual_indicator is not None:
+            body["manualIndicator"] = self.manual_indicator
         return body
 
 
