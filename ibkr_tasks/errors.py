@@ -111,3 +111,17 @@ class RequestFailed(TransportError):
         self.method = method
         self.path = path
         self.maybe_sent = maybe_sent
+
+
+class RebalanceRefused(IBKRError):
+    """A rebalance plan or its execution was refused by a guard (live account, limits, scope, prices).
+
+    ``reason`` is a short machine-readable code (``live_account``, ``order_notional``,
+    ``total_notional``, ``unlisted_conid``, ``event_contract_sell``, ``stale_price``,
+    ``missing_price``, ``currency``, ``working_orders``, ``invalid_target``); the message says what
+    to change.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
