@@ -177,3 +177,16 @@ async def test_event_pair_missing_fails_instead_of_guessing(
     with pytest.raises(ParseError, match="conid_yes"):
         await make_client(clock).place_order(ACCT, order, coid="ev-2")
     assert not any(c.request.method == "POST" for c in router.calls)
+
+
+async def test_availability_marker_alone_does_not_count_as_data(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    route = router.get(SNAPSHOT)
+    route.side_effect = [
+        httpx.Response(200, json=[{"conid": 7, "conidEx": "7", "6509": "RpB", "6119": "q0"}]),
+        httpx.Response(200, json=[{"conid": 7, "conidEx": "7", "6509": "RpB", "31": "10.5"}]),
+    ]
+    (snap,) = await make_client(clock).snapshot([7], fields=["31", "6509"])
+    assert route.call_count == 2
+    assert snap.last == Decimal("10.5") and snap.availability == "RpB"

@@ -177,3 +177,19 @@ async def test_portfolio_summary_is_decimal_and_skips_null_entries(
     summary = await make_client(clock).portfolio_summary(ACCT)
     assert summary == {"netliquidation": Decimal("1034222.25"), "totalcashvalue": Decimal("985376.94")}
     assert len(requests_to(router, "GET", "/portfolio/accounts")) == 1
+
+
+async def test_from_settings_builds_a_working_client_on_the_real_transport(router: respx.MockRouter) -> None:
+    from ibkr_tasks.client.api import IBKRClient
+    from ibkr_tasks.client.prompts import PromptPolicy
+    from ibkr_tasks.client.settings import IBKRSettings
+
+    clock = FakeClock()
+    policy = PromptPolicy.allowing(["o1"])
+    settings = IBKRSettings(api_url=BASE, access_token="gateway-placeholder-token-0001")
+    async with IBKRClient.from_settings(settings, policy=policy, clock=clock, sleep=clock.sleep) as client:
+        assert client.orders.policy is policy
+        accounts = await client.list_accounts()
+    assert [a.account_id for a in accounts] == [ACCT, OTHER]
+    sent = requests_to(router, "GET", "/portfolio/accounts")[0]
+    assert sent.headers["Authorization"] == "Bearer gateway-placeholder-token-0001"

@@ -92,11 +92,18 @@ class IBKRClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any = None, **transport_kwargs: Any) -> IBKRClient:
-        """Build the client on the real :class:`Transport` (settings from ``IBKR_*`` env when None)."""
+    def from_settings(
+        cls, settings: Any = None, *, policy: PromptPolicy | None = None, **transport_kwargs: Any
+    ) -> IBKRClient:
+        """Build the client on the real :class:`Transport` (settings from ``IBKR_*`` env when None).
+
+        ``transport_kwargs`` go to ``Transport`` (``http_transport=``, ``clock=``, ``sleep=``...); the
+        client uses the same ``clock``/``sleep`` for its own pauses.
+        """
         from ibkr_tasks.client.transport import Transport
 
-        return cls(Transport(settings, **transport_kwargs))
+        timing = {k: transport_kwargs[k] for k in ("clock", "sleep") if k in transport_kwargs}
+        return cls(Transport(settings, **transport_kwargs), policy=policy, **timing)
 
     async def __aenter__(self) -> IBKRClient:
         return self

@@ -22,6 +22,7 @@ __all__ = ["MAX_CONIDS_PER_CALL", "MAX_FIELDS_PER_CALL", "MarketData"]
 
 MAX_CONIDS_PER_CALL = 100
 MAX_FIELDS_PER_CALL = 50
+_MARKERS = frozenset({"6119", "6509"})
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -77,6 +78,8 @@ class MarketData:
         self, conids: Sequence[int], fields: Sequence[str], merged: dict[int, dict[str, Any]]
     ) -> None:
         pending = list(conids)
+        # 6119 (server id) and 6509 (availability) can come with an answer that has no values yet.
+        value_fields = [f for f in fields if f not in _MARKERS] or list(fields)
         for attempt in range(self._attempts):
             if attempt:
                 await self._sleep(self._pause)
@@ -88,7 +91,7 @@ class MarketData:
                 conid = _conid_of(row) if isinstance(row, Mapping) else None
                 if conid in merged:
                     merged[conid].update(row)
-            pending = [c for c in pending if not any(f in merged[c] for f in fields)]
+            pending = [c for c in pending if not any(f in merged[c] for f in value_fields)]
             if not pending:
                 return
 

@@ -60,6 +60,11 @@ class PromptPolicy:
         ids = frozenset(message_ids)
         return cls(allowed=ids, known=ids)
 
+    def with_allowed(self, *message_ids: str) -> PromptPolicy:
+        """A copy of this policy that also allows ``message_ids`` (e.g. ``"o383"`` size-limit warnings)."""
+        ids = frozenset(message_ids)
+        return PromptPolicy(allowed=self.allowed | ids, known=self.known | ids, meanings=dict(self.meanings))
+
     def allows(self, message_ids: Iterable[str]) -> bool:
         """True only when there is at least one id and every id is allowed."""
         ids = list(message_ids)

@@ -1,0 +1,41 @@
+"""The shipped prompt policy: known ids, fail-closed defaults, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ibkr_tasks.client.prompts import PromptPolicy
+from ibkr_tasks.errors import ConfigurationError
+
+
+def test_shipped_policy_allows_informational_prompts_only() -> None:
+    policy = PromptPolicy.default()
+    assert policy.allows(["o163"]) and policy.allows(["o354"]) and policy.allows(["o163", "o354"])
+    for refused in (["p6"], ["p12"], ["o383"], ["o451"], ["o99999"], [], ["o163", "o99999"]):
+        assert not policy.allows(refused), refused
+
+
+def test_describe_says_unknown_versus_not_allowed() -> None:
+    policy = PromptPolicy.default()
+    text = policy.describe(["o99999", "p6"])
+    assert "o99999 (unknown to the prompt policy)" in text
+    assert "p6 (not allowed" in text
+
+
+def test_with_allowed_opts_in_without_touching_the_original() -> None:
+    base = PromptPolicy.default()
+    wider = base.with_allowed("o383")
+    assert wider.allows(["o383", "o163"]) and not base.allows(["o383"])
+
+
+def test_policy_file_can_be_loaded_and_bad_files_are_configuration_errors(tmp_path: Path) -> None:
+    good = tmp_path / "policy.json"
+    good.write_text('{"prompts": {"o1": {"allow": true}, "o2": {"allow": "yes"}}}')
+    policy = PromptPolicy.load(good)
+    assert policy.allows(["o1"]) and not policy.allows(["o2"])  # only a JSON true allows
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"prompt": {}}')
+    with pytest.raises(ConfigurationError, match="prompt policy"):
+        PromptPolicy.load(bad)
