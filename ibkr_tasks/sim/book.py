@@ -197,6 +197,7 @@ class Book:
         self.accounts: dict[str, Account] = {}
         self.executions: dict[str, Execution] = {}
         self.pending: set[Execution] = set()
+        self._junk_rngs: dict[str, random.Random] = {}
         self._build_accounts()
         self._history()
         self.warm(self.start)
@@ -376,8 +377,13 @@ class Book:
         exch = _venue(inst, rng)
         execs = [self._record(acct, inst, side, size, price, when, exch, order_ref, order_id, rng)]
         execs.extend(self._netting(acct, inst, size, when, rng))
-        if self.quirks.malformed_ratio and rng.random() < self.quirks.malformed_ratio:
-            self._junk(acct, execs[0], rng)
+        if self.quirks.malformed_ratio:
+            # its own random stream: the same seed gives the same fills with or without junk rows
+            junk_rng = self._junk_rngs.setdefault(
+                acct.account_id, random.Random(f"{self.scenario.seed}|junk|{acct.account_id}")
+            )
+            if junk_rng.random() < self.quirks.malformed_ratio:
+                self._junk(acct, execs[0], junk_rng)
         return execs
 
     def _netting(
@@ -498,7 +504,8 @@ class Book:
 
         raw = trade_row(like)
         raw = dict(raw)
-        raw["execution_id"] = self._next_exec_id(like.trade_time)
+        # an id outside the real counter's range, so junk never shifts the ids of real executions
+        raw["execution_id"] = f"ffff{rng.getrandbits(16):04x}.{int(like.trade_time.timestamp()):08x}.01.01"
         variant = rng.randrange(5)
         if variant == 0:
             del raw["execution_id"]

@@ -195,6 +195,8 @@ def iserver_accounts(book: Book, session_id: str) -> dict[str, Any]:
                 "BOND",
                 "FUND",
                 "CMDTY",
+                "PHYSS",
+                "CRYPTO",
             )
         },
         "groups": [],

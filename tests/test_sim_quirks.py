@@ -1,0 +1,392 @@
+"""Each IBKR quirk the simulator reproduces, switched on alone, behaves as documented."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from ibkr_tasks.sim import Scenario, create_app
+from ibkr_tasks.sim.app import PROMPTS
+from ibkr_tasks.sim.testing import FakeTime, sim_client
+
+API = "/v1/api"
+
+
+def make(fake: FakeTime | None = None, **scenario: Any) -> Any:
+    scenario.setdefault("accounts", 2)
+    scenario.setdefault("positions_per_account", 10)
+    return create_app(Scenario.model_validate(scenario), **(fake or FakeTime()).kwargs())
+
+
+def first_account(app: Any) -> str:
+    return app.sim.book.trading_accounts()[0].account_id
+
+
+async def init(c: httpx.AsyncClient, compete: bool = True) -> httpx.Response:
+    return await c.post(f"{API}/iserver/auth/ssodh/init", json={"publish": True, "compete": compete})
+
+
+# ----------------------------------------------------------------------------------- session
+async def test_session_expires_after_n_requests_until_ssodh_init() -> None:
+    app = make(quirks={"session_expiry_requests": 3})
+    async with sim_client(app) as c:
+        for _ in range(3):
+            assert (await c.get(f"{API}/portfolio/accounts")).status_code == 200
+        expired = await c.get(f"{API}/portfolio/accounts")
+        assert expired.status_code == 401 and expired.json()["error"] == "not authenticated"
+        assert (await c.post(f"{API}/iserver/auth/status")).status_code == 401
+        assert (await init(c)).status_code == 200
+        assert (await c.get(f"{API}/portfolio/accounts")).status_code == 200
+    assert app.sim.session.expiries == 1
+
+
+async def test_session_expires_after_seconds_until_ssodh_init() -> None:
+    fake = FakeTime()
+    app = make(fake, quirks={"session_expiry_seconds": 300})
+    async with sim_client(app) as c:
+        assert (await c.get(f"{API}/iserver/accounts")).status_code == 200
+        fake.tick(299)
+        assert (await c.get(f"{API}/tickle")).json()["ssoExpires"] == 1000
+        fake.tick(2)
+        assert (await c.get(f"{API}/iserver/accounts")).status_code == 401
+        await init(c)
+        assert (await c.get(f"{API}/iserver/accounts")).status_code == 200
+
+
+async def test_no_bridge_until_ssodh_init() -> None:
+    app = make(quirks={"require_ssodh_init": True})
+    async with sim_client(app) as c:
+        status = (await c.post(f"{API}/iserver/auth/status")).json()
+        assert (status["authenticated"], status["connected"]) == (False, True)
+        refused = await c.get(f"{API}/iserver/accounts")
+        assert refused.status_code == 400
+        assert refused.json() == {"error": "Bad Request: no bridge", "statusCode": 400}
+        assert (await c.get(f"{API}/portfolio/accounts")).status_code == 200  # read-only session works
+        await init(c)
+        assert (await c.get(f"{API}/iserver/accounts")).status_code == 200
+
+
+async def test_accounts_preflight_required() -> None:
+    app = make(quirks={"require_accounts_preflight": True})
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        refused = await c.get(f"{API}/iserver/account/trades")
+        assert refused.status_code == 500 and refused.json()["error"] == "Please query /accounts first"
+        assert (await c.get(f"{API}/iserver/account/orders")).status_code == 500
+        assert (await c.get(f"{API}/portfolio/{acct}/positions/0")).status_code == 500
+        await c.get(f"{API}/iserver/accounts")
+        await c.get(f"{API}/portfolio/accounts")
+        assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200
+        assert (await c.get(f"{API}/portfolio/{acct}/positions/0")).status_code == 200
+        await init(c)  # a new brokerage session needs the preflight again
+        assert (await c.get(f"{API}/iserver/account/trades")).status_code == 500
+
+
+async def test_competing_session() -> None:
+    app = make(quirks={"competing_session": True})
+    async with sim_client(app) as c:
+        status = (await c.post(f"{API}/iserver/auth/status")).json()
+        assert status["competing"] is True
+        assert (await c.get(f"{API}/iserver/accounts")).json() == {}
+        assert (await c.get(f"{API}/iserver/account/trades")).status_code == 400
+        refused = (await init(c, compete=False)).json()
+        assert refused["competing"] is True and refused["authenticated"] is False
+        taken = (await init(c, compete=True)).json()
+        assert (taken["competing"], taken["authenticated"]) == (False, True)
+        assert (await c.get(f"{API}/iserver/accounts")).json()["accounts"]
+        # and at run time
+        await c.post("/sim/faults", json={"competing": True})
+        assert (await c.get(f"{API}/tickle")).json()["iserver"]["authStatus"]["competing"] is True
+
+
+# ----------------------------------------------------------------------------------- pacing
+async def test_rate_limits_per_endpoint_and_penalty_box() -> None:
+    fake = FakeTime()
+    app = make(fake, quirks={"rate_limits": True, "penalty_box_seconds": 30})
+    async with sim_client(app) as c:
+        assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200
+        fake.tick(1)
+        limited = await c.get(f"{API}/iserver/account/trades")  # 1 req / 5 s
+        assert limited.status_code == 429
+        assert (await c.get(f"{API}/iserver/accounts")).status_code == 429  # penalty box: everything
+        stats = (await c.get("/sim/stats")).json()
+        assert stats["rate_limit_violations"] == 1
+        assert stats["rate_limit_violations_by_endpoint"] == {"/iserver/account/trades": 1}
+        assert stats["responses_429"] == 2 and stats["penalty_box"]["active"] is True
+        assert stats["penalty_box"]["requests_while_boxed"] == 1
+        fake.tick(30)
+        assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200
+        assert (await c.get("/sim/stats")).json()["penalty_box"]["active"] is False
+
+
+async def test_rate_limits_global_ten_per_second() -> None:
+    fake = FakeTime()
+    app = make(fake, quirks={"rate_limits": True, "penalty_box_seconds": 0})
+    async with sim_client(app) as c:
+        codes = [(await c.post(f"{API}/iserver/auth/status")).status_code for _ in range(11)]
+        assert codes == [200] * 10 + [429]
+        fake.tick(1.01)
+        assert (await c.post(f"{API}/iserver/auth/status")).status_code == 200
+    assert app.sim.limiter.violations_by_endpoint == {"global": 1}
+
+
+async def test_a_client_pacing_itself_never_trips_the_limits() -> None:
+    fake = FakeTime()
+    app = make(fake, quirks={"rate_limits": True})
+    async with sim_client(app) as c:
+        for _ in range(5):
+            assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200
+            fake.tick(5)
+    stats = app.sim.limiter
+    assert stats.violations == 0 and stats.requests_while_boxed == 0
+
+
+# ----------------------------------------------------------------------------------- faults
+async def test_random_5xx_at_the_configured_ratio() -> None:
+    app = make(quirks={"error_rate_5xx": 0.3})
+    async with sim_client(app) as c:
+        codes = Counter([(await c.post(f"{API}/iserver/auth/status")).status_code for _ in range(200)])
+    assert set(codes) == {200, 500, 503}
+    assert 30 <= codes[500] + codes[503] <= 90
+    assert app.sim.stats.faults_5xx == codes[500] + codes[503]
+
+
+async def test_latency_and_slow_responses() -> None:
+    fake = FakeTime()
+    app = make(fake, latency_ms=20, quirks={"slow_ratio": 1.0, "slow_ms": 2000})
+    async with sim_client(app) as c:
+        await c.post(f"{API}/iserver/auth/status")
+    assert fake.slept == [pytest.approx(2.02)]
+
+
+async def test_dropped_order_response_in_process_is_a_read_timeout_but_the_order_exists() -> None:
+    app = make(quirks={"drop_order_response": 1.0})
+    acct = first_account(app)
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 5, "cOID": "lost-1"}
+    async with sim_client(app) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            await c.post(f"{API}/iserver/account/{acct}/orders", json={"orders": [ticket]})
+        await c.get(f"{API}/iserver/account/orders")  # preflight
+        orders = (await c.get(f"{API}/iserver/account/orders")).json()["orders"]
+        assert [o["order_ref"] for o in orders] == ["lost-1"]
+        again = (await c.post(f"{API}/iserver/account/{acct}/orders", json={"orders": [ticket]})).json()
+        assert again == {"error": "Order couldn't be submitted: Local order ID=lost-1 is already registered."}
+        truth = (await c.get(f"/sim/truth/{acct}")).json()
+    assert [o["cOID"] for o in truth["orders"]] == ["lost-1"]
+    assert sum(1 for e in truth["executions"] if e["order_ref"] == "lost-1") >= 1
+    assert app.sim.stats.dropped_order_responses == 1
+
+
+async def test_drop_next_order_response_switched_at_run_time() -> None:
+    app = make()
+    acct = first_account(app)
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 1}
+    async with sim_client(app) as c:
+        await c.post("/sim/faults", json={"drop_next_order_response": 1})
+        with pytest.raises(httpx.ReadTimeout):
+            await c.post(f"{API}/iserver/account/{acct}/orders", json={"orders": [ticket]})
+        ok = await c.post(f"{API}/iserver/account/{acct}/orders", json={"orders": [ticket]})
+        assert ok.json()[0]["order_status"] == "Filled"
+
+
+# ----------------------------------------------------------------------------------- fills
+async def trades(c: httpx.AsyncClient, days: int = 7) -> list[dict[str, Any]]:
+    r = await c.get(f"{API}/iserver/account/trades", params={"days": days})
+    assert r.status_code == 200
+    return r.json()
+
+
+async def test_late_commissions_absent_first_then_present() -> None:
+    app = make(history_days=2, quirks={"late_commissions": 1.0})
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        truth_before = (await c.get(f"/sim/truth/{acct}")).json()
+        first = [r for r in await trades(c) if r["side"] in "BS"]
+        second = [r for r in await trades(c) if r["side"] in "BS"]
+        truth_after = (await c.get(f"/sim/truth/{acct}")).json()
+    assert first and all("commission" not in r for r in first)
+    assert all("commission" in r for r in second)
+    assert all(e["commission"] is None for e in truth_before["executions"] if e["side"] in "BS")
+    by_id = {r["execution_id"]: r["commission"] for r in second}
+    for e in truth_after["executions"]:
+        if e["side"] in "BS":
+            assert float(e["commission"]) == float(by_id[e["execution_id"]])
+
+
+async def test_changed_commission_after_first_shown() -> None:
+    app = make(quirks={"changed_commission": 1.0})
+    async with sim_client(app) as c:
+        first = {r["execution_id"]: r["commission"] for r in await trades(c) if r["side"] in "BS"}
+        second = {r["execution_id"]: r["commission"] for r in await trades(c) if r["side"] in "BS"}
+        third = {r["execution_id"]: r["commission"] for r in await trades(c) if r["side"] in "BS"}
+    assert first.keys() == second.keys()
+    assert all(float(second[k]) > float(first[k]) for k in first)
+    assert third == second  # changed once, then stable
+
+
+async def test_corrections_dot_01_then_dot_02() -> None:
+    app = make(quirks={"corrections": 1.0})
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        first = {r["execution_id"]: r for r in await trades(c)}
+        second = {r["execution_id"]: r for r in await trades(c)}
+        truth = (await c.get(f"/sim/truth/{acct}")).json()
+    originals = [i for i, r in first.items() if r["side"] in "BS"]
+    assert originals and all(i.endswith(".01") for i in originals)
+    assert not any(i.endswith(".02") for i in first)
+    for i in originals:
+        fix = second[i[:-2] + "02"]
+        assert fix["size"] == first[i]["size"] and fix["price"] != first[i]["price"]
+    superseded = {e["execution_id"] for e in truth["executions"] if e["superseded"]}
+    assert superseded == {i for i in originals if first[i]["account"] == acct}
+
+
+async def test_option_expiries_side_x() -> None:
+    app = make(quirks={"option_expiries": True})
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        rows = [r for r in await trades(c) if r["side"] == "X"]
+        assert rows, "the opening book holds options that expired yesterday"
+        for r in rows:
+            assert r["sec_type"] == "OPT" and r["price"] == "0.0" and "order_ref" not in r
+            assert r["order_description"].startswith("EXPIRED ") and r["exchange"] == "OCC"
+        truth = (await c.get(f"/sim/truth/{acct}")).json()
+        held = {p["conid"] for p in truth["positions"]}
+        assert not held & {r["conid"] for r in rows if r["account"] == acct}
+        await c.post("/sim/advance", json={"days": 2})  # tomorrow's series expires too
+        later = [r for r in await trades(c) if r["side"] == "X"]
+    assert len(later) > len(rows)
+
+
+async def test_event_contract_netting_side_n() -> None:
+    app = make(accounts=3, fills_per_account_per_day=40, history_days=3, quirks={"event_netting": True})
+    async with sim_client(app) as c:
+        rows = await trades(c)
+    netting = [r for r in rows if r["side"] == "N"]
+    assert netting, "buying NO while long YES must net"
+    for r in netting:
+        assert r["is_event_trading"] == "1" and r["sec_type"] == "OPT" and r["exchange"] == "FORECASTX"
+    # nettings come in YES/NO pairs at the same second, next to the buy that caused them
+    pairs = Counter((r["account"], r["trade_time"], r["size"]) for r in netting)
+    assert all(n % 2 == 0 for n in pairs.values())
+    assert all(r["side"] != "S" for r in rows if r["is_event_trading"] == "1")  # ForecastEx is never sold
+
+
+async def test_malformed_rows_never_move_positions() -> None:
+    clean = make(quirks={"malformed_ratio": 0.0}, fills_per_account_per_day=30)
+    junky = make(quirks={"malformed_ratio": 0.5}, fills_per_account_per_day=30)
+    acct = first_account(clean)
+    async with sim_client(clean) as c1, sim_client(junky) as c2:
+        clean_truth = (await c1.get(f"/sim/truth/{acct}")).json()
+        junk_truth = (await c2.get(f"/sim/truth/{acct}")).json()
+        rows = await trades(c2)
+    assert junk_truth["positions"] == clean_truth["positions"]
+    assert junk_truth["executions"] == clean_truth["executions"]
+    assert len(junk_truth["malformed_rows"]) >= 5
+    known = {e["execution_id"] for e in junk_truth["executions"]}
+    junk_in_payload = [
+        r for r in rows if r.get("execution_id") not in known and r.get("account") != first_account(junky)
+    ]
+    assert junk_in_payload  # junk rows are in the trades payload, and not among the executions
+    for raw in junk_truth["malformed_rows"]:
+        assert raw in rows
+
+
+# ----------------------------------------------------------------------------------- orders
+async def test_prompt_chain_of_five_hops_with_real_message_ids() -> None:
+    app = make(quirks={"prompt_chain_min": 5, "prompt_chain_max": 5})
+    acct = first_account(app)
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 1, "cOID": "chain-5"}
+    seen = []
+    async with sim_client(app) as c:
+        answer = (await c.post(f"{API}/iserver/account/{acct}/orders", json={"orders": [ticket]})).json()
+        while "id" in answer[0]:
+            seen.extend(answer[0]["messageIds"])
+            answer = (await c.post(f"{API}/iserver/reply/{answer[0]['id']}", json={"confirmed": True})).json()
+    assert sorted(seen) == sorted(PROMPTS) and len(seen) == 5
+    assert answer[0]["order_status"] == "Filled" and answer[0]["local_order_id"] == "chain-5"
+
+
+async def test_reply_id_used_twice_or_after_another_request_is_refused() -> None:
+    app = make(quirks={"prompt_chain_min": 1, "prompt_chain_max": 1})
+    acct = first_account(app)
+    url = f"{API}/iserver/account/{acct}/orders"
+    async with sim_client(app) as c:
+        p1 = (
+            await c.post(
+                url, json={"orders": [{"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 1}]}
+            )
+        ).json()
+        assert isinstance(
+            (await c.post(f"{API}/iserver/reply/{p1[0]['id']}", json={"confirmed": True})).json(), list
+        )
+        twice = await c.post(f"{API}/iserver/reply/{p1[0]['id']}", json={"confirmed": True})
+        assert twice.status_code == 400 and "reply id not found" in twice.json()["error"]
+        p2 = (
+            await c.post(
+                url, json={"orders": [{"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 1}]}
+            )
+        ).json()
+        await c.get(f"{API}/tickle")  # anything in between invalidates the reply
+        stale = await c.post(f"{API}/iserver/reply/{p2[0]['id']}", json={"confirmed": True})
+        assert stale.status_code == 503 and "reply id not found" in stale.json()["error"]
+        p3 = (
+            await c.post(
+                url, json={"orders": [{"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 1}]}
+            )
+        ).json()
+        declined = (await c.post(f"{API}/iserver/reply/{p3[0]['id']}", json={"confirmed": False})).json()
+        assert "error" in declined
+    assert len(app.sim.orders) == 1  # only the confirmed order exists
+
+
+async def test_suppressed_message_ids_are_not_asked() -> None:
+    app = make(quirks={"prompt_chain_min": 5, "prompt_chain_max": 5})
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        assert (
+            await c.post(f"{API}/iserver/questions/suppress", json={"messageIds": list(PROMPTS)})
+        ).json() == {"status": "submitted"}
+        ack = (
+            await c.post(
+                f"{API}/iserver/account/{acct}/orders",
+                json={"orders": [{"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 1}]},
+            )
+        ).json()
+    assert "order_id" in ack[0]
+
+
+async def test_orders_preflight_then_live_orders() -> None:
+    app = make()
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        await c.post(
+            f"{API}/iserver/account/{acct}/orders",
+            json={
+                "orders": [{"conid": 265598, "side": "BUY", "orderType": "LMT", "price": 1, "quantity": 2}]
+            },
+        )
+        assert (await c.get(f"{API}/iserver/account/orders")).json() == {"orders": [], "snapshot": False}
+        live = (await c.get(f"{API}/iserver/account/orders")).json()
+    assert live["snapshot"] is True and live["orders"][0]["status"] == "Submitted"
+
+
+async def test_positions_cache_until_invalidate() -> None:
+    app = make(quirks={"positions_cache": True})
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        before = (await c.get(f"{API}/portfolio/{acct}/positions/0")).json()
+        await c.post(
+            f"{API}/iserver/account/{acct}/orders",
+            json={"orders": [{"conid": 272093, "side": "BUY", "orderType": "MKT", "quantity": 7}]},
+        )
+        cached = (await c.get(f"{API}/portfolio/{acct}/positions/0")).json()
+        assert [(r["conid"], r["position"]) for r in cached] == [(r["conid"], r["position"]) for r in before]
+        assert (await c.post(f"{API}/portfolio/{acct}/positions/invalidate")).json() == {"message": "success"}
+        fresh = (await c.get(f"{API}/portfolio/{acct}/positions/0")).json()
+    old = {r["conid"]: r["position"] for r in before}
+    new = {r["conid"]: r["position"] for r in fresh}
+    assert new[272093] == old.get(272093, 0.0) + 7
