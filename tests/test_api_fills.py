@@ -108,6 +108,24 @@ async def test_opt_fill_has_multiplier_100_without_contract_lookup(
     router.get(TRADES).respond(
         200, json=[trade(ACCT, "o.01.01", sec_type="OPT", price="5.5", net_amount=550.0)]
     )
-    fills = await make_client(clock).fills([ACCT])
+    fills = await make_client(clock).fills([ACCT], resolve_contracts=False)
     assert fills[ACCT].items[0].multiplier == Decimal(100)
     assert not any("/contract/" in str(c.request.url) for c in router.calls)
+
+
+async def test_currency_comes_from_contract_info_once_per_conid(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01"), trade(ACCT, "a.02.01", commission="0.5")])
+    router["contract_info"].respond(200, json={"con_id": 270662, "instrument_type": "STK", "currency": "CAD"})
+    fills = await make_client(clock).fills([ACCT])
+    assert [(f.currency, f.commission_currency) for f in fills[ACCT].items] == [("CAD", "CAD")] * 2
+    assert router["contract_info"].call_count == 1
+
+
+async def test_contract_info_failure_does_not_lose_fills(router: respx.MockRouter, clock: FakeClock) -> None:
+    router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01")])
+    router["contract_info"].respond(400, json={"error": "Bad Request"})
+    fills = await make_client(clock).fills([ACCT])
+    (fill,) = fills[ACCT].items
+    assert fill.currency is None and fill.commission == Decimal("1.0")

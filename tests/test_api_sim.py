@@ -101,6 +101,7 @@ async def test_fills_match_truth_in_one_call_for_all_accounts(sim: Sim) -> None:
                 assert fill.raw.get("commission") in (None, "")
             else:
                 assert fill.commission == Decimal(expected["commission"])
+                assert fill.commission_currency == expected["commission_currency"]
             assert fill.trade_time.isoformat() == expected["trade_time"]
 
 

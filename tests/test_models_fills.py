@@ -223,3 +223,9 @@ def test_fill_is_frozen() -> None:
     fill = only_fill([row()])
     with pytest.raises(ValueError):
         fill.price = Decimal(1)  # type: ignore[misc]
+
+
+def test_currency_from_contract_mapping_when_row_has_none() -> None:
+    fill = only_fill([row(commission="2.5")], currencies={270662: "CAD"})
+    assert fill.currency == "CAD" and fill.commission_currency == "CAD"
+    assert only_fill([row(currency="USD")], currencies={270662: "CAD"}).currency == "USD"

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from ibkr_tasks.accounts import validate_account_id
-from ibkr_tasks.client.contracts import ContractBook
+from ibkr_tasks.client.contracts import ContractBook, multipliers_of
 from ibkr_tasks.client.marketdata import MarketData
 from ibkr_tasks.client.orders import OrderDesk, TransportLike
 from ibkr_tasks.client.prompts import PromptPolicy
@@ -60,6 +60,17 @@ logger = logging.getLogger(__name__)
 POSITIONS_PAGE_SIZE = 100
 MAX_POSITION_PAGES = 1000  # 100,000 positions: beyond that the server is ignoring the page index
 MAX_TRADE_DAYS = 7
+
+
+def _conids_of(rows: Iterable[Any]) -> list[int]:
+    conids = []
+    for row in rows:
+        if isinstance(row, Mapping):
+            try:
+                conids.append(int(str(row.get("conid"))))
+            except ValueError:
+                continue
+    return list(dict.fromkeys(conids))
 
 
 def _error_of(data: Any) -> str | None:
@@ -183,12 +194,19 @@ class IBKRClient:
         return result
 
     # ------------------------------------------------------------------ fills
-    async def fills(self, account_ids: Sequence[str] | str, *, days: int = 1) -> FillsByAccount:
+    async def fills(
+        self, account_ids: Sequence[str] | str, *, days: int = 1, resolve_contracts: bool = True
+    ) -> FillsByAccount:
         """Executions of the last ``days`` days (1..7) for each of ``account_ids``, from ONE call.
 
         Returns ``{account_id: ParseResult[Fill]}`` (a :class:`FillsByAccount`, also carrying
         ``unattributed`` rejected rows and ``other_accounts`` counts). The days are always sent
         explicitly because IBKR documents two different defaults.
+
+        IBKR's trades rows carry neither currency nor multiplier. With ``resolve_contracts`` (default)
+        the contract info of every distinct conid is looked up once per client (cached: conids are
+        permanent) to fill ``currency``/``commission_currency`` and the multiplier; without it only
+        contracts whose multiplier cannot be inferred (futures...) are looked up.
         """
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_TRADE_DAYS:
             raise ConfigurationError(
@@ -218,8 +236,14 @@ class IBKRClient:
                 ours.append(row)
             else:
                 grouped.other_accounts[owner] = grouped.other_accounts.get(owner, 0) + 1
-        multipliers = await self._multipliers_needed(ours, sec_type_keys=("sec_type", "secType"))
-        parsed = parse_fills(ours, multipliers=multipliers)
+        if resolve_contracts:
+            infos = await self.contracts.infos(_conids_of(ours))
+            multipliers = multipliers_of(infos)
+            currencies = {conid: info.currency for conid, info in infos.items() if info.currency}
+        else:
+            multipliers = await self._multipliers_needed(ours, sec_type_keys=("sec_type", "secType"))
+            currencies = {}
+        parsed = parse_fills(ours, multipliers=multipliers, currencies=currencies)
         for fill in parsed.items:
             grouped[fill.account_id].items.append(fill)
         for rejected in parsed.rejected:
@@ -237,7 +261,8 @@ class IBKRClient:
 
     async def _fills_of(self, account_id: str) -> list[Fill]:
         """Today's fills of one account (used to find an order by cOID)."""
-        return (await self.fills([account_id], days=1))[account_id.upper()].items
+        fills = await self.fills([account_id], days=1, resolve_contracts=False)
+        return fills[account_id.upper()].items
 
     async def _multipliers_needed(
         self, rows: Iterable[Any], *, sec_type_keys: tuple[str, ...]

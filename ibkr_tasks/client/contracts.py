@@ -7,6 +7,7 @@ event contracts.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -20,7 +21,20 @@ from ibkr_tasks.models import (
     parse_contract_info,
 )
 
-__all__ = ["ContractBook"]
+__all__ = ["ContractBook", "multipliers_of"]
+
+logger = logging.getLogger(__name__)
+
+
+def multipliers_of(infos: Mapping[int, ContractInfo]) -> dict[int, Decimal]:
+    """conid -> multiplier for the contracts whose info says it (event contracts: 1)."""
+    found: dict[int, Decimal] = {}
+    for conid, info in infos.items():
+        if info.multiplier is not None:
+            found[conid] = info.multiplier
+        elif info.is_event_contract:
+            found[conid] = Decimal(1)
+    return found
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -109,19 +123,19 @@ class ContractBook:
             )
         return results
 
-    async def multipliers(self, conids: Iterable[int]) -> dict[int, Decimal]:
-        """Known multipliers of ``conids`` from contract info; conids whose lookup fails are left out."""
-        found: dict[int, Decimal] = {}
+    async def infos(self, conids: Iterable[int]) -> dict[int, ContractInfo]:
+        """Contract info of each of ``conids`` that can be looked up (failures are logged, left out)."""
+        found: dict[int, ContractInfo] = {}
         for conid in dict.fromkeys(int(c) for c in conids):
             try:
-                info = await self.contract_info(conid)
-            except (APIError, ParseError, ValueError):
-                continue
-            if info.multiplier is not None:
-                found[conid] = info.multiplier
-            elif info.is_event_contract:
-                found[conid] = Decimal(1)
+                found[conid] = await self.contract_info(conid)
+            except (APIError, ParseError, ValueError) as exc:
+                logger.warning("contract info for conid %s unavailable: %s", conid, exc)
         return found
+
+    async def multipliers(self, conids: Iterable[int]) -> dict[int, Decimal]:
+        """Known multipliers of ``conids`` from contract info; conids whose lookup fails are left out."""
+        return multipliers_of(await self.infos(conids))
 
     async def event_contract_pair(self, conid: int) -> EventContractPair:
         """YES (call) and NO (put) conids of the event contract that ``conid`` belongs to.

@@ -189,8 +189,17 @@ def _price(row: Mapping[str, Any]) -> Decimal:
     return parsed.value
 
 
-def parse_fill(row: Any, *, multipliers: Mapping[int, Decimal] | None = None) -> Fill:
-    """Parse one trades row; raises ``ValueError`` saying what is wrong with it."""
+def parse_fill(
+    row: Any,
+    *,
+    multipliers: Mapping[int, Decimal] | None = None,
+    currencies: Mapping[int, str] | None = None,
+) -> Fill:
+    """Parse one trades row; raises ``ValueError`` saying what is wrong with it.
+
+    ``currencies`` (conid -> contract currency, from contract info) fills ``currency`` when the row
+    has none, which IBKR's trades rows usually do not.
+    """
     if not isinstance(row, Mapping):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
     execution_id = _text(row, "execution_id")
@@ -215,7 +224,7 @@ def parse_fill(row: Any, *, multipliers: Mapping[int, Decimal] | None = None) ->
             net_amount = parse_decimal(row["net_amount"])
         except ValueError as exc:
             raise ValueError(f"net_amount: {exc}") from None
-    currency = _text(row, "currency")
+    currency = _text(row, "currency") or (currencies or {}).get(conid)
     commission, commission_currency = _commission(row, currency)
     trade_time = _trade_time(row)
     sec_type = (_text(row, "sec_type") or _text(row, "secType") or "").upper() or None
@@ -261,17 +270,20 @@ def parse_fill(row: Any, *, multipliers: Mapping[int, Decimal] | None = None) ->
 
 
 def parse_fills(
-    rows: Iterable[Any], *, multipliers: Mapping[int, Decimal] | None = None
+    rows: Iterable[Any],
+    *,
+    multipliers: Mapping[int, Decimal] | None = None,
+    currencies: Mapping[int, str] | None = None,
 ) -> ParseResult[Fill]:
     """Parse trades rows; every row ends up either in ``items`` or in ``rejected`` (with its reason).
 
     ``multipliers`` maps conid -> multiplier from contract info, for contracts (e.g. futures) whose
-    multiplier cannot be inferred from the row.
+    multiplier cannot be inferred from the row; ``currencies`` maps conid -> contract currency.
     """
     result: ParseResult[Fill] = ParseResult()
     for row in rows:
         try:
-            result.items.append(parse_fill(row, multipliers=multipliers))
+            result.items.append(parse_fill(row, multipliers=multipliers, currencies=currencies))
         except ValueError as exc:
             is_mapping = isinstance(row, Mapping)
             result.rejected.append(
