@@ -254,7 +254,7 @@ class IBKRClient:
 
     @staticmethod
     def _route_rejected(grouped: FillsByAccount, rejected: RejectedRow) -> None:
-        if rejected.account_id in grouped:
+        if rejected.account_id is not None and rejected.account_id in grouped:
             grouped[rejected.account_id].rejected.append(rejected)
         else:
             grouped.unattributed.append(rejected)
