@@ -107,6 +107,7 @@ class Catalog:
         self.seed = seed
         self.start = start
         self.by_conid: dict[int, Instrument] = {}
+        self._mids: dict[tuple[int, int], Decimal] = {}
         self._build_core(start)
         self._build_synthetic(synthetic_stocks)
         self.stocks = [i for i in self.by_conid.values() if i.sec_type == "STK"]
@@ -240,9 +241,18 @@ class Catalog:
         return (x >> 11) / float(1 << 53)
 
     def mid(self, inst: Instrument, when: datetime) -> Decimal:
-        """Deterministic mid price of ``inst`` at ``when`` (minute resolution)."""
-        day = when.date().toordinal()
+        """Deterministic mid price of ``inst`` at ``when`` (minute resolution, memoised)."""
         minute = int(when.timestamp() // 60)
+        key = (inst.conid, minute)
+        price = self._mids.get(key)
+        if price is None:
+            if len(self._mids) > 500_000:
+                self._mids.clear()
+            price = self._mids[key] = self._mid(inst, when, minute)
+        return price
+
+    def _mid(self, inst: Instrument, when: datetime, minute: int) -> Decimal:
+        day = when.date().toordinal()
         if inst.is_event:
             yes = inst if inst.right == "C" else self.by_conid[inst.pair_conid or 0]
             p = yes.base_price + Decimal(round((self._unit(yes.conid, minute) - 0.5) * 10)) / 100
