@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import re
 import threading
 import time
@@ -221,14 +222,17 @@ class InProcessBackend:
             t = max(now, not_before)
             for bound in limits:
                 self._timelines.setdefault(bound.key, _Timeline()).prune(now - bound.spacing)
-            # Move t forward past every conflicting reservation until it fits all limits.
+            # Move t forward past every conflicting reservation until it fits all limits. A request that
+            # has to wait is put on a grid of the smallest spacing: endpoint spacings are whole multiples
+            # of the global one, so waiting requests pack without unusable slivers between them.
+            grid = min(bound.spacing for bound in limits)
             moved = True
             while moved:
                 moved = False
                 for bound in limits:
                     hit = self._timelines[bound.key].conflict(t, bound.spacing)
                     if hit is not None:
-                        t = hit + bound.spacing
+                        t = math.ceil((hit + bound.spacing) / grid - 1e-6) * grid
                         moved = True
             for bound in limits:
                 bisect.insort(self._timelines[bound.key].times, t)
