@@ -177,6 +177,7 @@ class PlanRow:
     notional: Decimal
     action: str
     order: PlannedOrder | None = None
+    opposite_conid: int | None = None  # event contracts: the other outcome, netted against this one
 
     def as_dict(self) -> dict[str, Any]:
         """The artifact row (strings for decimals so the table shows them exactly)."""
@@ -314,6 +315,7 @@ class _Draft:
     action: str
     tick: Decimal | None = None
     origin: str = "target"
+    opposite: int | None = None
 
 
 class _Planner:
@@ -397,6 +399,7 @@ class _Planner:
             quantity=abs(delta),
             action="",
             tick=spec.tick_size if spec else None,
+            opposite=other,
         )
 
     def drafts(self) -> list[_Draft]:
@@ -464,6 +467,7 @@ class _Planner:
                 price=None,
                 notional=ZERO,
                 action=draft.action or "none: at target",
+                opposite_conid=draft.opposite,
             )
         facts = _facts(self.inputs, draft.trade_conid)
         self.check_currency(facts, "an order")
@@ -504,6 +508,7 @@ class _Planner:
                 price=limit if limit is not None else ref,
                 notional=notional,
                 action=f"skipped: notional {_text(notional)} below min_trade_value {_text(p.min_trade_value)}",
+                opposite_conid=draft.opposite,
             )
         verb = "buy" if draft.side == OrderSide.BUY else "sell"
         what = f"{verb} {_text(draft.quantity)}"
@@ -519,6 +524,7 @@ class _Planner:
             notional=notional,
             action=what,
             order=order,
+            opposite_conid=draft.opposite,
         )
 
 

@@ -1,0 +1,190 @@
+"""Executing rebalance plans against the in-process simulator (no Prefect; virtual time for pacing).
+
+Ground truth comes from the simulator's book (``/sim/truth``): the orders it really holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.client.clock import FakeClock
+from ibkr_tasks.client.prompts import PromptPolicy
+from ibkr_tasks.client.settings import IBKRSettings
+from ibkr_tasks.client.transport import Transport
+from ibkr_tasks.errors import UnknownPrompt
+from ibkr_tasks.ledger import Ledger, OrderRow
+from ibkr_tasks.models import OrderRequest, OrderSide
+from ibkr_tasks.rebalance import RebalanceParams, build_plan, check_plan, plan_from_orders
+from ibkr_tasks.rebalance.execute import RebalanceFailed, execute_plan, gather_inputs
+from ibkr_tasks.sim import Quirks, Scenario, create_app
+
+AAPL, MSFT = 265598, 272093
+EXPIRED_OPTION = 700100001  # an AAPL option series of the simulator that expired yesterday
+
+
+@dataclass
+class Rig:
+    app: Any
+    client: IBKRClient
+    clock: FakeClock
+    ledger: Ledger
+    account_id: str
+
+    async def truth(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://sim"
+        ) as http:
+            response = await http.get(f"/sim/truth/{self.account_id}")
+            response.raise_for_status()
+            return response.json()
+
+    def ledger_orders(self, run_id: str) -> list[OrderRow]:
+        with self.ledger.session() as session:
+            return list(
+                session.scalars(select(OrderRow).where(OrderRow.run_id == run_id).order_by(OrderRow.id))
+            )
+
+
+async def make_rig(tmp_path: Any, **quirks: Any) -> Rig:
+    scenario = Scenario(
+        seed=11,
+        accounts=1,
+        positions_per_account=4,
+        fills_per_account_per_day=0,
+        quirks=Quirks(orders_preflight=False, event_netting=True, **quirks),
+    )
+    app = create_app(scenario)
+    clock = FakeClock()
+    settings = IBKRSettings(api_url="http://sim/v1/api", access_token="gateway-placeholder")
+    transport = Transport(
+        settings, http_transport=httpx.ASGITransport(app=app), clock=clock, sleep=clock.sleep
+    )
+    client = IBKRClient(transport, sleep=clock.sleep, clock=clock)
+    (account,) = [a.account_id for a in await client.list_accounts()]
+    return Rig(app, client, clock, Ledger(f"sqlite:///{tmp_path / 'ledger.db'}"), account)
+
+
+@pytest.fixture
+async def rig(tmp_path: Any) -> AsyncIterator[Rig]:
+    rig = await make_rig(tmp_path)
+    yield rig
+    await rig.client.aclose()
+
+
+def params(rig: Rig, **kw: Any) -> RebalanceParams:
+    kw.setdefault("allow_prior_close", True)  # the tests run at any hour
+    return RebalanceParams(account_id=rig.account_id, dry_run=False, **kw)
+
+
+async def plan_for(rig: Rig, p: RebalanceParams, run_id: str):
+    inputs, _ = await gather_inputs(rig.client, p)
+    plan = plan_from_orders(p, inputs, run_id, p.orders) if p.orders else build_plan(p, inputs, run_id)
+    check_plan(plan, p)
+    return plan
+
+
+async def test_dropped_order_response_then_retry_leaves_exactly_one_order(rig: Rig) -> None:
+    p = params(rig, targets={str(AAPL): 20}, target_kind="quantity", pricing="market")
+    plan = await plan_for(rig, p, "run-drop")
+    (order,) = plan.orders
+    rig.app.state.sim.faults.drop_next_order_responses = 1  # the order is accepted, its answer lost
+
+    first = await execute_plan(rig.client, rig.ledger, plan, p, sleep=rig.clock.sleep, clock=rig.clock)
+    # a retried task: the same plan, the same cOID, sent again
+    second = await execute_plan(rig.client, rig.ledger, plan, p, sleep=rig.clock.sleep, clock=rig.clock)
+
+    truth = await rig.truth()
+    ours = [o for o in truth["orders"] if o["cOID"] == order.coid]
+    assert len(ours) == 1, truth["orders"]
+    assert first.orders[0].order_id == second.orders[0].order_id == ours[0]["order_id"]
+    assert first.orders[0].existing and second.orders[0].existing  # found by cOID, never resent
+    assert rig.app.state.sim.stats.dropped_order_responses == 1
+    (row,) = rig.ledger_orders("run-drop")
+    assert row.coid == order.coid and row.order_id == ours[0]["order_id"]
+    position = {int(p["conid"]): Decimal(p["position"]) for p in truth["positions"]}
+    assert position[AAPL] == 20  # bought once, not twice
+
+
+async def test_unknown_prompt_stops_that_order_and_fails_with_its_text(tmp_path: Any) -> None:
+    rig = await make_rig(tmp_path, prompt_chain_min=1, prompt_chain_max=1)
+    try:
+        p = params(rig, targets={str(AAPL): 5}, target_kind="quantity", pricing="market")
+        plan = await plan_for(rig, p, "run-prompt")
+        with pytest.raises(RebalanceFailed) as info:
+            await execute_plan(
+                rig.client,
+                rig.ledger,
+                plan,
+                p,
+                policy=PromptPolicy.allowing([]),  # nothing may be confirmed automatically
+                sleep=rig.clock.sleep,
+                clock=rig.clock,
+            )
+        assert isinstance(info.value.cause, UnknownPrompt)
+        assert info.value.cause.text and info.value.cause.text in str(info.value)
+        truth = await rig.truth()
+        assert truth["orders"] == []  # declined: nothing transmitted
+        (row,) = rig.ledger_orders("run-prompt")
+        assert row.status == "prompt_refused" and row.order_id is None
+        assert row.prompts and row.prompts[0]["confirmed"] is False
+        assert info.value.cause.text in row.error
+    finally:
+        await rig.client.aclose()
+
+
+async def test_failure_midway_cancels_only_this_runs_working_orders(rig: Rig) -> None:
+    # an order of the same account placed outside the run, still working
+    outside = await rig.client.place_order(
+        rig.account_id,
+        OrderRequest(market_id=str(MSFT), order_side=OrderSide.BUY, size=1, price="1.00"),
+        coid="manual-msft-1",
+    )
+    working = OrderRequest(
+        market_id=str(AAPL), order_side=OrderSide.BUY, size=3, price="1.00"
+    )  # never crosses
+    doomed = OrderRequest(market_id=str(EXPIRED_OPTION), order_side=OrderSide.BUY, size=1, price="1.00")
+    p = params(rig, orders=[working, doomed])
+    plan = await plan_for(rig, p, "run-midway")
+
+    with pytest.raises(RebalanceFailed, match="expired") as info:
+        await execute_plan(rig.client, rig.ledger, plan, p, sleep=rig.clock.sleep, clock=rig.clock)
+
+    report = info.value.report
+    first = report.orders[0]
+    assert first.order_id is not None and report.cancelled == [first.order_id]
+    truth = {o["order_id"]: o for o in (await rig.truth())["orders"]}
+    assert truth[first.order_id]["status"] == "Cancelled"
+    assert truth[str(outside.order_id)]["status"] == "Submitted"  # not ours: left working
+    rows = {r.coid: r for r in rig.ledger_orders("run-midway")}
+    assert rows[first.coid].status == "cancel_requested"
+    assert rows[report.orders[1].coid].status == "rejected"
+
+
+async def test_executed_event_target_buys_the_opposite_outcome_and_books_fills(rig: Rig) -> None:
+    yes, no = 713921696, 713921700
+    p = params(rig, targets={str(yes): {"quantity": 15, "side": "No"}}, pricing="market")
+    inputs, _ = await gather_inputs(rig.client, p)
+    held_yes = inputs.positions.get(yes, Decimal(0)) - inputs.positions.get(no, Decimal(0))
+    plan = build_plan(p, inputs, "run-event")
+    check_plan(plan, p)
+    (order,) = plan.orders
+    assert order.conid == no and order.side == OrderSide.BUY and order.quantity == held_yes + 15
+
+    report = await execute_plan(rig.client, rig.ledger, plan, p, sleep=rig.clock.sleep, clock=rig.clock)
+
+    truth = await rig.truth()
+    assert [(o["conid"], o["side"]) for o in truth["orders"]] == [(no, "BUY")]
+    position = {int(x["conid"]): Decimal(x["position"]) for x in truth["positions"]}
+    assert position.get(no, Decimal(0)) - position.get(yes, Decimal(0)) == 15
+    (achieved,) = [a for a in report.achieved if a.conid == no]
+    assert achieved.achieved == 15 and achieved.off_by == 0
+    booked = [f for f in rig.ledger.fills_for(rig.account_id) if f.order_ref == order.coid]
+    assert sum(f.quantity for f in booked if f.side == "B") == order.quantity
