@@ -90,9 +90,10 @@ async def test_truth_matches_positions_and_trades_and_fills_move_positions() -> 
         before = {a: (await c.get(f"/sim/truth/{a}")).json() for a in accounts}
         await c.get(f"{API}/iserver/account/trades", params={"days": 7})  # publishes corrections etc.
         await c.post("/sim/advance", json={"days": 1})
+        after = {a: (await c.get(f"/sim/truth/{a}")).json() for a in accounts}
         rows = (await c.get(f"{API}/iserver/account/trades", params={"days": 1})).json()
         for acct in accounts:
-            truth = (await c.get(f"/sim/truth/{acct}")).json()
+            truth = after[acct]
             # positions endpoint == truth
             api_pos = {r["conid"]: Decimal(str(r["position"])) for r in await all_positions(c, acct)}
             assert api_pos == {p["conid"]: Decimal(p["position"]) for p in truth["positions"]}
@@ -103,12 +104,13 @@ async def test_truth_matches_positions_and_trades_and_fills_move_positions() -> 
                 for e in truth["executions"]
                 if e["trade_time"][:10] == truth["as_of"][:10]
             }
-            assert set(today) <= set(mine)
+            assert today and set(today) == set(mine)
             for eid, e in today.items():
                 assert Decimal(mine[eid]["price"]) == Decimal(e["price"])
                 assert Decimal(str(mine[eid]["size"])) == Decimal(e["size"])
-                assert mine[eid].get("commission") == (
-                    None if e["commission"] is None else mine[eid]["commission"]
+                shown = mine[eid].get("commission")
+                assert (None if shown is None else Decimal(shown)) == (
+                    None if e["commission"] is None else Decimal(e["commission"])
                 )
             # positions moved by exactly the new, non-superseded executions
             old_ids = {e["execution_id"] for e in before[acct]["executions"]}

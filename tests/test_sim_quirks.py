@@ -390,3 +390,17 @@ async def test_positions_cache_until_invalidate() -> None:
     old = {r["conid"]: r["position"] for r in before}
     new = {r["conid"]: r["position"] for r in fresh}
     assert new[272093] == old.get(272093, 0.0) + 7
+
+
+async def test_advance_finalises_older_late_commissions_but_not_the_new_days() -> None:
+    app = make(quirks={"late_commissions": 1.0, "corrections": 1.0})
+    acct = first_account(app)
+    async with sim_client(app) as c:
+        start = (await c.get(f"/sim/truth/{acct}")).json()["as_of"]
+        await c.post("/sim/advance", json={"days": 1})
+        truth = (await c.get(f"/sim/truth/{acct}")).json()
+    old = [e for e in truth["executions"] if e["side"] in "BS" and e["trade_time"] < start]
+    new = [e for e in truth["executions"] if e["side"] in "BS" and e["trade_time"] >= start]
+    assert old and all(e["commission"] is not None for e in old)
+    assert any(e["superseded"] for e in old)  # their corrections were published
+    assert new and all(e["commission"] is None for e in new)

@@ -82,3 +82,36 @@ def test_cli_arguments_build_the_scenario(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("accounts: -3\n")
     assert main(["--scenario", str(bad)]) == 2
+
+
+def test_auto_detects_a_real_server_for_dropped_responses() -> None:
+    """Served by uvicorn without ``served=True`` (as an embedding app would), a dropped order response
+    still reaches the client as a read timeout, not as a 500."""
+    import threading
+
+    import uvicorn
+
+    from ibkr_tasks.sim import Scenario, create_app
+
+    app = create_app(Scenario(accounts=1, quirks={"drop_order_response": 1.0, "drop_delay_seconds": 2}))
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        acct = next(iter(app.sim.book.accounts))
+        ticket = {"orders": [{"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 1}]}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/api/iserver/account/{acct}/orders", json=ticket, timeout=0.5
+            )
+        assert len(app.sim.orders) == 1
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

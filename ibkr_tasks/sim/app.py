@@ -84,7 +84,7 @@ class SimState:
         scenario: Scenario,
         clock: SimClock,
         sleep: Callable[[float], Awaitable[None]],
-        served: bool,
+        served: bool | None,
     ) -> None:
         self.scenario = scenario
         self.clock = clock

@@ -122,7 +122,7 @@ class SimApp:
         except DropResponse:
             self._timed(st, key, started)
             st.stats.dropped_order_responses += 1
-            if st.served:
+            if _over_a_socket(st, request):
                 await st.sleep(q.drop_delay_seconds)
                 return _json({"error": "Gateway Timeout", "statusCode": 504}, 504)
             raise SimulatedReadTimeout(
@@ -200,6 +200,7 @@ class SimApp:
             "requests_total": sum(st.stats.requests.values()),
             "statuses": dict(sorted(st.stats.statuses.items())),
             "responses_429": st.stats.responses_429,
+            "rate_limited": st.stats.responses_429,  # alias of responses_429
             "rate_limit_violations": lim.violations,
             "rate_limit_violations_by_endpoint": dict(lim.violations_by_endpoint),
             "penalty_box": lim.box_state(st.clock.mono()),
@@ -282,20 +283,28 @@ class SimApp:
         )
 
 
+def _over_a_socket(st: SimState, request: Request) -> bool:
+    """Whether this request came through a real server (explicit ``served``, else auto-detected: ASGI
+    servers such as uvicorn declare ``asgi.spec_version`` in the scope, httpx's ASGITransport does not)."""
+    if st.served is not None:
+        return st.served
+    return "spec_version" in request.scope.get("asgi", {})
+
+
 def create_app(
     scenario: Scenario | None = None,
     *,
     wall_clock: Callable[[], datetime] | None = None,
     monotonic: Callable[[], float] | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
-    served: bool = False,
+    served: bool | None = None,
 ) -> SimApp:
     """Build the simulator for ``scenario`` (default ``Scenario()``).
 
     ``wall_clock``/``monotonic``/``sleep`` replace real time (tests; a fixed ``wall_clock`` makes every
-    payload byte-identical for a seed). ``served=True`` (set by ``python -m ibkr_tasks.sim``) makes a
-    dropped order response hang ``drop_delay_seconds`` and then answer 504, which a socket client sees
-    as a read timeout; in-process the app raises :class:`httpx.ReadTimeout` instead.
+    payload byte-identical for a seed). Over a socket (``served=True``, or auto-detected when ``served``
+    is None) a dropped order response hangs ``drop_delay_seconds`` and then answers 504, which a client
+    with a shorter timeout sees as a read timeout; in-process the app raises :class:`httpx.ReadTimeout`.
     """
     sc = scenario or Scenario()
     clock = SimClock(wall_clock, monotonic)

@@ -534,9 +534,11 @@ class Book:
             if ex in self.pending:
                 self._step(ex)
 
-    def finalise_all(self) -> None:
-        """Everything pending reaches its final state (``/sim/advance``)."""
+    def finalise_all(self, before: datetime | None = None) -> None:
+        """Everything pending (traded before ``before``, if given) reaches its final state."""
         for ex in list(self.pending):
+            if before is not None and ex.trade_time >= before:
+                continue
             ex.stage = len(ex.commission_stages) - 1
             encode_row(ex)
             self.accounts[ex.account_id].touch(ex.trade_time)
@@ -623,7 +625,8 @@ class Book:
     # ------------------------------------------------------------------ time passing
     def advance(self, start: datetime, end: datetime) -> None:
         """Generate the activity of ``[start, end)`` for every account, fill crossing limit orders at
-        ``end``, then finalise pending commissions and publish pending corrections."""
+        ``end``, then finalise the pending commissions and publish the pending corrections of fills
+        traded before ``start`` (the new period's own late data stays pending until shown)."""
         sc = self.scenario
         span = (end - start).total_seconds()
         if span > 0:
@@ -639,7 +642,7 @@ class Book:
             for order in acct.orders.values():
                 if order.working:
                     self.try_fill(order, at)
-        self.finalise_all()
+        self.finalise_all(before=start)  # the new period's fills keep their late commissions etc.
         self.warm(end)
 
     # ------------------------------------------------------------------ views
