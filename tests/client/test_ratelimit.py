@@ -243,3 +243,29 @@ def test_transports_share_the_registered_limiter() -> None:
         assert Transport(settings).limiter is Transport(settings).limiter
     finally:
         reset_limiters()
+
+
+def test_one_backend_paces_callers_on_different_threads_and_event_loops() -> None:
+    # Prefect runs sync tasks in worker threads, each possibly with its own event loop: the shared
+    # limiter must pace them together (real time here, 10 acquisitions of a 1-per-50-ms limit).
+    import threading
+    import time
+
+    backend = InProcessBackend()
+    limit = BoundLimit("threads", Limit("t", 1, 0.05))
+
+    def worker() -> None:
+        async def run() -> None:
+            for _ in range(5):
+                await backend.acquire([limit])
+
+        asyncio.run(run())
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    # Independent limiters would finish in about 4 intervals; one shared limiter needs at least 9.
+    assert time.monotonic() - started >= 9 * 0.05
