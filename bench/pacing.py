@@ -194,7 +194,9 @@ async def run(jitter_ms: float, transports: int, seed: int) -> int:
     print("-" * len(header))
     total_violations = 0
     worst_saturated = 1.0
-    rows = [("global (all)", stub.all, GATEWAY_GLOBAL, True)]
+    rows: list[tuple[str, list[float], Limit | None, bool]] = [
+        ("global (all)", stub.all, GATEWAY_GLOBAL, True)
+    ]
     for kind in WORKLOAD:
         limit = kind.limit
         # An endpoint's own limit is what binds when all its requests wait from the start and it is slower

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -86,7 +86,7 @@ class IBKRSettings(BaseSettings):
         default=120.0, ge=0, description="Refresh OAuth2/sidecar tokens this many seconds before they expire."
     )
 
-    def __init__(self, **values: object) -> None:
+    def __init__(self, **values: Any) -> None:
         # pydantic's ValidationError repeats the raw input (which may hold a token) in its message;
         # re-raise as ConfigurationError listing only field names and reasons.
         try:

@@ -191,3 +191,57 @@ async def test_explicit_retry_true_retries_a_post(router: respx.MockRouter, cloc
     async with make(clock) as t:
         await t.request("POST", "/iserver/auth/status", json={}, retry=True)
     assert route.call_count == 2
+
+
+async def test_order_post_answered_429_is_not_resent(router: respx.MockRouter, clock: FakeClock) -> None:
+    route = router.post(ORDER_PATH).respond(429, headers={"Retry-After": "2"})
+    async with make(clock) as t:
+        with pytest.raises(RateLimited) as err:
+            await t.request("POST", ORDER_PATH, json={"orders": []})
+    assert route.call_count == 1
+    assert err.value.retry_after == 2  # type: ignore[attr-defined]
+
+
+async def test_retry_false_turns_off_get_retries(router: respx.MockRouter, clock: FakeClock) -> None:
+    route = router.get("/portfolio/accounts").respond(502)
+    async with make(clock) as t:
+        with pytest.raises(ServerError):
+            await t.request("GET", "/portfolio/accounts", retry=False)
+    assert route.call_count == 1
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from ibkr_tasks.client.transport import _retry_after
+
+    def with_header(value: str) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": value})
+
+    assert _retry_after(with_header("12")) == 12.0
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    assert 80 <= (_retry_after(with_header(when)) or 0) <= 90
+    assert _retry_after(with_header("soon")) is None
+    assert _retry_after(httpx.Response(429)) is None
+
+
+async def test_keep_alive_survives_failing_tickles(
+    router: respx.MockRouter, clock: FakeClock, caplog
+) -> None:
+    outcomes: list[str] = []
+
+    def tickle(request: httpx.Request) -> httpx.Response:
+        if len(outcomes) < 4:  # the first keep-alive tickle fails on every attempt
+            outcomes.append("down")
+            raise httpx.ConnectError("down")
+        outcomes.append("ok")
+        return httpx.Response(200, json={"session": "s"})
+
+    router.post("/tickle").mock(side_effect=tickle)
+    async with make(clock) as t:
+        async with t.keep_alive(interval=60):
+            await clock.sleep(200)
+    assert "keep-alive tickle failed" in caplog.text
+    assert outcomes[:4] == ["down"] * 4
+    assert outcomes[4:] == ["ok", "ok"]  # the keep-alive went on after the failure
