@@ -78,6 +78,19 @@ def test_a_changed_fill_is_updated_and_keeps_its_first_run(ledger: Ledger) -> No
     assert (row.first_seen_run, row.last_changed_run) == ("run-1", "run-2")
 
 
+def test_reingest_is_unchanged_when_the_database_rounds_or_a_commission_arrives(ledger: Ledger) -> None:
+    precise = make_fill(n=1, price="187.123456789012345", commission=None)
+    assert ledger.ingest(ACCOUNT, [precise], "run-1").fills_new == 1
+    again = ledger.ingest(ACCOUNT, [precise], "run-2")
+    assert (again.fills_unchanged, again.fills_updated) == (1, 0)
+    (row,) = ledger.fills_for(ACCOUNT)
+    assert row.price == Decimal("187.1234567890")  # NUMERIC(28, 10) on both dialects
+
+    with_commission = make_fill(n=1, price="187.123456789012345", commission="1.00")
+    later = ledger.ingest(ACCOUNT, [with_commission], "run-3")
+    assert (later.fills_unchanged, later.commissions_finalised) == (1, 1)
+
+
 def test_statements_per_batch_do_not_grow_with_rows(ledger: Ledger) -> None:
     """Set-based: the number of SQL statements is the same for 3 fills and for 400 fills."""
     statements: list[str] = []

@@ -11,6 +11,7 @@ instead of failing half-way with "database is locked".
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.pool import StaticPool
 
 import ibkr_tasks
 from ibkr_tasks.errors import LedgerError
+from ibkr_tasks.ledger.jsonable import json_default
 
 DEFAULT_URL = "sqlite:///ibkr_ledger.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -48,6 +50,8 @@ def is_memory_sqlite(url: URL) -> bool:
 def create_ledger_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """An engine for the ledger with the SQLite settings described in the module docstring."""
     parsed = resolve_url(url)
+    # JSON columns hold payloads; a stray Decimal or datetime in one is stored as text, not refused.
+    kwargs.setdefault("json_serializer", _json_serializer)
     if parsed.get_backend_name() == "sqlite":
         if is_memory_sqlite(parsed):
             # One shared connection, or every new connection would see a new empty database.
@@ -61,6 +65,10 @@ def create_ledger_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **kwargs)
+
+
+def _json_serializer(value: Any) -> str:
+    return json.dumps(value, default=json_default, ensure_ascii=False)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -3,10 +3,10 @@
 For every batch of fills (chunked so that no statement exceeds SQLite's bound-parameter limit) the
 ingest runs a fixed number of statements, whatever the number of rows:
 
-1. one ``SELECT`` of the stored content digest and commission of the batch's execution ids;
+1. one ``SELECT`` of the stored revisions (content and commission) of the batch's execution families;
 2. one ``INSERT ... ON CONFLICT DO UPDATE`` of the fills that are new or whose content changed
    (unchanged rows are not written at all, so a re-ingest only reads);
-3. one ``UPDATE`` marking older revisions of the touched execution families superseded;
+3. one ``UPDATE`` marking stored older revisions superseded, only when a newer revision arrived;
 4. one upsert of the commissions that are new or changed, one ``INSERT`` of their history rows,
    one ``INSERT`` of the commission breaks.
 
@@ -29,9 +29,9 @@ from decimal import Decimal
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from ibkr_tasks.accounts import is_paper_account
 from ibkr_tasks.errors import ForeignAccountRows
@@ -46,6 +46,7 @@ from ibkr_tasks.ledger.schema import (
     QuarantineRow,
     table,
 )
+from ibkr_tasks.ledger.types import canonical_decimal
 
 if TYPE_CHECKING:
     from ibkr_tasks.models import Fill, RejectedRow
@@ -54,7 +55,8 @@ DEFAULT_BATCH_SIZE = 2000
 DEFAULT_SOURCE = "iserver_trades"
 COMMISSION_CHANGE = "commission_change"
 
-# The fill columns whose content the digest covers (everything but bookkeeping columns).
+# The columns that make a fill's content (everything but bookkeeping columns): a stored fill whose
+# content equals the incoming one is "unchanged" and not written again.
 _CONTENT_COLUMNS = (
     "execution_family",
     "revision",
@@ -214,12 +216,28 @@ def _fill_row(fill: Fill, source: str, run_id: str, now: datetime) -> dict[str, 
         "first_seen_at": now,
         "last_changed_at": now,
     }
-    content = [row[c] for c in _CONTENT_COLUMNS]
-    raw = fill.raw
-    if isinstance(raw, dict) and not _COMMISSION_KEYS.isdisjoint(raw):
-        content[-1] = {k: v for k, v in raw.items() if k not in _COMMISSION_KEYS}
-    row["content_hash"] = digest(content)
     return row
+
+
+def _without_commission(raw: Any) -> Any:
+    if isinstance(raw, dict) and not _COMMISSION_KEYS.isdisjoint(raw):
+        return {k: v for k, v in raw.items() if k not in _COMMISSION_KEYS}
+    return raw
+
+
+def _content_differs(stored: Any, row: dict[str, Any]) -> bool:
+    """True when the incoming fill row differs from the stored one (as the database keeps values)."""
+    for column in _CONTENT_COLUMNS:
+        new, old = row[column], getattr(stored, column)
+        if new == old:
+            continue
+        if column == "raw":
+            old_raw, new_raw = _without_commission(old), _without_commission(new)
+            if old_raw != new_raw and old_raw != to_jsonable(new_raw):
+                return True
+        elif not (isinstance(new, Decimal) and old == canonical_decimal(new)):
+            return True
+    return False
 
 
 def _same_amount(a: Decimal | None, b: Decimal | None) -> bool:
@@ -276,31 +294,37 @@ def _ingest_chunk(
 ) -> None:
     # The last occurrence of an execution id in a batch wins (an upsert cannot touch a row twice).
     by_id: dict[str, Fill] = {f.execution_id: f for f in chunk}
-    ids = list(by_id)
+    families = sorted({f.execution_family for f in by_id.values()})
 
-    existing = {
-        row.execution_id: row
-        for row in session.execute(
-            select(
-                FillRow.execution_id,
-                FillRow.content_hash,
-                CommissionRow.amount,
-                CommissionRow.currency,
-                CommissionRow.status,
-            )
-            .outerjoin(
-                CommissionRow,
-                and_(
-                    CommissionRow.account_id == FillRow.account_id,
-                    CommissionRow.execution_id == FillRow.execution_id,
-                ),
-            )
-            .where(FillRow.account_id == account_id, FillRow.execution_id.in_(ids))
+    # Every stored revision of the batch's execution families (a superset of the batch's own rows),
+    # with its commission: enough to count new/updated/unchanged and to settle corrections.
+    fills, commissions = table(FillRow), table(CommissionRow)
+    stored = session.execute(
+        select(
+            fills.c.execution_id,
+            fills.c.superseded,
+            *(fills.c[c] for c in _CONTENT_COLUMNS),
+            commissions.c.amount.label("commission_amount"),
+            commissions.c.currency.label("commission_currency"),
+            commissions.c.status.label("commission_status"),
         )
-    }
+        .select_from(fills)
+        .outerjoin(
+            commissions,
+            and_(
+                commissions.c.account_id == fills.c.account_id,
+                commissions.c.execution_id == fills.c.execution_id,
+            ),
+        )
+        .where(fills.c.account_id == account_id, fills.c.execution_family.in_(families))
+    ).all()
+    existing = {row.execution_id: row for row in stored}
+    newest: dict[str, int] = {}
+    for item in (*stored, *by_id.values()):
+        if item.revision > newest.get(item.execution_family, -1):
+            newest[item.execution_family] = item.revision
 
     fill_rows: list[dict[str, Any]] = []
-    new_families: set[str] = set()
     commission_rows: list[dict[str, Any]] = []
     history_rows: list[dict[str, Any]] = []
     break_rows: list[dict[str, Any]] = []
@@ -309,9 +333,11 @@ def _ingest_chunk(
         old = existing.get(execution_id)
         if old is None:
             result.fills_new += 1
+            if fill.revision < newest[fill.execution_family]:
+                row["superseded"] = True  # a late older revision: stored, but not current
+                result.fills_superseded += 1
             fill_rows.append(row)
-            new_families.add(fill.execution_family)
-        elif old.content_hash != row["content_hash"]:
+        elif _content_differs(old, row):
             result.fills_updated += 1
             fill_rows.append(row)
         else:
@@ -328,22 +354,30 @@ def _ingest_chunk(
             history_rows,
             break_rows,
         )
+    # Stored revisions that a newer one now corrects.
+    outdated = sorted(
+        r.execution_id for r in stored if not r.superseded and r.revision < newest[r.execution_family]
+    )
 
     if fill_rows:
         stmt = insert(table(FillRow))
-        changed = {c: stmt.excluded[c] for c in (*_CONTENT_COLUMNS, "content_hash")}
+        changed = {c: stmt.excluded[c] for c in _CONTENT_COLUMNS}
         changed["last_changed_run"] = stmt.excluded.last_changed_run
         changed["last_changed_at"] = stmt.excluded.last_changed_at
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=[FillRow.account_id, FillRow.execution_id],
                 set_=changed,
-                where=FillRow.content_hash != stmt.excluded.content_hash,
             ),
             fill_rows,
         )
-    if new_families:
-        result.fills_superseded += _supersede(session, account_id, sorted(new_families), run_id, now)
+    if outdated:
+        session.execute(
+            update(fills)
+            .where(fills.c.account_id == account_id, fills.c.execution_id.in_(outdated))
+            .values(superseded=True, last_changed_run=run_id, last_changed_at=now)
+        )
+        result.fills_superseded += len(outdated)
     if commission_rows:
         stmt = insert(table(CommissionRow))
         session.execute(
@@ -397,14 +431,14 @@ def _commission_change(
         "last_changed_run": run_id,
         "updated_at": now,
     }
-    old_status = old.status if old is not None else None
+    old_status = old.commission_status if old is not None else None
     if old_status is None:
         # First sighting of the execution (or a fill row without commission row: repair it).
         commission_rows.append(row)
         return
     if amount is None:
         return  # absent now: keep what we know (pending stays pending, a known value stays)
-    old_amount, old_currency = old.amount, old.currency
+    old_amount, old_currency = old.commission_amount, old.commission_currency
     if old_amount is None:
         result.commissions_finalised += 1
     elif not _same_amount(old_amount, amount):
@@ -448,28 +482,6 @@ def _commission_change(
             "changed_at": now,
         }
     )
-
-
-def _supersede(session: Session, account_id: str, families: list[str], run_id: str, now: datetime) -> int:
-    """Mark every revision below its family's newest as superseded; return how many rows flipped."""
-    newer = aliased(FillRow)
-    newest = (
-        select(func.max(newer.revision))
-        .where(newer.account_id == FillRow.account_id, newer.execution_family == FillRow.execution_family)
-        .scalar_subquery()
-    )
-    outcome = session.execute(
-        update(FillRow)
-        .where(
-            FillRow.account_id == account_id,
-            FillRow.execution_family.in_(families),
-            FillRow.superseded.is_(False),
-            FillRow.revision < newest,
-        )
-        .values(superseded=True, last_changed_run=run_id, last_changed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(outcome.rowcount or 0)
 
 
 def quarantine_rows(

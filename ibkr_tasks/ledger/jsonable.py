@@ -29,9 +29,12 @@ def json_default(value: Any) -> Any:
     return repr(value)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=json_default, ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Canonical JSON text (sorted keys, no spaces): equal content gives equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=json_default, ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -111,9 +111,6 @@ class FillRow(Base):
     is_event_contract: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(32))
     raw: Mapped[Any] = mapped_column(JSONDoc)
-    # A digest of the stored content (not of the run columns): lets ingest tell "unchanged" from
-    # "updated" without reading every column back.
-    content_hash: Mapped[str] = mapped_column(String(64))
     first_seen_run: Mapped[str] = mapped_column(RUN_ID)
     last_changed_run: Mapped[str] = mapped_column(RUN_ID)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

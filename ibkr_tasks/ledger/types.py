@@ -24,6 +24,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 PRECISION = 28
 SCALE = 10
 _QUANTUM = Decimal(1).scaleb(-SCALE)
+_ONE = Decimal(1)
 
 
 def canonical_decimal(value: Decimal) -> Decimal:
@@ -33,6 +34,8 @@ def canonical_decimal(value: Decimal) -> Decimal:
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -SCALE:
         value = value.quantize(_QUANTUM, rounding=ROUND_HALF_UP)
+    if not value:
+        return Decimal(0)
     value = value.normalize()
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent > 0:
@@ -52,19 +55,40 @@ class Amount(TypeDecorator[Decimal]):
         return dialect.type_descriptor(Numeric(PRECISION, SCALE, asdecimal=True))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        # Hot path of every bulk write: plain string and Decimal operations only.
         if value is None:
             return None
-        if isinstance(value, float | bool):
-            raise TypeError(f"ledger amounts must be Decimal, not {type(value).__name__} ({value!r})")
-        decimal_value = canonical_decimal(Decimal(value))
-        if dialect.name == "sqlite":
-            return format(decimal_value, "f")
-        return decimal_value
+        if type(value) is not Decimal:
+            if isinstance(value, float | bool):
+                raise TypeError(f"ledger amounts must be Decimal, not {type(value).__name__} ({value!r})")
+            value = Decimal(value)
+        if not value.is_finite():
+            raise ValueError(f"the ledger stores finite amounts only, got {value!r}")
+        if dialect.name != "sqlite":
+            return value  # NUMERIC(28, 10) rounds beyond 10 places itself, half away from zero
+        return decimal_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return canonical_decimal(Decimal(str(value)) if not isinstance(value, Decimal) else value)
+        if not isinstance(value, Decimal):
+            return Decimal(value)  # SQLite: the canonical text written by process_bind_param
+        # PostgreSQL: NUMERIC(28, 10) comes back with 10 decimal places; drop the trailing zeros.
+        if value == value.to_integral_value():
+            return value.quantize(_ONE)
+        return value.normalize()
+
+
+def decimal_text(value: Decimal) -> str:
+    """The canonical text of a finite Decimal as SQLite stores it: ``"1.5"``, ``"100"``, ``"-0.25"``."""
+    text = format(value, "f")
+    whole, dot, fraction = text.partition(".")
+    if dot:
+        if len(fraction) > SCALE:
+            return format(canonical_decimal(value), "f")
+        fraction = fraction.rstrip("0")
+        text = f"{whole}.{fraction}" if fraction else whole
+    return "0" if text == "-0" else text
 
 
 def ensure_utc(value: datetime) -> datetime:
@@ -85,7 +109,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if not isinstance(value, datetime):
             raise TypeError(f"expected a datetime, got {type(value).__name__}")
-        value = ensure_utc(value)
+        if value.tzinfo is not UTC:
+            value = ensure_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value

@@ -107,7 +107,6 @@ def upgrade() -> None:
         sa.Column("is_event_contract", sa.Boolean(), nullable=False),
         sa.Column("source", sa.String(length=32), nullable=False),
         sa.Column("raw", JSON_DOC, nullable=False),
-        sa.Column("content_hash", sa.String(length=64), nullable=False),
         sa.Column("first_seen_run", sa.String(length=128), nullable=False),
         sa.Column("last_changed_run", sa.String(length=128), nullable=False),
         sa.Column("first_seen_at", UTC_TIMESTAMP, nullable=False),
