@@ -105,6 +105,15 @@ async def test_dry_run_places_nothing_stores_the_plan_and_publishes_it(
     assert {r.coid for r in rows} == {o["coid"] for o in data["orders"]}
     assert {r.status for r in rows} == {"planned"} and all(r.order_id is None for r in rows)
 
+    # explicit Horizon-style orders computed elsewhere go through the same plan, guards and ledger
+    explicit = [{"market_id": str(YES), "order_side": "Buy", "price": "0.40", "size": 7, "side": "No"}]
+    state = await run(account_id=paper, orders=explicit, ledger_url=ledger_url)
+    assert state.is_completed(), state.message
+    data = await state.result()
+    (order,) = data["orders"]
+    assert order["conid"] == NO and order["side"] == "Buy" and order["quantity"] == "7"
+    assert sim.truth(paper)["orders"] == []
+
 
 async def test_executed_rebalance_reaches_targets_and_books_fills(sim: SimulatorHandle, tmp_path) -> None:
     paper, _ = accounts(sim)
