@@ -37,7 +37,14 @@ from pydantic import Field, ValidationError
 from ibkr_tasks.blocks import resolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.prompts import PromptPolicy
-from ibkr_tasks.errors import IBKRError, LiveAccountRefused, RebalanceRefused
+from ibkr_tasks.errors import (
+    IBKRError,
+    LiveAccountRefused,
+    RateLimited,
+    RebalanceRefused,
+    ServerError,
+    TransportError,
+)
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import OrderRequest, Position, TimeInForce
 from ibkr_tasks.prefect_limits import configure_rate_limits
@@ -63,8 +70,22 @@ from ibkr_tasks.tasks import place_order
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
 
 
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry the reads only on errors that another try can fix (no answer, 5xx, 429)."""
+    try:
+        state.result()
+    except (TransportError, ServerError, RateLimited):
+        return True
+    except Exception:
+        return False
+    return False
+
+
 @task(
     name="gather-rebalance-inputs",
+    retries=2,
+    retry_delay_seconds=[5, 20],
+    retry_condition_fn=_transient,
     task_run_name="gather-rebalance-inputs-{params.account_id}",
     cache_policy=NO_CACHE,
 )
@@ -260,6 +281,11 @@ async def rebalance(
         f"{len(report.placed)} order(s) placed for {acct}, {report.fills_new} new fill(s) in the ledger; "
         f"{len(off)} target(s) off by one unit or more"
     )
+    if report.fills_missing:
+        message += (
+            f"; fills of {len(report.fills_missing)} order(s) not yet in IBKR's trades "
+            "(the next reconciliation books them)"
+        )
     if report.timed_out:
         return Failed(
             message=f"{message}; not all orders filled within {params.fill_timeout:g} s "

@@ -188,3 +188,21 @@ async def test_executed_event_target_buys_the_opposite_outcome_and_books_fills(r
     assert achieved.achieved == 15 and achieved.off_by == 0
     booked = [f for f in rig.ledger.fills_for(rig.account_id) if f.order_ref == order.coid]
     assert sum(f.quantity for f in booked if f.side == "B") == order.quantity
+
+
+async def test_unfilled_limit_orders_are_cancelled_at_fill_timeout(rig: Rig) -> None:
+    # offset 0: a buy limit at the last price (the mid) never reaches the ask in the simulator
+    p = params(rig, targets={str(AAPL): 10}, target_kind="quantity", limit_offset_bps=0, fill_timeout=12)
+    plan = await plan_for(rig, p, "run-timeout")
+    (order,) = plan.orders
+    started = rig.clock()
+
+    report = await execute_plan(rig.client, rig.ledger, plan, p, sleep=rig.clock.sleep, clock=rig.clock)
+
+    assert report.timed_out and report.cancelled == [report.orders[0].order_id]
+    assert rig.clock() - started >= 12  # it waited (virtual time), polling live orders
+    (truth,) = (await rig.truth())["orders"]
+    assert truth["cOID"] == order.coid and truth["status"] == "Cancelled"
+    (row,) = rig.ledger_orders("run-timeout")
+    assert row.status == "cancel_requested" and "fill_timeout" in (row.error or "")
+    assert report.fills_new == 0 and report.fills_missing == []

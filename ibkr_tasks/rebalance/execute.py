@@ -73,7 +73,7 @@ __all__ = [
 
 PLANNED = "planned"
 ZERO = Decimal(0)
-_TERMINAL = {"Filled", "Cancelled", "Inactive", "PreCancelled", "ApiCancelled"}
+_FILL_LOOKUPS = 3  # trades calls (IBKR allows one per 5 s) while this run's fills are not all in
 
 
 class PlaceFn(Protocol):
@@ -305,6 +305,7 @@ class ExecutionReport:
     achieved: list[AchievedRow] = field(default_factory=list)
     timed_out: bool = False
     error: str | None = None
+    fills_missing: list[str] = field(default_factory=list)
 
     @property
     def placed(self) -> list[OrderOutcome]:
@@ -321,6 +322,7 @@ class ExecutionReport:
             "fills_new": self.fills_new,
             "achieved": [a.as_dict() for a in self.achieved],
             "timed_out": self.timed_out,
+            "fills_missing": list(self.fills_missing),
             "error": self.error,
         }
 
@@ -458,12 +460,49 @@ async def _wait_for_fills(
             if seen is not None:
                 outcome.status = seen.status or outcome.status
                 outcome.filled = seen.filled_quantity
-        if not any(o.is_active for o in mine) and len(by_coid) >= len(coids):
+        if not any(o.is_active for o in mine):  # an order no longer listed is not working either
             return mine
         if clock() >= deadline:
             report.timed_out = True
             return mine
         await sleep(min(params.fill_poll_interval, max(deadline - clock(), 0.0)))
+
+
+def _missing_fills(report: ExecutionReport, fills: Sequence[Any]) -> list[str]:
+    """cOIDs of this run whose filled quantity is not (yet) all in the trades answer."""
+    booked: dict[str, Decimal] = {}
+    for fill in fills:
+        if fill.order_ref and fill.side in ("B", "S"):
+            booked[fill.order_ref] = booked.get(fill.order_ref, ZERO) + fill.quantity
+    missing = []
+    for outcome in report.placed:
+        expected = (
+            outcome.filled
+            if outcome.filled is not None
+            else (outcome.quantity if outcome.status == "Filled" else ZERO)
+        )
+        if booked.get(outcome.coid, ZERO) < expected:
+            missing.append(outcome.coid)
+    return missing
+
+
+async def _collect_fills(
+    client: Any, report: ExecutionReport, params: RebalanceParams, sleep: Callable[[float], Awaitable[Any]]
+) -> Any:
+    """Today's executions of the account; asked again (paced) while this run's fills are not all in.
+
+    IBKR's trades endpoint can lag behind the order status (api-reference §4.3); what is still
+    missing after the attempts is reported and picked up by the next reconciliation.
+    """
+    acct = report.account_id
+    fills = (await client.fills([acct], days=1))[acct]
+    for _attempt in range(_FILL_LOOKUPS - 1):
+        if not _missing_fills(report, fills.items):
+            break
+        await sleep(params.fill_poll_interval)
+        fills = (await client.fills([acct], days=1))[acct]
+    report.fills_missing = _missing_fills(report, fills.items)
+    return fills
 
 
 async def execute_plan(
@@ -518,7 +557,7 @@ async def execute_plan(
         await cancel_own_orders(
             client, ledger, report, reason=f"not filled within fill_timeout={params.fill_timeout:g} s"
         )
-    fills = (await client.fills([acct], days=1))[acct]
+    fills = await _collect_fills(client, report, params, sleep)
     ingested = await asyncio.to_thread(ledger.ingest, acct, fills.items, plan.run_id, rejected=fills.rejected)
     report.fills_ingested = ingested.fills_seen
     report.fills_new = ingested.fills_new
