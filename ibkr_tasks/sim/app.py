@@ -560,9 +560,9 @@ async def cancel_order(st: SimState, req: Request, p: dict[str, str]) -> Respons
     except ValueError:
         return _error(f"OrderID {p['oid']} doesn't exist")
     if oid == -1:
-        for order in acct.orders.values():
-            if order.working:
-                order.status = "Cancelled"
+        for each in acct.orders.values():
+            if each.working:
+                each.status = "Cancelled"
         return _json({"msg": "Request was submitted", "order_id": -1, "conid": -1, "account": None})
     order = acct.orders.get(oid)
     if order is None:

@@ -333,12 +333,14 @@ class Book:
                             events.append((at, "expire", inst))
                 day += timedelta(days=1)
         events.sort(key=lambda e: (e[0], e[1] != "fill"))
-        for when, kind, inst in events:
+        for when, kind, expiring in events:
             if kind == "expire":
-                assert inst is not None
-                pos = acct.positions.get(inst.conid)
-                if pos is not None and pos.qty > 0:
-                    made.append(self._record(acct, inst, "X", pos.qty, ZERO, when, "OCC", None, None, rng))
+                assert expiring is not None
+                held = acct.positions.get(expiring.conid)
+                if held is not None and held.qty > 0:
+                    made.append(
+                        self._record(acct, expiring, "X", held.qty, ZERO, when, "OCC", None, None, rng)
+                    )
                 continue
             made.extend(self._random_fill(acct, when, rng))
         return made

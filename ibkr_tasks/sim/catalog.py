@@ -147,7 +147,7 @@ class Catalog:
             for strike in (Decimal(180), Decimal(200)):
                 for right in ("C", "P"):
                     conid += 1
-                    px = Decimal("12.40") if (right == "C") == (strike == 180) else Decimal("3.15")
+                    opt_px = Decimal("12.40") if (right == "C") == (strike == 180) else Decimal("3.15")
                     self._add(
                         Instrument(
                             conid,
@@ -157,7 +157,7 @@ class Catalog:
                             "SMART",
                             "APPLE INC",
                             Decimal(100),
-                            px,
+                            opt_px,
                             right=right,
                             strike=strike,
                             expiry=exp,
@@ -183,11 +183,14 @@ class Catalog:
         )
         # ForecastEx: two strikes of FF, each a YES (call) and NO (put) conid.
         exp = start + timedelta(days=21)
-        for yes, no, strike, px in (
+        for yes, no, strike_txt, yes_px in (
             (713921696, 713921700, "3.125", "0.62"),
             (713921704, 713921708, "3.375", "0.31"),
         ):
-            for conid_, right, pair, price in ((yes, "C", no, Decimal(px)), (no, "P", yes, 1 - Decimal(px))):
+            for conid_, right, pair, price in (
+                (yes, "C", no, Decimal(yes_px)),
+                (no, "P", yes, 1 - Decimal(yes_px)),
+            ):
                 self._add(
                     Instrument(
                         conid_,
@@ -199,7 +202,7 @@ class Catalog:
                         Decimal(1),
                         price,
                         right=right,
-                        strike=Decimal(strike),
+                        strike=Decimal(strike_txt),
                         expiry=exp,
                         underlying_conid=658663572,
                         trading_class="FF",

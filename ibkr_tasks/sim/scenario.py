@@ -22,64 +22,79 @@ class Quirks(BaseModel):
 
     # --- session ------------------------------------------------------------------------------
     session_expiry_requests: int | None = Field(
-        None, ge=1, description="the session expires (401) after this many API requests, until ssodh/init"
+        default=None,
+        ge=1,
+        description="the session expires (401) after this many API requests, until ssodh/init",
     )
     session_expiry_seconds: float | None = Field(
-        None, gt=0, description="the session expires (401) this long after the last ssodh/init"
+        default=None, gt=0, description="the session expires (401) this long after the last ssodh/init"
     )
     require_ssodh_init: bool = Field(
-        False, description="/iserver/* answers 400 'no bridge' until POST /iserver/auth/ssodh/init"
+        default=False, description="/iserver/* answers 400 'no bridge' until POST /iserver/auth/ssodh/init"
     )
     require_accounts_preflight: bool = Field(
-        False,
+        default=False,
         description="trades/orders/snapshot answer 'Please query /accounts first' before GET /iserver/accounts "
         "(and /portfolio/{id}/... before GET /portfolio/accounts)",
     )
-    competing_session: bool = Field(False, description="start with a competing brokerage session")
+    competing_session: bool = Field(default=False, description="start with a competing brokerage session")
     orders_preflight: bool = Field(
-        True,
+        default=True,
         description="the first GET /iserver/account/orders per session is {'orders':[],'snapshot':false}",
     )
     snapshot_preflight: bool = Field(
-        True, description="the first snapshot per conid per session returns only conid/conidEx"
+        default=True, description="the first snapshot per conid per session returns only conid/conidEx"
     )
     # --- pacing -------------------------------------------------------------------------------
-    rate_limits: bool = Field(False, description="enforce IBKR's global and per-endpoint limits (429)")
-    global_rate_per_second: int = Field(10, ge=1, description="global limit (CP Gateway: 10 req/s)")
+    rate_limits: bool = Field(
+        default=False, description="enforce IBKR's global and per-endpoint limits (429)"
+    )
+    global_rate_per_second: int = Field(default=10, ge=1, description="global limit (CP Gateway: 10 req/s)")
     penalty_box_seconds: float = Field(
-        600.0, ge=0, description="after a violation every request answers 429 for this long"
+        default=600.0, ge=0, description="after a violation every request answers 429 for this long"
     )
     # --- faults -------------------------------------------------------------------------------
-    error_rate_5xx: float = Field(0.0, ge=0, le=1, description="share of API requests answered 500/503")
-    slow_ratio: float = Field(0.0, ge=0, le=1, description="share of API requests delayed by slow_ms")
-    slow_ms: int = Field(0, ge=0)
+    error_rate_5xx: float = Field(
+        default=0.0, ge=0, le=1, description="share of API requests answered 500/503"
+    )
+    slow_ratio: float = Field(default=0.0, ge=0, le=1, description="share of API requests delayed by slow_ms")
+    slow_ms: int = Field(default=0, ge=0)
     drop_order_response: float = Field(
-        0.0, ge=0, le=1, description="share of accepted orders whose response is dropped (client times out)"
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of accepted orders whose response is dropped (client times out)",
     )
     drop_delay_seconds: float = Field(
-        30.0, ge=0, description="over a real socket: how long a dropped response hangs before a 504"
+        default=30.0, ge=0, description="over a real socket: how long a dropped response hangs before a 504"
     )
     # --- fills and commissions ------------------------------------------------------------------
     late_commissions: float = Field(
-        0.0, ge=0, le=1, description="share of executions whose commission is absent on the first trades call"
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of executions whose commission is absent on the first trades call",
     )
     changed_commission: float = Field(
-        0.0, ge=0, le=1, description="share of executions whose commission changes after it was first shown"
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of executions whose commission changes after it was first shown",
     )
     corrections: float = Field(
-        0.0, ge=0, le=1, description="share of executions later corrected (.01 then .02, new price)"
+        default=0.0, ge=0, le=1, description="share of executions later corrected (.01 then .02, new price)"
     )
-    option_expiries: bool = Field(False, description="long option positions expire (side X)")
-    event_netting: bool = Field(False, description="ForecastEx YES/NO holdings net (side N)")
+    option_expiries: bool = Field(default=False, description="long option positions expire (side X)")
+    event_netting: bool = Field(default=False, description="ForecastEx YES/NO holdings net (side N)")
     malformed_ratio: float = Field(
-        0.0, ge=0, le=1, description="junk rows per fill in the trades payload (never move positions)"
+        default=0.0, ge=0, le=1, description="junk rows per fill in the trades payload (never move positions)"
     )
     # --- orders ---------------------------------------------------------------------------------
-    prompt_chain_min: int = Field(0, ge=0, le=5, description="fewest reply prompts per order")
-    prompt_chain_max: int = Field(0, ge=0, le=5, description="most reply prompts per order")
+    prompt_chain_min: int = Field(default=0, ge=0, le=5, description="fewest reply prompts per order")
+    prompt_chain_max: int = Field(default=0, ge=0, le=5, description="most reply prompts per order")
     # --- portfolio ------------------------------------------------------------------------------
     positions_cache: bool = Field(
-        False, description="positions pages stay as first served until POST .../positions/invalidate"
+        default=False, description="positions pages stay as first served until POST .../positions/invalidate"
     )
 
     @model_validator(mode="after")
@@ -95,16 +110,20 @@ class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 7
-    accounts: int = Field(3, ge=1, le=1000, description="paper (DU...) trading accounts on the login")
-    fa: bool = Field(False, description="the login is an FA master (DF...) and the DU accounts its clients")
-    live_account: bool = Field(False, description="also one live U... account on the login")
-    positions_per_account: int = Field(20, ge=0, le=5000)
-    fills_per_account_per_day: int = Field(10, ge=0, le=5000)
-    history_days: int = Field(
-        3, ge=1, le=7, description="calendar days of fills before start, today included"
+    accounts: int = Field(default=3, ge=1, le=1000, description="paper (DU...) trading accounts on the login")
+    fa: bool = Field(
+        default=False, description="the login is an FA master (DF...) and the DU accounts its clients"
     )
-    latency_ms: int = Field(0, ge=0, description="added to every API request")
-    opening_cash: Decimal = Field(Decimal("1000000"), description="cash per account per currency at start")
+    live_account: bool = Field(default=False, description="also one live U... account on the login")
+    positions_per_account: int = Field(default=20, ge=0, le=5000)
+    fills_per_account_per_day: int = Field(default=10, ge=0, le=5000)
+    history_days: int = Field(
+        default=3, ge=1, le=7, description="calendar days of fills before start, today included"
+    )
+    latency_ms: int = Field(default=0, ge=0, description="added to every API request")
+    opening_cash: Decimal = Field(
+        default=Decimal("1000000"), description="cash per account per currency at start"
+    )
     quirks: Quirks = Field(default_factory=Quirks)
 
     @classmethod
