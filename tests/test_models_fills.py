@@ -229,3 +229,40 @@ def test_currency_from_contract_mapping_when_row_has_none() -> None:
     fill = only_fill([row(commission="2.5")], currencies={270662: "CAD"})
     assert fill.currency == "CAD" and fill.commission_currency == "CAD"
     assert only_fill([row(currency="USD")], currencies={270662: "CAD"}).currency == "USD"
+
+
+@pytest.mark.parametrize("bad", [1662145171000000, 10**30, "soon", -5])
+def test_absurd_trade_time_r_falls_back_to_trade_time(bad: Any) -> None:
+    fill = only_fill([row(trade_time_r=bad)])
+    assert fill.trade_time == datetime(2022, 9, 2, 18, 59, 31, tzinfo=UTC)
+
+
+JUNK_VALUES: list[Any] = [
+    None,
+    "",
+    "x",
+    [],
+    {},
+    [1],
+    {"a": 1},
+    True,
+    float("inf"),
+    float("nan"),
+    10**40,
+    -1,
+    "1e999999999",
+]
+
+
+def test_junk_in_any_field_never_sinks_the_batch() -> None:
+    good = row()
+    rows: list[Any] = [good]
+    for key in list(good):
+        for junk in JUNK_VALUES:
+            rows.append({**good, key: junk, "execution_id": f"{key}-{len(rows)}.01"})
+    rows += [None, 3, "row", [good]]
+    result = parse_fills(rows)
+    assert len(result.items) + len(result.rejected) == len(rows)
+    assert result.items[0].execution_id == good["execution_id"]
+    for fill in result.items:
+        assert fill.trade_time.year >= 2000 and fill.quantity >= 0

@@ -115,3 +115,15 @@ def test_portfolio2_shape_is_understood() -> None:
     assert qqq.mkt_price == Decimal("584.6799926757812")
     assert qqq.symbol == "QQQ"
     assert qqq.multiplier == Decimal(1)
+
+
+def test_junk_in_any_field_never_sinks_the_batch() -> None:
+    junk_values: list[Any] = [None, "", "x", [], {}, True, float("inf"), float("nan"), 10**40, "1e999999999"]
+    good = stock_row()
+    rows: list[Any] = [good]
+    for key in list(good):
+        for junk in junk_values:
+            rows.append({**good, key: junk})
+    rows += [None, 3, "row"]
+    result = parse_positions(rows, "DU1234567")
+    assert len(result.items) + len(result.rejected) == len(rows)

@@ -284,14 +284,15 @@ def parse_fills(
     for row in rows:
         try:
             result.items.append(parse_fill(row, multipliers=multipliers, currencies=currencies))
-        except ValueError as exc:
+        except (ValueError, ArithmeticError, TypeError) as exc:
+            # Rows are untrusted input: whatever is wrong with one row must not sink the batch.
             is_mapping = isinstance(row, Mapping)
             result.rejected.append(
                 RejectedRow(
                     kind="fill",
                     account_id=fill_account_id(row) if is_mapping else None,
                     key=_text(row, "execution_id") if is_mapping else None,
-                    reason=str(exc),
+                    reason=str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}",
                     raw=row,
                 )
             )

@@ -26,6 +26,7 @@ __all__ = [
     "parse_trade_time",
 ]
 
+_MAX_EXPONENT = 30
 _SUFFIX = {"K": Decimal(1_000), "M": Decimal(1_000_000), "B": Decimal(1_000_000_000)}
 _AMOUNT_WITH_CCY = re.compile(
     r"^\s*(?P<num>[-+]?[0-9][0-9,]*(?:\.[0-9]*)?|[-+]?\.[0-9]+)\s*(?P<ccy>[A-Z]{3})?\s*$"
@@ -33,6 +34,7 @@ _AMOUNT_WITH_CCY = re.compile(
 
 # Trade times before this are not real executions (a 0 / 1970 timestamp is a parsing bug upstream).
 _EARLIEST_TRADE = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST_TRADE = datetime(2100, 1, 1, tzinfo=UTC)  # e.g. microseconds sent where ms were expected
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -62,6 +64,9 @@ def parse_decimal(value: Any) -> Decimal:
         raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
     if not result.is_finite():
         raise ValueError(f"expected a finite number, got {value!r}")
+    if result and not -_MAX_EXPONENT <= result.adjusted() <= _MAX_EXPONENT:
+        # "1e999999999" is a valid Decimal whose int() or quantize() would take forever.
+        raise ValueError(f"number {value!r} is out of range for an amount, price, size or time")
     return result
 
 
@@ -127,9 +132,12 @@ def parse_epoch_ms(value: Any) -> datetime:
     if isinstance(value, bool) or value is None:
         raise ValueError(f"expected epoch milliseconds, got {value!r}")
     millis = parse_decimal(value)
-    when = _EPOCH + timedelta(milliseconds=int(millis))
-    if when < _EARLIEST_TRADE:
-        raise ValueError(f"epoch milliseconds {value!r} is before 2000; not a real trade time")
+    try:
+        when = _EPOCH + timedelta(milliseconds=int(millis))
+    except OverflowError:
+        raise ValueError(f"epoch milliseconds {value!r} is out of range") from None
+    if not _EARLIEST_TRADE <= when < _LATEST_TRADE:
+        raise ValueError(f"epoch milliseconds {value!r} is not between 2000 and 2100; not a real trade time")
     return when
 
 

@@ -137,7 +137,8 @@ def parse_positions(
     for row in rows:
         try:
             result.items.append(parse_position(row, account_id, multipliers=multipliers))
-        except ValueError as exc:
+        except (ValueError, ArithmeticError, TypeError) as exc:
+            # Rows are untrusted input: whatever is wrong with one row must not sink the batch.
             is_mapping = isinstance(row, Mapping)
             conid = row.get("conid") if is_mapping else None
             result.rejected.append(
@@ -145,7 +146,7 @@ def parse_positions(
                     kind="position",
                     account_id=position_account_id(row) if is_mapping else None,
                     key=None if conid in (None, "") else str(conid),
-                    reason=str(exc),
+                    reason=str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}",
                     raw=row,
                 )
             )
