@@ -266,3 +266,9 @@ def test_junk_in_any_field_never_sinks_the_batch() -> None:
     assert result.items[0].execution_id == good["execution_id"]
     for fill in result.items:
         assert fill.trade_time.year >= 2000 and fill.quantity >= 0
+
+
+@pytest.mark.parametrize("junk", [["DU1"], 12345, "not an account", "DU5822420; DROP"])
+def test_account_that_is_not_an_account_id_is_unattributed(junk: Any) -> None:
+    rejected = only_rejected([row(account=junk, accountCode=junk)])
+    assert rejected.account_id is None

@@ -95,7 +95,7 @@ def test_row_without_account_is_rejected_not_guessed() -> None:
     del row["acctId"]
     result = parse_positions([row], "DU1234567")
     assert result.items == []
-    assert "no acctId" in result.rejected[0].reason
+    assert "no usable acctId" in result.rejected[0].reason
 
 
 def test_unparseable_position_rejected_others_parse() -> None:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from ibkr_tasks.accounts import validate_account_id
+from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.models.common import ParseResult, RejectedRow
 from ibkr_tasks.models.multipliers import derive_multiplier, is_event_contract_row, resolve_multiplier
 from ibkr_tasks.models.numbers import (
@@ -124,11 +126,21 @@ def split_execution_id(execution_id: str) -> tuple[str, int]:
 
 
 def fill_account_id(row: Mapping[str, Any]) -> str | None:
-    """The account a trades row belongs to, or None when the row does not say (or contradicts itself)."""
-    seen = {str(row[key]).strip().upper() for key in _ACCOUNT_KEYS if row.get(key) not in (None, "")}
+    """The account a trades row belongs to, or None when the row does not say, says something that
+    is not an account id, or contradicts itself (``account`` vs ``accountCode``)."""
+    seen = {_account_or_junk(row[key]) for key in _ACCOUNT_KEYS if row.get(key) not in (None, "")}
     if len(seen) == 1:
         return seen.pop()
     return None
+
+
+def _account_or_junk(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return validate_account_id(value)
+    except ConfigurationError:
+        return None
 
 
 def _text(row: Mapping[str, Any], key: str) -> str | None:

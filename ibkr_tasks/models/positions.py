@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ibkr_tasks.accounts import validate_account_id
+from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.models.common import ParseResult, RejectedRow
 from ibkr_tasks.models.multipliers import derive_multiplier, is_event_contract_row, resolve_multiplier
 from ibkr_tasks.models.numbers import parse_decimal
@@ -48,7 +50,12 @@ def position_account_id(row: Mapping[str, Any]) -> str | None:
     for key in ("acctId", "accountId", "account"):
         value = row.get(key)
         if value not in (None, ""):
-            return str(value).strip().upper()
+            if not isinstance(value, str):
+                return None
+            try:
+                return validate_account_id(value)
+            except ConfigurationError:
+                return None
     return None
 
 
@@ -81,7 +88,7 @@ def parse_position(
     expected = account_id.strip().upper()
     row_account = position_account_id(row)
     if row_account is None:
-        raise ValueError(f"row has no acctId; cannot prove it belongs to {expected}")
+        raise ValueError(f"row has no usable acctId; cannot prove it belongs to {expected}")
     if row_account != expected:
         raise ValueError(f"row belongs to account {row_account}, not {expected}")
     conid_value = row.get("conid")
