@@ -6,7 +6,7 @@ For each database it prints, measured in the same run:
   commissions), and the ratio to a plain SQLAlchemy Core ``insert()`` executemany of the same fill
   rows into a bare table (same column types, no keys or indexes) -- goal >= 0.5;
 - the time of a full re-ingest of the same fills -- goal <= the first ingest;
-- peak Python memory (tracemalloc) of a streamed ingest of one account with N and with 2N fills at
+- peak Python memory (tracemalloc) of a streamed ingest of one account with N, 2N and 4N fills at
   the same batch size -- goal: about equal, i.e. bounded by the batch size, not by the rows.
 
 The fills are realistic ``ibkr_tasks.models.Fill`` objects built per account (never all held at
@@ -180,6 +180,7 @@ def bench(name: str, url: str, accounts: list[str], n: int, batch_size: int) -> 
     ledger.dispose()
     mem_1x = memory_peak(url, n, batch_size)
     mem_2x = memory_peak(url, 2 * n, batch_size)
+    mem_4x = memory_peak(url, 4 * n, batch_size)
     out = {
         "db": name,
         "fills": total,
@@ -188,6 +189,7 @@ def bench(name: str, url: str, accounts: list[str], n: int, batch_size: int) -> 
         "reingest_s": t_again,
         "mem_1x": mem_1x,
         "mem_2x": mem_2x,
+        "mem_4x": mem_4x,
     }
     ratio = t_base / t_first
     print(f"\n== {name}: {total:,} fills ({len(accounts)} accounts x {n:,}), batch size {batch_size:,}")
@@ -201,8 +203,9 @@ def bench(name: str, url: str, accounts: list[str], n: int, batch_size: int) -> 
         f"   {'<=' if t_again <= t_first else '>'} first ingest (goal <=: {'met' if t_again <= t_first else 'NOT met'})"
     )
     print(
-        f"  peak traced memory, one streamed ingest: {n:,} fills {mem_1x:6.1f} MiB;"
-        f" {2 * n:,} fills {mem_2x:6.1f} MiB (ratio {mem_2x / mem_1x:.2f}; bounded by batch size if ~1)"
+        f"  peak traced memory of one streamed ingest (batch {batch_size:,}): {n:,} fills {mem_1x:5.1f} MiB,"
+        f" {2 * n:,} fills {mem_2x:5.1f} MiB, {4 * n:,} fills {mem_4x:5.1f} MiB"
+        f" (4x rows -> {mem_4x / mem_1x:.2f}x memory; bounded by the batch size if ~1)"
     )
     sys.stdout.flush()
     return out

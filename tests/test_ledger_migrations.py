@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.dialects import postgresql
 
 from ibkr_tasks.errors import LedgerError
@@ -165,5 +165,41 @@ def test_naive_datetimes_and_floats_are_refused(sqlite_url: str) -> None:
         for dialect in (ledger.engine.dialect, postgresql.dialect()):
             with pytest.raises(TypeError, match="Decimal"):
                 Amount().process_bind_param(1.5, dialect)
+    finally:
+        ledger.dispose()
+
+
+def test_sqlite_keeps_readable_text_for_amounts_and_times(sqlite_url: str) -> None:
+    """What a user sees with the sqlite3 shell: exact decimal text, UTC times in SQLAlchemy's format."""
+    ledger = Ledger(sqlite_url)
+    try:
+        ledger.ingest(
+            "DU1234567",
+            [make_fill(price="187.2500", trade_time=datetime(2026, 11, 3, 9, 0, tzinfo=UTC))],
+            "r1",
+        )
+        with ledger.engine.connect() as conn:
+            price, when = conn.exec_driver_sql("SELECT price, trade_time FROM fills").one()
+        assert (price, when) == ("187.25", "2026-11-03 09:00:00.000000")
+    finally:
+        ledger.dispose()
+
+
+def test_sqlite_writers_begin_immediate_and_readers_do_not(sqlite_url: str) -> None:
+    ledger = Ledger(sqlite_url)
+    try:
+        ledger.ensure_schema()
+        begins: list[str] = []
+
+        def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if statement.startswith("BEGIN"):
+                begins.append(statement)
+
+        event.listen(ledger.engine, "before_cursor_execute", seen)
+        with ledger.write("DU1234567") as session:
+            session.execute(text("SELECT 1"))
+        with ledger.session() as session:
+            session.execute(text("SELECT 1"))
+        assert begins == ["BEGIN IMMEDIATE", "BEGIN"]
     finally:
         ledger.dispose()

@@ -371,13 +371,14 @@ def _ingest_chunk(
             ),
             fill_rows,
         )
-    if outdated:
+    # (Normally one statement; more only if a batch's families hold more revisions than a batch.)
+    for ids in _chunks(outdated, max_batch_size(session)):
         session.execute(
             update(fills)
-            .where(fills.c.account_id == account_id, fills.c.execution_id.in_(outdated))
+            .where(fills.c.account_id == account_id, fills.c.execution_id.in_(ids))
             .values(superseded=True, last_changed_run=run_id, last_changed_at=now)
         )
-        result.fills_superseded += len(outdated)
+    result.fills_superseded += len(outdated)
     if commission_rows:
         stmt = insert(table(CommissionRow))
         session.execute(
