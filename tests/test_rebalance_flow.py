@@ -36,7 +36,8 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatorHandle]:
         live_account=True,
         positions_per_account=4,
         fills_per_account_per_day=0,
-        quirks=Quirks(orders_preflight=False, event_netting=True),
+        # a dropped order response hangs 1 s, then the served simulator answers 504 (a gateway timeout)
+        quirks=Quirks(orders_preflight=False, event_netting=True, drop_delay_seconds=1.0),
     )
     with running_simulator(scenario) as handle:
         monkeypatch.setenv("IBKR_API_URL", handle.api_url)
@@ -175,3 +176,31 @@ async def test_oversize_order_is_refused_and_nothing_is_sent(sim: SimulatorHandl
     assert "max_order_notional" in (state.message or "")
     assert sim.truth(paper)["orders"] == []
     assert sim.stats()["requests"].get("POST /iserver/account/{acct}/orders", 0) == 0
+
+
+async def test_dropped_order_response_leaves_exactly_one_order_also_when_run_again(
+    sim: SimulatorHandle, tmp_path
+) -> None:
+    paper, _ = accounts(sim)
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    sim.faults(drop_next_order_response=1)  # accepted at the simulator, the answer never arrives
+    kw: dict[str, Any] = {
+        "account_id": paper,
+        "targets": {str(AAPL): 7},
+        "target_kind": "quantity",
+        "pricing": "market",
+        "dry_run": False,
+        "ledger_url": ledger_url,
+        "run_id": "rebalance-drop-test",
+    }
+    first = await run(**kw)
+    again = await run(**kw)  # the same run again: same cOIDs, nothing new to buy
+
+    assert first.is_completed(), first.message
+    assert again.is_completed(), again.message
+    assert sim.stats()["dropped_order_responses"] == 1
+    orders = sim.truth(paper)["orders"]
+    assert len(orders) == 1 and orders[0]["conid"] == AAPL
+    assert positions(sim, paper)[AAPL] == 7
+    (row,) = order_rows(ledger_url, "rebalance-drop-test")
+    assert row.coid == orders[0]["cOID"] and row.order_id == orders[0]["order_id"]

@@ -20,6 +20,7 @@ read again to report targets against what was achieved.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,12 @@ from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.errors import (
     AccountMismatch,
+    APIError,
     IBKRError,
+    OrderError,
+    OrderStateUnknown,
     RebalanceRefused,
+    TransportError,
     UnknownPrompt,
 )
 from ibkr_tasks.models import (
@@ -70,6 +75,8 @@ __all__ = [
     "ledger_request",
     "record_plan",
 ]
+
+logger = logging.getLogger(__name__)
 
 PLANNED = "planned"
 ZERO = Decimal(0)
@@ -395,6 +402,39 @@ def _status_of(exc: BaseException) -> str:
     return {"OrderRejected": "rejected", "OrderStateUnknown": "unknown"}.get(name, "error")
 
 
+async def _found_after_error(
+    client: Any, account_id: str, coid: str, exc: BaseException
+) -> tuple[str | None, str | None] | None:
+    """After a failed placement that may have reached IBKR, look the cOID up once more.
+
+    A gateway answering 502/503/504 (or a timeout) after it accepted the order leaves an order the
+    caller was told failed. Prompts we declined and errors raised before sending need no lookup.
+    """
+    if isinstance(exc, UnknownPrompt) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OrderError) and "already registered" not in str(exc):
+        cause = exc.__cause__
+        maybe_sent = isinstance(exc, OrderStateUnknown) or (
+            isinstance(cause, APIError) and (cause.status_code or 0) >= 500
+        )
+        if not maybe_sent:
+            return None
+    elif not isinstance(exc, TransportError) or getattr(exc, "maybe_sent", True) is False:
+        return None
+    finder = getattr(getattr(client, "orders", None), "find_by_coid", None)
+    if finder is None:
+        return None
+    try:
+        found = await finder(account_id, coid)
+    except IBKRError:
+        return None
+    if found is None:
+        return None
+    order_id, status, _source = found
+    logger.warning("order %s of %s was placed after all (%s): found by cOID", coid, account_id, exc)
+    return order_id, status
+
+
 async def _place_one(
     client: Any,
     ledger: Any,
@@ -410,6 +450,21 @@ async def _place_one(
         result = await place(client, acct, order.to_request(), order.coid, policy)
     except BaseException as exc:
         prompts = list(getattr(exc, "prompts", []) or [])
+        found = await _found_after_error(client, acct, order.coid, exc)
+        if found is not None:
+            order_id, status = found
+            outcome.order_id, outcome.status, outcome.existing = order_id, status or "submitted", True
+            outcome.prompts = len(prompts)
+            await asyncio.to_thread(
+                ledger.update_order,
+                acct,
+                order.coid,
+                order_id=order_id,
+                status=outcome.status,
+                prompts=[p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in prompts],
+                error=f"placing reported {type(exc).__name__}: {exc}; the order was found by its cOID",
+            )
+            return
         outcome.status = _status_of(exc)
         outcome.prompts = len(prompts)
         outcome.error = f"{type(exc).__name__}: {exc}"
