@@ -246,6 +246,8 @@ async def rebalance(
         await publish_plan(plan, params.dry_run)
         for row in plan.rows:
             logger.info("%s %s: %s -> %s (%s)", row.conid, row.symbol, row.current, row.target, row.action)
+        for warning in plan.warnings:
+            logger.warning("%s", warning)
         try:
             check_plan(plan, params)
         except RebalanceRefused as exc:
@@ -258,6 +260,7 @@ async def rebalance(
             "dry_run": params.dry_run,
             "plan": plan.table(),
             "orders": [o.as_dict() for o in plan.orders],
+            "warnings": list(plan.warnings),
         }
         if params.dry_run:
             n = await record_plan_task(ledger, plan)

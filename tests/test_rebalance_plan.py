@@ -131,6 +131,7 @@ def test_multiplier_aware_quantity_and_notional() -> None:
     plan = build_plan(params({str(ES): 0.15, str(OPT): 0.15}), inputs(), "r1")
     orders = by_conid(plan)
     assert ES not in orders
+    assert any(str(ES) in w and "less than one lot" in w for w in plan.warnings)
     assert orders[OPT].quantity == 47
     assert orders[OPT].notional == D(47) * D("3.15") * 100
 

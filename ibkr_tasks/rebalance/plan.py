@@ -342,7 +342,14 @@ class _Planner:
         self.check_currency(facts, "a weight target")
         price = _quote(self.inputs, price_conid, self.params, "weight target")
         units = spec.weight * nlv / (price * facts.multiplier)
-        return round_to_lot(units, spec.lot_size)
+        quantity = round_to_lot(units, spec.lot_size)
+        if spec.weight > 0 and quantity == 0:
+            one = price * facts.multiplier * spec.lot_size
+            self.warnings.append(
+                f"target {spec.conid} ({facts.symbol}): weight {_text(spec.weight)} of NLV {_text(nlv)} is less "
+                f"than one lot ({_text(one)}): target 0"
+            )
+        return quantity
 
     def check_currency(self, facts: ContractFacts, what: str) -> None:
         base = self.inputs.base_currency
