@@ -60,6 +60,7 @@ class Stats:
     requests: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     handler_ms_max: dict[str, float] = field(default_factory=dict)
+    handler_cpu_ms_max: dict[str, float] = field(default_factory=dict)
     responses_429: int = 0
     faults_5xx: int = 0
     dropped_order_responses: int = 0
@@ -597,11 +598,15 @@ def _field_values(st: SimState, inst: Instrument, now: datetime) -> dict[str, st
     bid, ask, last = cat.quote(inst, now)
     prior = cat.mid(inst, now.replace(hour=0, minute=0, second=0, microsecond=0))
     is_open = cat.market_open(inst, now)
-    rng = random.Random(f"{st.scenario.seed}|md|{inst.conid}|{int(now.timestamp() // 60)}")
+    minute = int(now.timestamp() // 60)
+
+    def pick(tag: int, lo: int, hi: int) -> int:
+        return lo + int(cat.unit(inst.conid, 10 + tag, minute) * (hi - lo + 1))
+
     size_div = 100 if inst.sec_type == "STK" else 1
     change = last - prior
     pct = (change / prior * 100) if prior else Decimal(0)
-    volume = rng.randint(10_000, 90_000_000) if inst.sec_type == "STK" else rng.randint(100, 90_000)
+    volume = pick(0, 10_000, 90_000_000) if inst.sec_type == "STK" else pick(0, 100, 90_000)
     p = render.fmt_price
     return {
         "31": ("" if is_open else "C") + p(last),
@@ -612,16 +617,16 @@ def _field_values(st: SimState, inst: Instrument, now: datetime) -> dict[str, st
         "82": ("+" if change >= 0 else "") + p(change) if change else "0.00",
         "83": f"{pct:.2f}%",
         "84": p(bid),
-        "85": _thousands(rng.randint(100, 4000) // size_div or 1),
+        "85": _thousands(pick(1, 100, 4000) // size_div or 1),
         "86": p(ask),
         "87": _volume(volume),
-        "88": _thousands(rng.randint(100, 4000) // size_div or 1),
+        "88": _thousands(pick(2, 100, 4000) // size_div or 1),
         "6004": inst.exchange,
         "6008": str(inst.conid),
         "6070": inst.sec_type,
         "6457": str(inst.underlying_conid or 0),
         "7051": inst.company_name,
-        "7059": _thousands(rng.randint(1, 1500)),
+        "7059": _thousands(pick(3, 1, 1500)),
         "7184": "1",
         "7219": inst.contract_desc,
         "7220": inst.description_2 or inst.contract_desc,

@@ -235,7 +235,7 @@ class Catalog:
         return [i for i in self.by_conid.values() if i.symbol == sym]
 
     # -- prices --------------------------------------------------------------------------------
-    def _unit(self, *parts: int) -> float:
+    def unit(self, *parts: int) -> float:
         """A deterministic number in [0, 1) for (seed, *parts): a splitmix64 mix, cheap enough to call
         for every position of every request."""
         x = self.seed & _MASK
@@ -258,11 +258,11 @@ class Catalog:
         day = when.date().toordinal()
         if inst.is_event:
             yes = inst if inst.right == "C" else self.by_conid[inst.pair_conid or 0]
-            p = yes.base_price + Decimal(round((self._unit(yes.conid, minute) - 0.5) * 10)) / 100
+            p = yes.base_price + Decimal(round((self.unit(yes.conid, minute) - 0.5) * 10)) / 100
             p = min(max(p, Decimal("0.02")), Decimal("0.98"))
             return p if inst.right == "C" else 1 - p
-        drift = 1 + (self._unit(inst.conid, 1, day) - 0.5) * 0.04
-        noise = 1 + (self._unit(inst.conid, 2, minute) - 0.5) * 0.004
+        drift = 1 + (self.unit(inst.conid, 1, day) - 0.5) * 0.04
+        noise = 1 + (self.unit(inst.conid, 2, minute) - 0.5) * 0.004
         raw = inst.base_price * Decimal(str(round(drift * noise, 6)))
         return max(self._round(raw, inst.tick), inst.tick)
 
@@ -282,7 +282,7 @@ class Catalog:
 
     def size_at_touch(self, inst: Instrument, when: datetime) -> Decimal:
         """Displayed size at the best price: what a limit order can take at once (partial fills)."""
-        u = self._unit(inst.conid, 3, int(when.timestamp() // 60))
+        u = self.unit(inst.conid, 3, int(when.timestamp() // 60))
         if inst.sec_type == "STK":
             return Decimal(100 * (1 + int(u * 10)))
         return Decimal(5 + int(u * 20))
