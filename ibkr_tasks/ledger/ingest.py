@@ -3,7 +3,8 @@
 For every batch of fills (chunked so that no statement exceeds SQLite's bound-parameter limit) the
 ingest runs a fixed number of statements, whatever the number of rows:
 
-1. one ``SELECT`` of the stored revisions (content and commission) of the batch's execution families;
+1. one ``SELECT`` of the stored revisions of the batch's execution families, and (when some of the
+   batch is already known) one ``SELECT`` of those executions' commissions;
 2. one ``INSERT ... ON CONFLICT DO UPDATE`` of the fills that are new or whose content changed
    (unchanged rows are not written at all, so a re-ingest only reads);
 3. one ``UPDATE`` marking stored older revisions superseded, only when a newer revision arrived;
@@ -29,7 +30,7 @@ from decimal import Decimal
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -147,7 +148,7 @@ def max_batch_size(session: Session, requested: int = DEFAULT_BATCH_SIZE) -> int
     if bind.dialect.name == "sqlite":
         from ibkr_tasks.ledger.engine import sqlite_variable_limit
 
-        engine = getattr(bind, "engine", bind)
+        engine: Engine = bind.engine
         limit = _SQLITE_LIMITS.get(id(engine))
         if limit is None:
             limit = _SQLITE_LIMITS[id(engine)] = sqlite_variable_limit(engine)
@@ -297,32 +298,36 @@ def _ingest_chunk(
     families = sorted({f.execution_family for f in by_id.values()})
 
     # Every stored revision of the batch's execution families (a superset of the batch's own rows),
-    # with its commission: enough to count new/updated/unchanged and to settle corrections.
+    # then the stored commissions of the batch's known executions: enough to count new/updated/
+    # unchanged, settle corrections and compare commissions. (Two plain index lookups rather than
+    # one join: PostgreSQL picks poor join plans for large parameter lists on fresh statistics.)
     fills, commissions = table(FillRow), table(CommissionRow)
     stored = session.execute(
-        select(
-            fills.c.execution_id,
-            fills.c.superseded,
-            *(fills.c[c] for c in _CONTENT_COLUMNS),
-            commissions.c.amount.label("commission_amount"),
-            commissions.c.currency.label("commission_currency"),
-            commissions.c.status.label("commission_status"),
+        select(fills.c.execution_id, fills.c.superseded, *(fills.c[c] for c in _CONTENT_COLUMNS)).where(
+            fills.c.account_id == account_id, fills.c.execution_family.in_(families)
         )
-        .select_from(fills)
-        .outerjoin(
-            commissions,
-            and_(
-                commissions.c.account_id == fills.c.account_id,
-                commissions.c.execution_id == fills.c.execution_id,
-            ),
-        )
-        .where(fills.c.account_id == account_id, fills.c.execution_family.in_(families))
     ).all()
     existing = {row.execution_id: row for row in stored}
+    known = [execution_id for execution_id in by_id if execution_id in existing]
+    stored_commissions: dict[str, Any] = {}
+    if known:
+        stored_commissions = {
+            row.execution_id: row
+            for row in session.execute(
+                select(
+                    commissions.c.execution_id,
+                    commissions.c.amount,
+                    commissions.c.currency,
+                    commissions.c.status,
+                ).where(commissions.c.account_id == account_id, commissions.c.execution_id.in_(known))
+            )
+        }
     newest: dict[str, int] = {}
-    for item in (*stored, *by_id.values()):
-        if item.revision > newest.get(item.execution_family, -1):
-            newest[item.execution_family] = item.revision
+    revisions = [(r.execution_family, r.revision) for r in stored]
+    revisions += [(f.execution_family, f.revision) for f in by_id.values()]
+    for family, revision in revisions:
+        if revision > newest.get(family, -1):
+            newest[family] = revision
 
     fill_rows: list[dict[str, Any]] = []
     commission_rows: list[dict[str, Any]] = []
@@ -345,7 +350,7 @@ def _ingest_chunk(
         _commission_change(
             account_id,
             fill,
-            old,
+            stored_commissions.get(execution_id),
             run_id,
             source,
             now,
@@ -432,14 +437,14 @@ def _commission_change(
         "last_changed_run": run_id,
         "updated_at": now,
     }
-    old_status = old.commission_status if old is not None else None
+    old_status = old.status if old is not None else None
     if old_status is None:
         # First sighting of the execution (or a fill row without commission row: repair it).
         commission_rows.append(row)
         return
     if amount is None:
         return  # absent now: keep what we know (pending stays pending, a known value stays)
-    old_amount, old_currency = old.commission_amount, old.commission_currency
+    old_amount, old_currency = old.amount, old.currency
     if old_amount is None:
         result.commissions_finalised += 1
     elif not _same_amount(old_amount, amount):

@@ -27,7 +27,13 @@ from ibkr_tasks.ledger.ingest import (
 )
 from ibkr_tasks.ledger.locks import lock_account
 from ibkr_tasks.ledger.orders import OrderRecord
-from ibkr_tasks.ledger.positions import LedgerPosition, ReconcileResult, ledger_positions, reconcile_positions
+from ibkr_tasks.ledger.positions import (
+    LedgerPosition,
+    ReconcileResult,
+    _rowcount,
+    ledger_positions,
+    reconcile_positions,
+)
 from ibkr_tasks.ledger.schema import (
     RUN_STATUSES,
     Account,
@@ -277,7 +283,7 @@ class Ledger:
                 .values(status=status, finished_at=now, error=error, **values)
                 .execution_options(synchronize_session=False)
             )
-            if not outcome.rowcount:
+            if not _rowcount(outcome):
                 raise LedgerError(
                     f"run {run_id!r} of account {account_id} was never started: call start_run first"
                 )
@@ -364,7 +370,8 @@ class Ledger:
         )
         with self.session() as session:
             for currency, amount in session.execute(query.execution_options(yield_per=5000)):
-                totals[currency] = totals.get(currency, Decimal(0)) + amount
+                if amount is not None:
+                    totals[currency] = totals.get(currency, Decimal(0)) + amount
         return totals
 
     def pending_commissions(self, account_id: str) -> int:

@@ -113,10 +113,12 @@ def ledger_positions(
         query = query.where(FillRow.trade_time <= ensure_utc(as_of))
     # Oldest first, so the newest fill's multiplier/symbol wins for the instrument.
     query = query.order_by(FillRow.trade_time)
-    for row in session.execute(query.execution_options(yield_per=5000)):
-        signed = row.quantity if row.side == "B" else -row.quantity
-        quantities[row.conid] = quantities.get(row.conid, _ZERO) + signed
-        info[row.conid] = (row.multiplier, row.symbol, row.sec_type)
+    for conid, side, quantity, multiplier, symbol, sec_type in session.execute(
+        query.execution_options(yield_per=5000)
+    ):
+        signed = quantity if side == "B" else -quantity
+        quantities[conid] = quantities.get(conid, _ZERO) + signed
+        info[conid] = (multiplier, symbol, sec_type)
     return {
         conid: LedgerPosition(conid, qty, *info.get(conid, (None, None, None)))
         for conid, qty in sorted(quantities.items())
@@ -241,11 +243,13 @@ def _write_breaks(
         )
         .execution_options(synchronize_session=False)
     )
-    resolved = session.execute(
-        earlier_open.where(BreakRow.conid.not_in(broken_conids)).values(
-            status="resolved", resolved_at=now, resolved_run=run_id
+    resolved = _rowcount(
+        session.execute(
+            earlier_open.where(BreakRow.conid.not_in(broken_conids)).values(
+                status="resolved", resolved_at=now, resolved_run=run_id
+            )
         )
-    ).rowcount
+    )
     if broken:
         session.execute(
             earlier_open.where(BreakRow.conid.in_(broken_conids)).values(
@@ -273,4 +277,9 @@ def _write_breaks(
                 for b in broken
             ],
         )
-    return int(resolved or 0)
+    return resolved
+
+
+def _rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE/DELETE (``CursorResult.rowcount``)."""
+    return int(getattr(result, "rowcount", 0) or 0)
