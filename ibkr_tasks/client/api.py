@@ -160,7 +160,8 @@ class IBKRClient:
         acct = validate_account_id(account_id)
         await self.transport.ensure_portfolio_accounts()
         if invalidate:
-            await self.transport.request("POST", f"/portfolio/{acct}/positions/invalidate", retry=False)
+            # Idempotent (it only clears a cache), so a transient failure may be retried.
+            await self.transport.request("POST", f"/portfolio/{acct}/positions/invalidate", retry=True)
         rows: list[Any] = []
         previous: list[Any] | None = None
         for page in range(MAX_POSITION_PAGES):
