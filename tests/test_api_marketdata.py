@@ -190,3 +190,36 @@ async def test_availability_marker_alone_does_not_count_as_data(
     (snap,) = await make_client(clock).snapshot([7], fields=["31", "6509"])
     assert route.call_count == 2
     assert snap.last == Decimal("10.5") and snap.availability == "RpB"
+
+
+async def test_secdef_info_multiplier_string_and_event_contract(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    route = router.get("/iserver/secdef/info").respond(
+        200,
+        json=[
+            {
+                "conid": 713921696,
+                "symbol": "FF",
+                "secType": "OPT",
+                "exchange": "FORECASTX",
+                "right": "C",
+                "strike": 3.125,
+                "currency": "USD",
+                "maturityDate": "20240917",
+                "multiplier": "1",
+                "tradingClass": "FF",
+            },
+            {"conid": 5, "symbol": "ES", "secType": "FOP", "right": "P", "strike": 5000, "multiplier": "50"},
+        ],
+    )
+    client = make_client(clock)
+    ff, es = await client.secdef_info(
+        658663572, sec_type="OPT", month="SEP24", exchange="FORECASTX", right="C"
+    )
+    assert ff.is_event_contract and ff.multiplier == Decimal(1) and ff.strike == Decimal("3.125")
+    assert es.multiplier == Decimal(50) and not es.is_event_contract
+    params = route.calls[0].request.url.params
+    assert params["conid"] == "658663572" and params["sectype"] == "OPT" and params["month"] == "SEP24"
+    assert (await client.contract_info(713921696)).multiplier == Decimal(1)  # served from the cache
+    assert router["contract_info"].call_count == 0

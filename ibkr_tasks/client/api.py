@@ -353,6 +353,21 @@ class IBKRClient:
         """Contract details (cached forever: conids are permanent)."""
         return await self.contracts.contract_info(int(conid))
 
+    async def secdef_info(
+        self,
+        conid: int | str,
+        *,
+        sec_type: str,
+        month: str | None = None,
+        exchange: str | None = None,
+        strike: Decimal | str | None = None,
+        right: str | None = None,
+    ) -> list[ContractInfo]:
+        """Derivative contracts of an underlying (``/iserver/secdef/info``; multiplier is a string there)."""
+        return await self.contracts.secdef_info(
+            int(conid), sec_type=sec_type, month=month, exchange=exchange, strike=strike, right=right
+        )
+
     async def search(self, symbol: str, sec_type: str | None = None) -> list[ContractSearchResult]:
         """Find contracts by symbol (``/iserver/secdef/search``)."""
         return await self.contracts.search(symbol, sec_type)
