@@ -272,3 +272,19 @@ def test_junk_in_any_field_never_sinks_the_batch() -> None:
 def test_account_that_is_not_an_account_id_is_unattributed(junk: Any) -> None:
     rejected = only_rejected([row(account=junk, accountCode=junk)])
     assert rejected.account_id is None
+
+
+def test_fills_by_account_survives_pickling_with_unattributed_rows() -> None:
+    """Prefect persists task results with pickle: the side lists must survive the round trip."""
+    import pickle
+
+    from ibkr_tasks.models import FillsByAccount, ParseResult
+
+    grouped = FillsByAccount()
+    grouped["DU5822420"] = parse_fills(real_trades())
+    grouped["DU1"] = ParseResult()
+    grouped.unattributed.append(RejectedRow(kind="fill", reason="row has no account", raw={"x": 1}))
+    grouped.other_accounts["DU2"] = 3
+    copy = pickle.loads(pickle.dumps(grouped))  # noqa: S301 (our own object)
+    assert copy == grouped
+    assert copy.unattributed == grouped.unattributed and copy.other_accounts == {"DU2": 3}
