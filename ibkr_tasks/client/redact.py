@@ -4,10 +4,13 @@ Two layers: every secret the client handles (the static bearer, OAuth access and
 tokens) is *registered* here when it is obtained, and :func:`redact` replaces registered values as
 well as anything that looks like a credential (``Bearer ...`` headers, JWTs, ``access_token`` JSON
 fields, ``oauth_token=`` query parameters, the tickle ``session`` id) before text leaves the client.
+:func:`install_log_redaction` (called by every Transport) also filters the records of the HTTP stack's
+loggers: httpx logs full URLs, and a sidecar URL could carry a token in its query.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -73,3 +76,43 @@ def snippet(text: str, limit: int = 300) -> str:
     if len(flat) > limit:
         flat = flat[:limit] + "..."
     return flat
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record through :func:`redact` (message and arguments)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed record: leave it to logging's own error path
+            return True
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg = cleaned
+            record.args = None
+        return True
+
+
+# Loggers whose records may carry URLs or payloads: ours, and the HTTP stack's (logger filters are not
+# inherited by child loggers, so httpcore's are listed one by one).
+_REDACTED_LOGGERS = (
+    "ibkr_tasks.client",
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+)
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Attach :class:`RedactingFilter` to the client's and the HTTP stack's loggers (once per process)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+    shared = RedactingFilter()
+    for name in _REDACTED_LOGGERS:
+        logging.getLogger(name).addFilter(shared)

@@ -33,7 +33,7 @@ import httpx
 from ibkr_tasks.client.auth import AuthProvider, auth_from_settings
 from ibkr_tasks.client.clock import Clock, Sleep
 from ibkr_tasks.client.ratelimit import RateLimiter, get_limiter
-from ibkr_tasks.client.redact import snippet
+from ibkr_tasks.client.redact import install_log_redaction, snippet
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import (
     APIError,
@@ -135,6 +135,7 @@ class Transport:
         jitter: Callable[[], float] = random.random,
         session_ready_checks: int = 5,
     ) -> None:
+        install_log_redaction()
         self.settings = settings if settings is not None else IBKRSettings()
         self.auth: AuthProvider = auth if auth is not None else auth_from_settings(self.settings)
         if limiter is None:

@@ -182,3 +182,19 @@ def test_registered_secrets_are_redacted_anywhere_and_snippets_never_cut_one_in_
     long_body = "x" * 290 + secret
     out = snippet(long_body, limit=300)
     assert "plain-reg" not in out
+
+
+async def test_http_stack_log_lines_are_redacted_too(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sidecar = "http://127.0.0.1:8111/bearer?token=QUERY-secret-55aa"
+    with respx.mock() as router:
+        router.get(sidecar).respond(200, json={"access_token": "from-sidecar-9c1d2e", "expires_in": 600})
+        router.get("https://localhost:5000/v1/api/iserver/contract/5/info").respond(200, json={})
+        settings = IBKRSettings(
+            api_url="https://localhost:5000/v1/api", auth_mode="sidecar", sidecar_url=sidecar
+        )
+        async with Transport(settings) as t:
+            await t.request("GET", "/iserver/contract/5/info")
+    assert "HTTP Request: GET http://127.0.0.1:8111/bearer" in caplog.text  # httpx did log the URL ...
+    assert "QUERY-secret-55aa" not in caplog.text  # ... without the token in its query
+    assert "from-sidecar-9c1d2e" not in caplog.text
