@@ -10,9 +10,9 @@ import pytest
 
 from ibkr_tasks.errors import LedgerError
 from ibkr_tasks.ledger import Ledger
-from ibkr_tasks.ledger.schema import Account
+from ibkr_tasks.ledger.schema import Account, QuoteRow
 from ibkr_tasks.ledger.testing import T0, make_fill
-from ibkr_tasks.models import AccountInfo, RejectedRow
+from ibkr_tasks.models import AccountInfo, RejectedRow, parse_snapshot
 
 ACCOUNT = "DU1234567"
 
@@ -151,3 +151,28 @@ def test_recording_a_coid_twice(ledger: Ledger) -> None:
         ledger.record_order(ACCOUNT, "c1", {"conid": 1, "quantity": "2"})
     with pytest.raises(LedgerError, match="record_order"):
         ledger.update_order(ACCOUNT, "never-recorded", status="Submitted")
+
+
+def test_store_quotes_keeps_snapshots_with_data(ledger: Ledger) -> None:
+    preflight = parse_snapshot({"conid": 265598, "conidEx": "265598", "_updated": 1793629800000})
+    quote = parse_snapshot(
+        {
+            "conid": 265598,
+            "31": "187.25",
+            "84": "187.20",
+            "86": "187.30",
+            "55": "AAPL",
+            "_updated": 1793629805000,
+        }
+    )
+    assert ledger.store_quotes([preflight, quote], run_id="md-1") == 1
+    with ledger.session() as session:
+        (row,) = session.query(QuoteRow).all()
+    assert (row.conid, row.last, row.bid, row.ask, row.run_id) == (
+        265598,
+        Decimal("187.25"),
+        Decimal("187.2"),
+        Decimal("187.3"),
+        "md-1",
+    )
+    assert row.raw["31"] == "187.25"

@@ -2,7 +2,7 @@
 
 Tables (names are part of the product): ``accounts``, ``fills``, ``commissions``,
 ``commission_history``, ``position_snapshots``, ``reconciliation_runs``, ``breaks``, ``orders``,
-``quarantine``. See ``docs/ledger.md``.
+``quarantine`` and ``quotes`` (market data). See ``docs/ledger.md``.
 
     from ibkr_tasks.ledger import Ledger
     ledger = Ledger()                      # IBKR_LEDGER_URL or sqlite:///ibkr_ledger.db
@@ -31,6 +31,7 @@ from ibkr_tasks.ledger.schema import (
     OrderRow,
     PositionSnapshotRow,
     QuarantineRow,
+    QuoteRow,
     ReconciliationRunRow,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "PositionBreak",
     "PositionSnapshotRow",
     "QuarantineRow",
+    "QuoteRow",
     "ReconcileResult",
     "ReconciliationRunRow",
     "create_ledger_engine",

@@ -40,13 +40,36 @@ from ibkr_tasks.ledger.schema import (
     BreakRow,
     CommissionRow,
     FillRow,
+    QuoteRow,
     ReconciliationRunRow,
     table,
 )
 from ibkr_tasks.ledger.types import ensure_utc
 
 if TYPE_CHECKING:
-    from ibkr_tasks.models import Fill, Position, RejectedRow
+    from ibkr_tasks.models import Fill, Position, RejectedRow, Snapshot
+
+_QUOTE_FIELDS = (
+    "conid",
+    "symbol",
+    "updated",
+    "last",
+    "bid",
+    "ask",
+    "bid_size",
+    "ask_size",
+    "last_size",
+    "volume",
+    "high",
+    "low",
+    "open",
+    "close",
+    "prior_close",
+    "mark",
+    "change",
+    "change_pct",
+    "availability",
+)
 
 RUN_COUNT_COLUMNS = (
     "fills_new",
@@ -396,6 +419,33 @@ class Ledger:
                 )
                 or 0
             )
+
+    # --- market data ------------------------------------------------------------------------
+
+    def store_quotes(self, snapshots: Iterable[Snapshot], run_id: str | None = None) -> int:
+        """Append market-data snapshots to ``quotes`` (one statement); return how many were stored.
+
+        Snapshots without any field value yet (IBKR's answer to the first, "pre-flight" request)
+        are skipped.
+        """
+        now = datetime.now(UTC)
+        rows = []
+        for snap in snapshots:
+            if not getattr(snap, "has_data", True):
+                continue
+            row = {name: getattr(snap, name, None) for name in _QUOTE_FIELDS}
+            row.update(
+                run_id=run_id,
+                received_at=now,
+                last_is_prior_close=bool(getattr(snap, "last_is_prior_close", False)),
+                halted=bool(getattr(snap, "halted", False)),
+                raw=snap.raw,
+            )
+            rows.append(row)
+        if rows:
+            with self.write() as session:
+                session.execute(_insert_for(session)(table(QuoteRow)), rows)
+        return len(rows)
 
     # --- orders audit -----------------------------------------------------------------------
 

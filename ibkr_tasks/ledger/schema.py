@@ -301,3 +301,39 @@ def table(model: type[Base]) -> Table:
     (ORM bulk inserts split the rows into groups by which values are None.)
     """
     return cast(Table, model.__table__)
+
+
+class QuoteRow(Base):
+    """One market-data snapshot of one instrument (``quotes``), as polled; not account data.
+
+    ``received_at`` is when we stored it; ``updated`` is IBKR's own update time when it sent one.
+    """
+
+    __tablename__ = "quotes"
+    __table_args__ = (Index(None, "conid", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = mapped_column(RUN_ID)
+    conid: Mapped[int] = mapped_column(BigInteger)
+    symbol: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last: Mapped[Decimal | None] = mapped_column(Amount)
+    last_is_prior_close: Mapped[bool] = mapped_column(Boolean)
+    halted: Mapped[bool] = mapped_column(Boolean)
+    bid: Mapped[Decimal | None] = mapped_column(Amount)
+    ask: Mapped[Decimal | None] = mapped_column(Amount)
+    bid_size: Mapped[Decimal | None] = mapped_column(Amount)
+    ask_size: Mapped[Decimal | None] = mapped_column(Amount)
+    last_size: Mapped[Decimal | None] = mapped_column(Amount)
+    volume: Mapped[Decimal | None] = mapped_column(Amount)
+    high: Mapped[Decimal | None] = mapped_column(Amount)
+    low: Mapped[Decimal | None] = mapped_column(Amount)
+    open: Mapped[Decimal | None] = mapped_column(Amount)
+    close: Mapped[Decimal | None] = mapped_column(Amount)
+    prior_close: Mapped[Decimal | None] = mapped_column(Amount)
+    mark: Mapped[Decimal | None] = mapped_column(Amount)
+    change: Mapped[Decimal | None] = mapped_column(Amount)
+    change_pct: Mapped[Decimal | None] = mapped_column(Amount)
+    availability: Mapped[str | None] = mapped_column(String(16))
+    raw: Mapped[Any] = mapped_column(JSONDoc)
