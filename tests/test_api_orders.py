@@ -153,13 +153,56 @@ async def test_error_body_with_http_200_is_order_rejected(router: respx.MockRout
         await make_client(clock).place_order(ACCT, AAPL, coid="c-rej")
 
 
-async def test_http_error_is_order_rejected_and_never_retried(
+async def test_http_500_is_order_rejected_and_never_retried(
     router: respx.MockRouter, clock: FakeClock
 ) -> None:
     route = router.post(ORDERS).respond(500, json={"error": "Internal"})
-    with pytest.raises(OrderRejected):
+    router.get("/iserver/account/orders").respond(200, json={"orders": [], "snapshot": True})
+    router.get("/iserver/account/trades").respond(200, json=[])
+    with pytest.raises(OrderRejected, match="not in live orders"):
         await make_client(clock).place_order(ACCT, AAPL, coid="c-500")
     assert route.call_count == 1
+
+
+async def test_http_4xx_is_order_rejected(router: respx.MockRouter, clock: FakeClock) -> None:
+    route = router.post(ORDERS).respond(400, json={"error": "Bad Request: accountId is not valid: DU1234567"})
+    with pytest.raises(OrderRejected, match="accountId is not valid"):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-400")
+    assert route.call_count == 1
+
+
+async def test_gateway_timeout_504_after_acceptance_resolves_by_coid(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    post = router.post(ORDERS).respond(504, json={"error": "Gateway Timeout", "statusCode": 504})
+    router.get("/iserver/account/orders").respond(
+        200, json={"orders": [live(444, ACCT, ref="c-504")], "snapshot": True}
+    )
+    result = await make_client(clock).place_order(ACCT, AAPL, coid="c-504")
+    assert result.existing and result.order_id == "444"
+    assert post.call_count == 1
+
+
+async def test_gateway_timeout_504_not_found_is_state_unknown(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.post(ORDERS).respond(504, json={"error": "Gateway Timeout", "statusCode": 504})
+    router.get("/iserver/account/orders").respond(200, json={"orders": [], "snapshot": True})
+    router.get("/iserver/account/trades").respond(200, json=[])
+    with pytest.raises(OrderStateUnknown):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-504b")
+
+
+async def test_reply_timed_out_503_is_rejected_when_not_found(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.post(ORDERS).respond(200, json=question("r1", "o163"))
+    router.post("/iserver/reply/r1").respond(503, json={"error": "reply id not found: r1 (it timed out)"})
+    router.get("/iserver/account/orders").respond(200, json={"orders": [], "snapshot": True})
+    router.get("/iserver/account/trades").respond(200, json=[])
+    with pytest.raises(OrderRejected, match="timed out") as caught:
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-503")
+    assert [p.confirmed for p in caught.value.prompts] == [True]  # type: ignore[attr-defined]
 
 
 async def test_duplicate_coid_resolves_to_existing_order(router: respx.MockRouter, clock: FakeClock) -> None:

@@ -26,8 +26,8 @@ from ibkr_tasks.sim.app import PROMPTS
 
 
 class Sim:
-    def __init__(self, scenario: Scenario, clock: FakeClock) -> None:
-        self.app = create_app(scenario, monotonic=clock, sleep=clock.sleep)
+    def __init__(self, scenario: Scenario, clock: FakeClock, *, served: bool = False) -> None:
+        self.app = create_app(scenario, monotonic=clock, sleep=clock.sleep, served=served)
         self.control = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://sim/sim"
         )
@@ -190,3 +190,25 @@ async def test_future_order_is_accepted_with_manual_indicator(sim: Sim) -> None:
     result = await sim.client.place_order(acct, order, coid="sim-fut-1")
     assert result.order_id and not result.existing
     assert result.request["manualIndicator"] is False
+
+
+async def test_served_simulator_504_after_accepting_the_order_resolves_by_coid(clock: FakeClock) -> None:
+    """Over a socket the simulator answers a dropped order response with 504 after accepting it."""
+    scenario = Scenario.demo()
+    scenario.quirks = Quirks.model_validate({**scenario.quirks.model_dump(), "prompt_chain_max": 0})
+    s = Sim(scenario, clock, served=True)
+    try:
+        await s.client.ensure_session()
+        acct = (await s.trading_accounts())[0]
+        conid = next(p["conid"] for p in (await s.truth(acct))["positions"] if p["sec_type"] == "STK")
+        await s.control.post("/faults", json={"drop_next_order_response": 1})
+        order = OrderRequest(
+            market_id=str(conid), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET
+        )
+        result = await s.client.place_order(acct, order, coid="sim-504-1")
+        assert result.existing
+        placed = [o for o in (await s.truth(acct))["orders"] if o["cOID"] == "sim-504-1"]
+        assert len(placed) == 1 and placed[0]["order_id"] == result.order_id
+    finally:
+        await s.client.aclose()
+        await s.control.aclose()

@@ -14,7 +14,9 @@ The rules, each with a regression test in ``tests/test_api_orders.py``:
   times, ``{"confirmed": true}`` only for message ids the :class:`PromptPolicy` allows; anything else
   is answered ``{"confirmed": false}`` (the order is discarded) and raises :class:`UnknownPrompt`;
 - a reply id is never returned as the order id: only an acknowledgement's ``order_id`` is;
-- ``{"error": ...}`` with HTTP 200 and HTTP errors raise :class:`OrderRejected`;
+- ``{"error": ...}`` with HTTP 200 and HTTP 4xx raise :class:`OrderRejected`; after an HTTP 5xx the
+  order is first looked up by its cOID (a 502/504 can follow an accepted order) and returned if found;
+  otherwise 500 (and 503 on a reply) raise :class:`OrderRejected`, other 5xx :class:`OrderStateUnknown`;
 - "Local order ID=... is already registered" means the order exists: it is looked up by its cOID
   (``order_ref``) in live orders, then in today's trades, and returned with ``existing=True``;
 - a transport failure after the request may have been sent is resolved the same way; if the order is
@@ -328,6 +330,23 @@ class OrderDesk:
             detail = f"{exc} {getattr(exc, 'body', '') or ''}"
             if _DUPLICATE_MARKER in detail:
                 return await self._existing(account_id, coid, ticket, prompts, None, reason=str(exc))
+            status = exc.status_code or 0
+            if status >= 500:
+                # A 5xx may come after IBKR accepted the order (a gateway timeout, 502/504): look it up.
+                # 500 ("invalid request content") and 503 on a reply ("reply timed out") are IBKR's
+                # documented refusals, so not finding the order then means it was not placed.
+                definite = status == 500 or (status == 503 and path.startswith("/iserver/reply/"))
+                try:
+                    return await self._existing(
+                        account_id, coid, ticket, prompts, None, reason=str(exc), lost=not definite
+                    )
+                except OrderStateUnknown:
+                    if not definite:
+                        raise
+                raise OrderRejected(
+                    f"IBKR refused order {coid} for {account_id} at {path} and it is not in live orders "
+                    f"or trades: {exc}"
+                ) from exc
             raise OrderRejected(f"IBKR refused order {coid} for {account_id} at {path}: {exc}") from exc
 
     async def _decline(self, reply_id: str) -> None:
