@@ -391,3 +391,35 @@ async def test_lookup_failure_after_lost_response_is_state_unknown(
     with pytest.raises(OrderStateUnknown, match="looking it up by cOID failed"):
         await make_client(clock).place_order(ACCT, AAPL, coid="c-blind")
     assert post.call_count == 1
+
+
+async def test_prompt_style_reject_object_is_order_rejected(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    """Shape 4 of the OpenAPI spec's oneOf: a single object with text/messageId, not a list."""
+    router.post(ORDERS).respond(
+        200,
+        json={
+            "orderId": 0,
+            "reqId": "12",
+            "dismissable": [],
+            "text": "Order rejected - reason: no trading permissions",
+            "options": [],
+            "type": "msgbox",
+            "messageId": "o1234",
+            "prompt": False,
+        },
+    )
+    with pytest.raises(OrderRejected, match="no trading permissions"):
+        await make_client(clock).place_order(ACCT, AAPL, coid="c-shape4")
+
+
+async def test_unrecognised_answer_is_looked_up_not_trusted(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.post(ORDERS).respond(200, json=[{"weird": True}])
+    router.get("/iserver/account/orders").respond(
+        200, json={"orders": [live(5, ACCT, ref="c-odd")], "snapshot": True}
+    )
+    result = await make_client(clock).place_order(ACCT, AAPL, coid="c-odd")
+    assert result.existing and result.order_id == "5"
