@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 import respx
 from test_api_support import ACCT, OTHER, gateway, make_client, payload, requests_to
@@ -129,3 +130,21 @@ async def test_contract_info_failure_does_not_lose_fills(router: respx.MockRoute
     fills = await make_client(clock).fills([ACCT])
     (fill,) = fills[ACCT].items
     assert fill.currency is None and fill.commission == Decimal("1.0")
+
+
+async def test_contract_info_lookups_run_concurrently_and_a_timeout_loses_nothing(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    rows = [trade(ACCT, f"e{i}.01.01", conid=100 + i) for i in range(20)]
+    router.get(TRADES).respond(200, json=rows)
+
+    def info(request: httpx.Request, conid: str) -> httpx.Response:
+        if conid == "105":
+            raise httpx.ConnectError("down")
+        return httpx.Response(200, json={"con_id": int(conid), "instrument_type": "STK", "currency": "USD"})
+
+    router["contract_info"].mock(side_effect=info)
+    fills = await make_client(clock).fills([ACCT])
+    assert len(fills[ACCT].items) == 20
+    by_conid = {f.conid: f.currency for f in fills[ACCT].items}
+    assert by_conid[105] is None and by_conid[104] == "USD"

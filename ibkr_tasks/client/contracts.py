@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from ibkr_tasks.client.orders import TransportLike
-from ibkr_tasks.errors import APIError, ParseError
+from ibkr_tasks.errors import APIError, ParseError, TransportError
 from ibkr_tasks.models import (
     ContractInfo,
     ContractSearchResult,
@@ -24,6 +24,8 @@ from ibkr_tasks.models import (
 __all__ = ["ContractBook", "multipliers_of"]
 
 logger = logging.getLogger(__name__)
+
+_LOOKUP_CONCURRENCY = 8
 
 
 def multipliers_of(infos: Mapping[int, ContractInfo]) -> dict[int, Decimal]:
@@ -125,13 +127,21 @@ class ContractBook:
 
     async def infos(self, conids: Iterable[int]) -> dict[int, ContractInfo]:
         """Contract info of each of ``conids`` that can be looked up (failures are logged, left out)."""
-        found: dict[int, ContractInfo] = {}
-        for conid in dict.fromkeys(int(c) for c in conids):
-            try:
-                found[conid] = await self.contract_info(conid)
-            except (APIError, ParseError, ValueError) as exc:
-                logger.warning("contract info for conid %s unavailable: %s", conid, exc)
-        return found
+        wanted = list(dict.fromkeys(int(c) for c in conids))
+        missing = [c for c in wanted if c not in self._info]
+        if missing:
+            # Concurrent lookups; the transport's rate limiter still paces them.
+            gate = asyncio.Semaphore(_LOOKUP_CONCURRENCY)
+
+            async def one(conid: int) -> None:
+                async with gate:
+                    try:
+                        await self.contract_info(conid)
+                    except (APIError, TransportError, ParseError, ValueError) as exc:
+                        logger.warning("contract info for conid %s unavailable: %s", conid, exc)
+
+            await asyncio.gather(*(one(c) for c in missing))
+        return {c: self._info[c] for c in wanted if c in self._info}
 
     async def multipliers(self, conids: Iterable[int]) -> dict[int, Decimal]:
         """Known multipliers of ``conids`` from contract info; conids whose lookup fails are left out."""
