@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow
@@ -54,6 +55,19 @@ from ibkr_tasks.tasks import refresh_session as refresh_session_task
 def reconcilable_accounts(infos: list[AccountInfo]) -> list[str]:
     """The accounts that hold positions: every account of the login but an FA master's own entry."""
     return [a.account_id for a in infos if not (a.has_child_accounts or a.is_multiplex_parent)]
+
+
+def snapshot_time(fills: list[Fill]) -> datetime:
+    """The time the ledger files a positions snapshot under.
+
+    Positions are fetched after the trades call, so the snapshot includes every fill that call
+    returned, whatever the broker's clock said about them. The snapshot time is therefore at least the
+    newest of those trade times (IBKR's clock may run ahead of ours, and the simulator's does after
+    ``/sim/advance``), else now.
+    """
+    now = datetime.now(UTC)
+    newest = max((f.trade_time for f in fills), default=now)
+    return max(now, newest)
 
 
 def _apply_ingest(outcome: AccountOutcome, result: Any) -> None:
@@ -100,7 +114,9 @@ async def _reconcile_account(
         if positions.rejected:
             quarantined = await ingest_fills(ledger, account_id, [], run_id, rejected=positions.rejected)
             outcome.quarantined += quarantined.quarantined
-        reconciled = await reconcile_positions(ledger, account_id, positions.items, run_id)
+        reconciled = await reconcile_positions(
+            ledger, account_id, positions.items, run_id, taken_at=snapshot_time(fills.items)
+        )
         _apply_reconcile(outcome, reconciled)
         outcome.status = "breaks" if outcome.breaks else "completed"
     except Exception as exc:  # one account's failure must not stop the others
@@ -138,7 +154,7 @@ async def nightly_reconciliation(
     flow_run_id = flow_run.get_id()
     run_id = flow_run_id or f"local-{uuid.uuid4()}"
     ledger = await asyncio.to_thread(Ledger, ledger_url)
-    logger.info("ledger: %s", ledger.display_url)
+    logger.info("ledger: %r", ledger)
     pacing = await configure_rate_limits(settings)
     logger.info(
         "IBKR pacing: %s", "Prefect global concurrency limits" if pacing == "prefect" else "in-process"

@@ -23,8 +23,9 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="ibkr-tasks-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_TEST_MODE", "1")
+os.environ.setdefault(
+    "PREFECT_LOGGING_LEVEL", "INFO"
+)  # run logs must reach the API (secret checks read them)
 # Tests must never pick up a real token or account from the developer's shell.
 for _name in list(os.environ):
     if _name.startswith("IBKR_") and _name not in {"IBKR_TEST_PG_URL"}:

@@ -4,7 +4,7 @@ import pytest
 
 from ibkr_tasks.blocks import IBKRCredentials, resolve_settings
 
-TOKEN = "tok-5ecret-bearer-value"  # noqa: S105
+TOKEN = "tok-5ecret-bearer-value"
 
 
 def test_secrets_are_masked_in_repr_and_dump() -> None:

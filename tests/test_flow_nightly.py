@@ -1,0 +1,348 @@
+"""The nightly reconciliation flow, end to end through Prefect, against the simulator over HTTP.
+
+One Prefect test server for the session (``prefect_harness``); the simulator runs on a loopback port
+(``running_simulator``) and the flow reaches it exactly as it would reach a Client Portal Gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from flows.nightly_reconciliation import nightly_reconciliation
+from ibkr_tasks.reporting import EVENT_BREAK, EVENT_COMPLETED, PROGRESS_KEY, SUMMARY_KEY, artifact_key
+from ibkr_tasks.sim import Scenario
+from ibkr_tasks.sim.scenario import Quirks
+from ibkr_tasks.testing import SimulatorHandle, running_simulator
+from ibkr_tasks.verify import compare_ledger_with_truth
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.prefect]
+
+TOKEN = "flow-test-bearer-4f1d2c9e7a"  # a known value the test looks for everywhere
+
+
+@dataclass
+class Run:
+    state: Any
+    summary: dict[str, Any]
+
+    def account(self, account_id: str) -> dict[str, Any]:
+        return next(a for a in self.summary["accounts"] if a["account_id"] == account_id)
+
+    def total(self, key: str) -> int:
+        return sum(int(a[key]) for a in self.summary["accounts"])
+
+
+def run_flow(**params: Any) -> Run:
+    state = asyncio.run(nightly_reconciliation(return_state=True, **params))
+    # Completed and Failed states alike carry the run's summary as their data.
+    return Run(state=state, summary=state.result(raise_on_failure=False))
+
+
+def count(url: str, sql: str, **params: Any) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql), params).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def gateway_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("IBKR_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("IBKR_RATE_LIMIT_BACKEND", "local")
+    yield
+
+
+QUIRKY = Scenario(
+    seed=11,
+    accounts=3,
+    fa=True,
+    positions_per_account=15,
+    fills_per_account_per_day=10,
+    history_days=2,
+    quirks=Quirks(
+        rate_limits=True,
+        penalty_box_seconds=30,
+        late_commissions=0.3,
+        changed_commission=0.1,
+        corrections=0.2,
+        option_expiries=True,
+        event_netting=True,
+        malformed_ratio=0.05,
+    ),
+)
+
+
+@dataclass
+class Story:
+    sim: SimulatorHandle
+    ledger_url: str
+    runs: list[Run]
+    accounts: list[str]
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
+    """Four nightly runs over the same simulated days: late data arrives over the first runs, then settles."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IBKR_ACCESS_TOKEN", TOKEN)
+    mp.setenv("IBKR_RATE_LIMIT_BACKEND", "local")
+    ledger_url = f"sqlite:///{Path(tmp_path_factory.mktemp('nightly')) / 'ledger.db'}"
+    try:
+        with running_simulator(QUIRKY) as sim:
+            mp.setenv("IBKR_API_URL", sim.api_url)
+            runs = [run_flow(days=QUIRKY.history_days, ledger_url=ledger_url) for _ in range(4)]
+            accounts = [a["account_id"] for a in runs[0].summary["accounts"]]
+            yield Story(sim=sim, ledger_url=ledger_url, runs=runs, accounts=accounts)
+    finally:
+        mp.undo()
+
+
+def test_every_run_completes_for_every_account_of_the_fa_login(story: Story) -> None:
+    assert len(story.accounts) == QUIRKY.accounts  # the FA master's own entry holds nothing to reconcile
+    for run in story.runs:
+        assert run.state.is_completed(), run.state.message
+        assert {a["status"] for a in run.summary["accounts"]} <= {"completed", "breaks"}
+
+
+def test_second_run_duplicates_nothing(story: Story) -> None:
+    first, second = story.runs[0], story.runs[1]
+    assert first.total("fills_new") > 0
+    # new rows on the second run can only be correction revisions, each superseding an older one
+    assert second.total("fills_new") == second.total("fills_superseded")
+    current = count(story.ledger_url, "select count(*) from fills where not superseded")
+    assert current == first.total("fills_new")
+    families = count(
+        story.ledger_url,
+        "select count(*) from (select account_id, execution_family from fills where not superseded "
+        "group by account_id, execution_family having count(*) > 1) t",
+    )
+    assert families == 0
+
+
+def test_late_commissions_are_finalised_on_the_next_run(story: Story) -> None:
+    assert story.runs[0].total("commissions_pending") > 0
+    assert story.runs[1].total("commissions_finalised") >= story.runs[0].total("commissions_pending")
+    assert count(story.ledger_url, "select count(*) from commissions where amount is null") == 0
+    assert (
+        count(story.ledger_url, "select count(*) from commissions where amount = 0 and status = 'pending'")
+        == 0
+    )
+
+
+def test_corrections_supersede_the_earlier_revision(story: Story) -> None:
+    superseded = sum(r.total("fills_superseded") for r in story.runs)
+    assert superseded > 0
+    assert count(story.ledger_url, "select count(*) from fills where superseded") == superseded
+
+
+def test_changed_commissions_are_reported_as_breaks_with_history(story: Story) -> None:
+    changed = sum(r.total("commissions_changed") for r in story.runs)
+    assert changed > 0
+    assert count(story.ledger_url, "select count(*) from breaks where kind like 'commission%'") == changed
+
+
+def test_quarantined_rows_are_reported_and_kept(story: Story) -> None:
+    reported = story.runs[0].total("quarantined")
+    assert reported > 0
+    assert count(story.ledger_url, "select count(*) from quarantine") >= reported
+
+
+def test_ledger_equals_ground_truth_once_late_data_settled(story: Story) -> None:
+    report = compare_ledger_with_truth(story.ledger_url, story.sim, story.accounts)
+    assert report.ok, report.summary()
+
+
+def test_no_account_holds_another_accounts_executions(story: Story) -> None:
+    truth_ids = {a: {e["execution_id"] for e in story.sim.truth(a)["executions"]} for a in story.accounts}
+    engine = create_engine(story.ledger_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("select account_id, execution_id from fills")).all()
+    engine.dispose()
+    assert rows
+    for account_id, execution_id in rows:
+        assert execution_id in truth_ids[account_id], f"{execution_id} booked to {account_id}"
+
+
+def test_pacing_never_tripped_ibkrs_limits(story: Story) -> None:
+    stats = story.sim.stats()
+    assert stats["responses_429"] == 0
+    assert stats["rate_limit_violations"] == 0
+
+
+def _flow_run_id(run: Run) -> Any:
+    return run.state.state_details.flow_run_id
+
+
+def prefect_api(fn: Any) -> Any:
+    """``await fn(client)`` with Prefect's async client (its sync twin sends nulls the server refuses)."""
+    from prefect.client.orchestration import get_client
+
+    async def call() -> Any:
+        async with get_client() as client:
+            return await fn(client)
+
+    return asyncio.run(call())
+
+
+def latest_artifact(key: str) -> dict[str, Any]:
+    """The newest artifact under ``key`` (GET /artifacts/{key}/latest).
+
+    Prefect 3.8.8's /artifacts/filter under fastapi<0.155 refuses null run filters and inner-joins
+    task runs for empty ones, so flow-level artifacts are read by key instead.
+    """
+
+    async def get(c: Any) -> dict[str, Any]:
+        response = await c._client.get(f"/artifacts/{key}/latest")
+        response.raise_for_status()
+        return response.json()
+
+    return prefect_api(get)
+
+
+def _table_rows(data: Any) -> list[dict[str, Any]]:
+    import json
+
+    value = json.loads(data) if isinstance(data, str) else data
+    return list(value)
+
+
+def test_artifacts_summary_break_reports_and_progress(story: Story) -> None:
+    last_run = str(_flow_run_id(story.runs[-1]))
+    summary = latest_artifact(SUMMARY_KEY)
+    assert summary["type"] == "table" and summary["flow_run_id"] == last_run
+    rows = _table_rows(summary["data"])
+    assert {row["account"] for row in rows} == set(story.accounts)
+    assert all({"fills new", "commissions finalised", "quarantined", "breaks"} <= row.keys() for row in rows)
+    for account_id in story.accounts:
+        report = latest_artifact(artifact_key("ibkr-breaks", account_id))
+        assert report["type"] == "markdown" and report["flow_run_id"] == last_run
+        assert f"# Reconciliation {account_id}" in report["data"]
+    progress = latest_artifact(PROGRESS_KEY)
+    assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+
+
+def test_events_name_the_account_as_resource(story: Story) -> None:
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    wanted = {f"ibkr.account.{a}" for a in story.accounts}
+    flt = EventFilter(event=EventNameFilter(name=[EVENT_COMPLETED, EVENT_BREAK]))
+    deadline = time.monotonic() + 20
+    seen: set[str] = set()
+    breaks: list[Any] = []
+    while time.monotonic() < deadline:  # events reach the server asynchronously
+        page = prefect_api(lambda c: c.read_events(filter=flt, limit=50))
+        seen = {e.resource.id for e in page.events if e.event == EVENT_COMPLETED}
+        breaks = [e for e in page.events if e.event == EVENT_BREAK]
+        if wanted <= seen and breaks:
+            break
+        time.sleep(0.5)
+    assert wanted <= seen
+    assert breaks, "changed commissions must raise ibkr.reconciliation.break"
+    assert all(e.payload["breaks"] > 0 for e in breaks)
+
+
+def test_token_never_reaches_logs_artifacts_or_parameters(
+    story: Story, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    for run in story.runs:
+        flow_run_id = _flow_run_id(run)
+        flow_run = prefect_api(lambda c, i=flow_run_id: c.read_flow_run(i))
+        assert TOKEN not in str(flow_run.parameters)
+        flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        deadline = time.monotonic() + 20
+        while not (logs := prefect_api(lambda c, flt=flt: c.read_logs(log_filter=flt, limit=200, offset=0))):
+            assert time.monotonic() < deadline, "the run logged nothing: the check would be empty"
+            time.sleep(0.5)  # run logs reach the server in batches
+        assert all(TOKEN not in log.message for log in logs)
+    keys = [SUMMARY_KEY, PROGRESS_KEY] + [artifact_key("ibkr-breaks", a) for a in story.accounts]
+    assert all(TOKEN not in str(latest_artifact(k)) for k in keys)
+    out, err = capfd.readouterr()
+    assert TOKEN not in out and TOKEN not in err
+    engine = create_engine(story.ledger_url)
+    with engine.connect() as conn:
+        for table in ("fills", "quarantine", "reconciliation_runs", "breaks", "position_snapshots"):
+            dump = str(conn.execute(text(f"select * from {table}")).all())  # noqa: S608
+            assert TOKEN not in dump
+    engine.dispose()
+
+
+CLEAN = Scenario(seed=5, accounts=2, positions_per_account=8, fills_per_account_per_day=6, history_days=1)
+
+
+def test_ledger_equals_truth_after_one_run(
+    gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_simulator(CLEAN) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        run = run_flow(days=1, ledger_url=ledger_url)
+        assert run.state.is_completed(), run.state.message
+        report = compare_ledger_with_truth(ledger_url, sim)
+        assert len(report.accounts) == CLEAN.accounts
+        assert report.ok, report.summary()
+        # a trading day later, positions still reconcile from the opening snapshot plus the new fills
+        sim.advance(days=1)
+        run2 = run_flow(days=2, ledger_url=ledger_url)  # the simulated day spans two calendar days
+        assert run2.total("fills_new") > 0
+        assert run2.total("breaks") == 0, run2.summary
+        assert compare_ledger_with_truth(ledger_url, sim).ok
+
+
+def test_failing_account_is_reported_while_the_others_complete(
+    gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_simulator(CLEAN) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        first = run_flow(days=1, ledger_url=ledger_url)
+        accounts = [a["account_id"] for a in first.summary["accounts"]]
+        broken = accounts[0]
+        sim.faults(fail_accounts=[broken])
+        run = run_flow(days=1, ledger_url=ledger_url)
+    assert run.state.is_failed()
+    assert broken in run.state.message and "failed" in run.state.message
+    assert run.account(broken)["status"] == "failed" and run.account(broken)["error"]
+    for other in accounts[1:]:
+        assert run.account(other)["status"] == "completed"
+    failed_runs = "select count(*) from reconciliation_runs where status = 'failed' and account_id = :a"
+    assert count(ledger_url, failed_runs, a=broken) == 1
+
+
+def test_fail_on_breaks_fails_the_run_and_names_the_account(
+    gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_simulator(CLEAN) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        first = run_flow(days=1, ledger_url=ledger_url)
+        victim = first.summary["accounts"][0]["account_id"]
+        # Make the books disagree: the ledger's opening position of one instrument is off by one.
+        engine = create_engine(ledger_url)
+        with engine.begin() as conn:
+            changed = conn.execute(
+                text(
+                    "update position_snapshots set position = position + 1 where account_id = :a and conid = "
+                    "(select min(conid) from position_snapshots where account_id = :a)"
+                ),
+                {"a": victim},
+            ).rowcount
+        engine.dispose()
+        assert changed == 1
+        lenient = run_flow(days=1, ledger_url=ledger_url)
+        strict = run_flow(days=1, ledger_url=ledger_url, fail_on_breaks=True)
+    assert lenient.state.is_completed() and victim in lenient.state.message
+    assert lenient.account(victim)["breaks"] == 1
+    assert strict.state.is_failed()
+    assert victim in strict.state.message and "breaks" in strict.state.message
