@@ -404,3 +404,18 @@ async def test_advance_finalises_older_late_commissions_but_not_the_new_days() -
     assert old and all(e["commission"] is not None for e in old)
     assert any(e["superseded"] for e in old)  # their corrections were published
     assert new and all(e["commission"] is None for e in new)
+
+
+@pytest.mark.parametrize(("expiries", "history_days"), [(True, 1), (True, 3), (False, 3)])
+async def test_no_expired_option_is_ever_held(expiries: bool, history_days: int) -> None:
+    app = make(history_days=history_days, quirks={"option_expiries": expiries})
+    today = app.sim.clock.now().date()
+    catalog = app.sim.book.catalog
+    async with sim_client(app) as c:
+        for acct in (a.account_id for a in app.sim.book.trading_accounts()):
+            truth = (await c.get(f"/sim/truth/{acct}")).json()
+            for p in truth["positions"]:
+                inst = catalog.get(p["conid"])
+                assert inst.expiry is None or inst.expiry >= today, (
+                    f"{acct} holds expired {inst.contract_desc}"
+                )

@@ -198,6 +198,7 @@ class Book:
         self.executions: dict[str, Execution] = {}
         self.pending: set[Execution] = set()
         self._junk_rngs: dict[str, random.Random] = {}
+        self._far_expiry = self.start.date() + timedelta(days=30)
         self._build_accounts()
         self._history()
         self.warm(self.start)
@@ -248,10 +249,17 @@ class Book:
         rng = random.Random(f"{self.scenario.seed}|book|{acct.account_id}")
         cat = self.catalog
         special: list[Instrument] = []
-        yesterday = [o for o in cat.options if o.expiry == self.start.date() - timedelta(days=1)]
-        tomorrow = [o for o in cat.options if o.expiry == self.start.date() + timedelta(days=1)]
-        special.append(rng.choice(yesterday))
-        special.append(rng.choice(tomorrow))
+        today = self.start.date()
+        series = {d: [o for o in cat.options if o.expiry == today + timedelta(days=d)] for d in (-1, 1, 30)}
+        if self.quirks.option_expiries:
+            # one option that expires inside the history (X rows already there), one that expires
+            # tomorrow (X rows after an /sim/advance)
+            first = series[-1] if self.scenario.history_days >= 2 else series[30]
+            special.append(rng.choice(first))
+            special.append(rng.choice(series[1]))
+        else:
+            # without expiry processing, hold nothing that expires during a run
+            special.extend(rng.sample(series[30], 2))
         special.append(cat.events[0])  # a YES holding, so buying NO nets it
         special.append(cat.futures[0])
         special.append(cat.by_conid[195014116])
@@ -372,6 +380,18 @@ class Book:
                 inst = cat.by_conid[inst.pair_conid]
         else:
             side = rng.choice("BS")
+        if inst.sec_type == "OPT" and not inst.is_event:
+            if not self.quirks.option_expiries and inst.expiry != self._far_expiry:
+                # nothing expires during a run when expiries are not processed
+                inst = next(o for o in cat.options if o.expiry == self._far_expiry and o.right == inst.right)
+            held = acct.positions.get(inst.conid)
+            have = held.qty if held is not None else ZERO
+            if side == "S" and have < size:
+                # options are only sold to close here, so every holding expires long (side X)
+                if have > 0:
+                    size = have
+                else:
+                    side = "B"
         bid, ask, _ = cat.quote(inst, when)
         price = ask if side == "B" else bid
         order_ref = self.uuid(rng) if rng.random() < 0.5 else None
