@@ -384,8 +384,8 @@ class Book:
             if not self.quirks.option_expiries and inst.expiry != self._far_expiry:
                 # nothing expires during a run when expiries are not processed
                 inst = next(o for o in cat.options if o.expiry == self._far_expiry and o.right == inst.right)
-            held = acct.positions.get(inst.conid)
-            have = held.qty if held is not None else ZERO
+            holding = acct.positions.get(inst.conid)
+            have = holding.qty if holding is not None else ZERO
             if side == "S" and have < size:
                 # options are only sold to close here, so every holding expires long (side X)
                 if have > 0:
