@@ -6,6 +6,8 @@ For each database it prints, measured in the same run:
   commissions), and the ratio to a plain SQLAlchemy Core ``insert()`` executemany of the same fill
   rows into a bare table (same column types, no keys or indexes) -- goal >= 0.5;
 - the time of a full re-ingest of the same fills -- goal <= the first ingest;
+  (per account: baseline insert, first ingest, re-ingest, one after the other, so that all three
+  see the same machine load; the totals are summed over accounts)
 - peak Python memory (tracemalloc) of a streamed ingest of one account with N, 2N and 4N fills at
   the same batch size -- goal: about equal, i.e. bounded by the batch size, not by the rows.
 
@@ -175,8 +177,7 @@ def bench(name: str, url: str, accounts: list[str], n: int, batch_size: int) -> 
 
         return work
 
-    t_base, t_first = timed(accounts, n, baseline, ingest("first"))
-    (t_again,) = timed(accounts, n, ingest("again"))
+    t_base, t_first, t_again = timed(accounts, n, baseline, ingest("first"), ingest("again"))
     ledger.dispose()
     mem_1x = memory_peak(url, n, batch_size)
     mem_2x = memory_peak(url, 2 * n, batch_size)

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from ibkr_tasks.errors import ForeignAccountRows
 from ibkr_tasks.ledger import (
@@ -89,6 +89,20 @@ def test_reingest_is_unchanged_when_the_database_rounds_or_a_commission_arrives(
     with_commission = make_fill(n=1, price="187.123456789012345", commission="1.00")
     later = ledger.ingest(ACCOUNT, [with_commission], "run-3")
     assert (later.fills_unchanged, later.commissions_finalised) == (1, 1)
+
+
+def test_rows_without_a_content_digest_are_rewritten_once(ledger: Ledger) -> None:
+    """Rows stored before migration 0003 have no digest: the next ingest rewrites them, then they settle."""
+    fills = [make_fill(n=1), make_fill(n=2)]
+    ledger.ingest(ACCOUNT, fills, "run-1")
+    with ledger.write() as session:
+        session.execute(
+            update(FillRow).where(FillRow.execution_id == fills[0].execution_id).values(content_hash=None)
+        )
+    first = ledger.ingest(ACCOUNT, fills, "run-2")
+    assert (first.fills_updated, first.fills_unchanged) == (1, 1)
+    again = ledger.ingest(ACCOUNT, fills, "run-3")
+    assert (again.fills_updated, again.fills_unchanged) == (0, 2)
 
 
 def test_statements_per_batch_do_not_grow_with_rows(ledger: Ledger) -> None:

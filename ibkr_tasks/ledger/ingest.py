@@ -3,8 +3,8 @@
 For every batch of fills (chunked so that no statement exceeds SQLite's bound-parameter limit) the
 ingest runs a fixed number of statements, whatever the number of rows:
 
-1. one ``SELECT`` of the stored revisions of the batch's execution families, and (when some of the
-   batch is already known) one ``SELECT`` of those executions' commissions;
+1. one ``SELECT`` of the stored revisions (id, revision, content digest) of the batch's execution
+   families, and (when some of the batch is already known) one ``SELECT`` of their commissions;
 2. one ``INSERT ... ON CONFLICT DO UPDATE`` of the fills that are new or whose content changed
    (unchanged rows are not written at all, so a re-ingest only reads);
 3. one ``UPDATE`` marking stored older revisions superseded, only when a newer revision arrived;
@@ -23,6 +23,7 @@ payload keeps its known value.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +48,6 @@ from ibkr_tasks.ledger.schema import (
     QuarantineRow,
     table,
 )
-from ibkr_tasks.ledger.types import canonical_decimal
 
 if TYPE_CHECKING:
     from ibkr_tasks.models import Fill, RejectedRow
@@ -217,6 +217,7 @@ def _fill_row(fill: Fill, source: str, run_id: str, now: datetime) -> dict[str, 
         "first_seen_at": now,
         "last_changed_at": now,
     }
+    row["content_hash"] = _content_hash(row)
     return row
 
 
@@ -226,19 +227,16 @@ def _without_commission(raw: Any) -> Any:
     return raw
 
 
-def _content_differs(stored: Any, row: dict[str, Any]) -> bool:
-    """True when the incoming fill row differs from the stored one (as the database keeps values)."""
-    for column in _CONTENT_COLUMNS:
-        new, old = row[column], getattr(stored, column)
-        if new == old:
-            continue
-        if column == "raw":
-            old_raw, new_raw = _without_commission(old), _without_commission(new)
-            if old_raw != new_raw and old_raw != to_jsonable(new_raw):
-                return True
-        elif not (isinstance(new, Decimal) and old == canonical_decimal(new)):
-            return True
-    return False
+def _content_hash(row: dict[str, Any]) -> str:
+    """A digest of a fill row's content as received (typed fields and the raw payload row).
+
+    Commission keys of the payload are left out: a commission arriving later is the commissions
+    table's business, not a change of the fill.
+    """
+    raw = _without_commission(row["raw"])
+    raw_text = repr(sorted(raw.items())) if isinstance(raw, dict) else repr(raw)
+    text = "\x1f".join([str(row[c]) for c in _CONTENT_COLUMNS if c != "raw"]) + "\x1e" + raw_text
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _same_amount(a: Decimal | None, b: Decimal | None) -> bool:
@@ -303,9 +301,13 @@ def _ingest_chunk(
     # one join: PostgreSQL picks poor join plans for large parameter lists on fresh statistics.)
     fills, commissions = table(FillRow), table(CommissionRow)
     stored = session.execute(
-        select(fills.c.execution_id, fills.c.superseded, *(fills.c[c] for c in _CONTENT_COLUMNS)).where(
-            fills.c.account_id == account_id, fills.c.execution_family.in_(families)
-        )
+        select(
+            fills.c.execution_id,
+            fills.c.execution_family,
+            fills.c.revision,
+            fills.c.superseded,
+            fills.c.content_hash,
+        ).where(fills.c.account_id == account_id, fills.c.execution_family.in_(families))
     ).all()
     existing = {row.execution_id: row for row in stored}
     known = [execution_id for execution_id in by_id if execution_id in existing]
@@ -342,7 +344,7 @@ def _ingest_chunk(
                 row["superseded"] = True  # a late older revision: stored, but not current
                 result.fills_superseded += 1
             fill_rows.append(row)
-        elif _content_differs(old, row):
+        elif old.content_hash != row["content_hash"]:
             result.fills_updated += 1
             fill_rows.append(row)
         else:
@@ -366,7 +368,7 @@ def _ingest_chunk(
 
     if fill_rows:
         stmt = insert(table(FillRow))
-        changed = {c: stmt.excluded[c] for c in _CONTENT_COLUMNS}
+        changed = {c: stmt.excluded[c] for c in (*_CONTENT_COLUMNS, "content_hash")}
         changed["last_changed_run"] = stmt.excluded.last_changed_run
         changed["last_changed_at"] = stmt.excluded.last_changed_at
         session.execute(

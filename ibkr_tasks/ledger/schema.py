@@ -115,6 +115,9 @@ class FillRow(Base):
     last_changed_run: Mapped[str] = mapped_column(RUN_ID)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Digest of the row's content as received (internal): lets a re-ingest tell "unchanged" from
+    # "updated" by reading one short column. NULL (rows from before revision 0003) reads as changed.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 _FILL_FK = ForeignKeyConstraint(
