@@ -1,4 +1,11 @@
-"""``create_app``: the ASGI callable, its request pipeline and the ``/sim`` control/truth endpoints."""
+"""``create_app``: the ASGI callable, its request pipeline and the ``/sim`` control/truth endpoints.
+
+Every API request goes through one pipeline, in this order: count it, add latency (and the slow-ratio
+delay), pacing (429 + penalty box), random 5xx, session checks (401 expired, 400 "no bridge", competing
+session, "Please query /accounts first"), invalidate a pending reply prompt unless this is its reply,
+then the handler (its wall and CPU time are measured and reported in ``/sim/stats``).
+``/sim/...`` requests skip the pipeline; they are not part of IBKR's API.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ibkr_tasks.sim import render
-from ibkr_tasks.sim.app import (
+from ibkr_tasks.sim.app import match
+from ibkr_tasks.sim.clock import SimClock
+from ibkr_tasks.sim.scenario import Quirks, Scenario
+from ibkr_tasks.sim.state import (
     API_PREFIX,
     NO_BRIDGE,
     NOT_AUTHENTICATED,
@@ -23,13 +33,10 @@ from ibkr_tasks.sim.app import (
     DropResponse,
     SimState,
     SimulatedReadTimeout,
-    _body,
-    _error,
-    _json,
-    match,
+    error,
+    read_json,
+    respond,
 )
-from ibkr_tasks.sim.clock import SimClock
-from ibkr_tasks.sim.scenario import Quirks, Scenario
 
 _NO_SESSION_NEEDED = {"/iserver/auth/ssodh/init"}
 
@@ -63,9 +70,7 @@ class SimApp:
         elif path.startswith("/sim/"):
             response = await self._control(request, path[len("/sim") :])
         else:
-            response = _error(
-                f"Not Found: {path} (the API lives under {API_PREFIX}, control under /sim)", 404
-            )
+            response = error(f"Not Found: {path} (the API lives under {API_PREFIX}, control under /sim)", 404)
         await response(scope, receive, send)
 
     # ------------------------------------------------------------------ the API pipeline
@@ -95,9 +100,9 @@ class SimApp:
             route_key = found[0].key if found else path
             why = st.limiter.check(ip, request.method, route_key, st.clock.mono())
             if why is not None:
-                return _json({"error": f"Too Many Requests ({why})", "statusCode": 429}, 429)
+                return respond({"error": f"Too Many Requests ({why})", "statusCode": 429}, 429)
         if found is None:
-            return _error(f"Not Found: {request.method} {API_PREFIX}{path} is not simulated", 404)
+            return error(f"Not Found: {request.method} {API_PREFIX}{path} is not simulated", 404)
         route, params = found
         if st.faults.fail_next_requests > 0 or (
             q.error_rate_5xx and st.rng_faults.random() < q.error_rate_5xx
@@ -105,8 +110,8 @@ class SimApp:
             st.faults.fail_next_requests = max(0, st.faults.fail_next_requests - 1)
             st.stats.faults_5xx += 1
             if st.rng_faults.random() < 0.5:
-                return _json({"error": "Internal Server Error", "statusCode": 500}, 500)
-            return _json({"error": "Service Unavailable", "statusCode": 503}, 503)
+                return respond({"error": "Internal Server Error", "statusCode": 500}, 500)
+            return respond({"error": "Service Unavailable", "statusCode": 503}, 503)
         refused = self._session_check(st, q, route, request)
         if refused is not None:
             return refused
@@ -124,7 +129,7 @@ class SimApp:
             st.stats.dropped_order_responses += 1
             if _over_a_socket(st, request):
                 await st.sleep(q.drop_delay_seconds)
-                return _json({"error": "Gateway Timeout", "statusCode": 504}, 504)
+                return respond({"error": "Gateway Timeout", "statusCode": 504}, 504)
             raise SimulatedReadTimeout(
                 "simulated: the order was accepted but its response was dropped (check live orders)"
             ) from None
@@ -157,17 +162,17 @@ class SimApp:
         ):
             s.expire()
         if not s.authenticated:
-            return _json(NOT_AUTHENTICATED, 401)
+            return respond(NOT_AUTHENTICATED, 401)
         if route.iserver:
             if s.competing and route.key != "/iserver/accounts":
-                return _json(NO_BRIDGE, 400)
+                return respond(NO_BRIDGE, 400)
             if not s.brokerage and not s.competing:
-                return _json(NO_BRIDGE, 400)
+                return respond(NO_BRIDGE, 400)
         if q.require_accounts_preflight:
             if route.preflight == "iserver" and not s.iserver_accounts_done:
-                return _error(QUERY_ACCOUNTS_FIRST, 500)
+                return error(QUERY_ACCOUNTS_FIRST, 500)
             if route.preflight == "portfolio" and not s.portfolio_accounts_done:
-                return _error("Please query /portfolio/accounts first", 500)
+                return error("Please query /portfolio/accounts first", 500)
         return None
 
     # ------------------------------------------------------------------ control and truth
@@ -177,24 +182,24 @@ class SimApp:
         if method == "GET" and path.startswith("/truth/"):
             acct = st.account(path[len("/truth/") :].strip("/"))
             if acct is None:
-                return _error(f"unknown account {path[len('/truth/') :]!r}; see GET /sim/accounts", 404)
-            return _json(render.truth(st.book, acct, st.clock.now()))
+                return error(f"unknown account {path[len('/truth/') :]!r}; see GET /sim/accounts", 404)
+            return respond(render.truth(st.book, acct, st.clock.now()))
         if method == "GET" and path == "/accounts":
-            return _json(
+            return respond(
                 [
                     {"account_id": a.account_id, "kind": a.kind, "faclient": a.faclient}
                     for a in st.book.accounts.values()
                 ]
             )
         if method == "GET" and path == "/stats":
-            return _json(self._stats(st))
+            return respond(self._stats(st))
         if method == "GET" and path == "/scenario":
             return Response(st.scenario.model_dump_json(), media_type="application/json")
         if method == "POST" and path == "/advance":
             return await self._advance(st, request)
         if method == "POST" and path == "/faults":
             return await self._faults(st, request)
-        return _error(f"Not Found: {method} /sim{path}", 404)
+        return error(f"Not Found: {method} /sim{path}", 404)
 
     @staticmethod
     def _stats(st: SimState) -> dict[str, Any]:
@@ -227,21 +232,21 @@ class SimApp:
 
     @staticmethod
     async def _advance(st: SimState, request: Request) -> Response:
-        body = await _body(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
-            return _error('expected {"days": n} or {"seconds": n}', 400)
+            return error('expected {"days": n} or {"seconds": n}', 400)
         try:
             seconds = float(body.get("days", 0)) * 86400 + float(body.get("seconds", 0))
         except (TypeError, ValueError):
-            return _error('expected {"days": n} or {"seconds": n} with numbers', 400)
+            return error('expected {"days": n} or {"seconds": n} with numbers', 400)
         if seconds < 0:
-            return _error("the simulator clock only moves forward", 400)
+            return error("the simulator clock only moves forward", 400)
         started = time.perf_counter()
         before = st.clock.now().replace(microsecond=0)
         st.clock.advance(seconds)
         after = st.clock.now().replace(microsecond=0)
         st.book.advance(before, after)
-        return _json(
+        return respond(
             {
                 "now": after.isoformat(),
                 "advanced_seconds": seconds,
@@ -252,9 +257,9 @@ class SimApp:
 
     @staticmethod
     async def _faults(st: SimState, request: Request) -> Response:
-        body = await _body(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
-            return _error("expected a JSON object", 400)
+            return error("expected a JSON object", 400)
         s = st.session
         if body.get("expire_session"):
             s.expire()
@@ -275,8 +280,8 @@ class SimApp:
                 merged = {**st.quirks.model_dump(), **dict(body["quirks"])}
                 st.set_quirks(Quirks.model_validate(merged))
             except (ValidationError, TypeError, ValueError) as exc:
-                return _error(f"invalid quirks: {exc}", 400)
-        return _json(
+                return error(f"invalid quirks: {exc}", 400)
+        return respond(
             {
                 "session": {
                     "authenticated": s.authenticated,

@@ -1,0 +1,264 @@
+"""Order endpoints: place (with reply-prompt chains), reply, suppress, live orders, status, cancel."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ibkr_tasks.sim import render
+from ibkr_tasks.sim.book import Account, Order
+from ibkr_tasks.sim.catalog import Instrument
+from ibkr_tasks.sim.session import PendingReply
+from ibkr_tasks.sim.state import (
+    DropResponse,
+    SimState,
+    bad_account,
+    error,
+    read_json,
+    respond,
+    to_decimal,
+)
+
+# Reply-prompt texts by message id (o354 and o163 texts from api-reference §5.3; the others paraphrase
+# the question each id stands for in ibind's _MESSAGE_ID_TO_QUESTION_TYPE).
+PROMPTS: dict[str, str] = {
+    "o163": 'The following order "{order}" price exceeds \nthe Percentage constraint of 3%.\nAre you sure you want to submit this order?',
+    "o354": "You are submitting an order without market data. We strongly recommend against this as it may result in erroneous and unexpected trades.\nAre you sure you want to submit this order?",
+    "o383": 'The following order "{order}" size exceeds the Size Limit of 500.\nAre you sure you want to submit this order?',
+    "o451": 'The following order "{order}" value estimate of 1,000,000.00 USD exceeds \nthe Total Value Limit of 500,000 USD.\nAre you sure you want to submit this order?',
+    "o10151": "Important note: Market orders may be executed at a price significantly different from the last price.\nAre you sure you want to submit this order?",
+}
+
+
+# ----------------------------------------------------------------------------------- orders
+def _ticket_instrument(st: SimState, ticket: dict[str, Any]) -> Instrument | None:
+    conid: Any = ticket.get("conid")
+    if conid is None and isinstance(ticket.get("conidex"), str):
+        conid = ticket["conidex"].split("@", 1)[0]
+    try:
+        return st.book.catalog.get(int(conid))
+    except (TypeError, ValueError):
+        return None
+
+
+def _validate_ticket(
+    st: SimState, acct: Account, ticket: dict[str, Any]
+) -> tuple[Instrument, Decimal, Decimal | None] | Response:
+    inst = _ticket_instrument(st, ticket)
+    if inst is None:
+        return error(f"Invalid contract: conid {ticket.get('conid', ticket.get('conidex'))!r} was not found")
+    if ticket.get("acctId") not in (None, acct.account_id):
+        return error(f"Bad Request: acctId {ticket.get('acctId')} does not match the path account", 400)
+    side = ticket.get("side")
+    if side not in ("BUY", "SELL"):
+        return error(f"invalid side {side!r}: use BUY or SELL")
+    otype = ticket.get("orderType")
+    if otype not in ("MKT", "LMT"):
+        return error(f"order type {otype!r} is not simulated (MKT, LMT)")
+    qty = to_decimal(ticket.get("quantity"))
+    if qty is None or qty <= 0:
+        return error("invalid order size fields")
+    limit = to_decimal(ticket.get("price")) if otype == "LMT" else None
+    if otype == "LMT" and (limit is None or limit <= 0):
+        return error("invalid order price fields")
+    if inst.is_event and side == "SELL":
+        return error("ForecastEx contracts cannot be sold: buy the opposite outcome to close a position")
+    if inst.sec_type == "FUT" and not isinstance(ticket.get("manualIndicator"), bool):
+        return error("Missing order attribute: manualIndicator is required for futures orders")
+    if inst.expiry is not None and inst.expiry < st.clock.now().date():
+        return error(f"The contract {inst.contract_desc} has expired")
+    return inst, qty, limit
+
+
+def _transmit(
+    st: SimState, acct: Account, ticket: dict[str, Any], inst: Instrument, qty: Decimal
+) -> Response:
+    coid = ticket.get("cOID")
+    if coid is not None and coid in st.coids:
+        return error(f"Order couldn't be submitted: Local order ID={coid} is already registered.")
+    now = st.clock.now()
+    order = Order(
+        order_id=st.book.next_order_id(),
+        account_id=acct.account_id,
+        inst=inst,
+        side=ticket["side"],
+        order_type=ticket["orderType"],
+        quantity=qty,
+        limit=to_decimal(ticket.get("price")) if ticket["orderType"] == "LMT" else None,
+        tif=str(ticket.get("tif") or "DAY"),
+        coid=coid,
+        created=now.replace(microsecond=0),
+        epoch=st.session.epoch,
+    )
+    if coid is not None:
+        st.coids[coid] = order.order_id
+    acct.orders[order.order_id] = order
+    st.orders[order.order_id] = order
+    st.book.try_fill(order, now)
+    if order.working and order.status == "PreSubmitted":
+        order.status = "Submitted"
+    drop = st.faults.drop_next_order_responses > 0 or (
+        st.quirks.drop_order_response and st.rng_faults.random() < st.quirks.drop_order_response
+    )
+    if drop:
+        st.faults.drop_next_order_responses = max(0, st.faults.drop_next_order_responses - 1)
+        raise DropResponse(order.order_id)
+    ack: dict[str, Any] = {"order_id": str(order.order_id)}
+    if coid is not None:
+        ack["local_order_id"] = coid
+    ack.update(order_status=order.status, encrypt_message="1")
+    return respond([ack])
+
+
+def _prompt(st: SimState, pending: PendingReply, message_id: str) -> Response:
+    inst = _ticket_instrument(st, pending.ticket)
+    desc = f"{pending.ticket.get('side')} {render.fmt_qty(pending.quantity)} {inst.symbol if inst else ''}"
+    text = PROMPTS[message_id].format(order=desc.strip())
+    st.session.replies[pending.reply_id] = pending
+    st.session.current_reply = pending.reply_id
+    return respond(
+        [{"id": pending.reply_id, "message": [text], "isSuppressed": False, "messageIds": [message_id]}]
+    )
+
+
+async def place_order(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    acct = st.account(p["acct"])
+    if acct is None:
+        return bad_account(p["acct"])
+    body = await read_json(req)
+    orders = body.get("orders") if isinstance(body, dict) else None
+    if not isinstance(orders, list) or not orders or not all(isinstance(o, dict) for o in orders):
+        return error('Invalid request body: expected {"orders": [ {order ticket} ]}', 500)
+    if len(orders) > 1:
+        return error("the simulator takes one order ticket per request (brackets/OCA are not simulated)")
+    if not acct.trading:
+        return error(f"orders for the FA master {acct.account_id} (allocations) are not simulated")
+    ticket = orders[0]
+    checked = _validate_ticket(st, acct, ticket)
+    if isinstance(checked, Response):
+        return checked
+    inst, qty, _limit = checked
+    coid = ticket.get("cOID")
+    if coid is not None and coid in st.coids:
+        return error(f"Order couldn't be submitted: Local order ID={coid} is already registered.")
+    q = st.quirks
+    hops = st.rng_orders.randint(q.prompt_chain_min, q.prompt_chain_max) if q.prompt_chain_max else 0
+    ids = [m for m in PROMPTS if m not in st.session.suppressed]
+    st.rng_orders.shuffle(ids)
+    chain = ids[:hops]
+    if not chain:
+        return _transmit(st, acct, ticket, inst, qty)
+    pending = PendingReply(st.book.uuid(st.rng_orders), acct.account_id, ticket, qty, chain[1:])
+    return _prompt(st, pending, chain[0])
+
+
+async def reply(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    reply_id = p["id"]
+    pending = st.session.replies.get(reply_id)
+    if pending is None or pending.state == "used":
+        return error(f"reply id not found: {reply_id}", 400)
+    if pending.state == "stale":
+        pending.state = "used"
+        return error(
+            f"reply id not found: {reply_id} (it timed out: another request came before the reply)", 503
+        )
+    body = await read_json(req)
+    pending.state = "used"
+    st.session.current_reply = None
+    if not isinstance(body, dict) or not isinstance(body.get("confirmed"), bool):
+        return error('Invalid request body: expected {"confirmed": true|false}', 500)
+    if not body["confirmed"]:
+        return error("Order was not confirmed: the order ticket was discarded and nothing was transmitted")
+    acct = st.book.accounts[pending.account_id]
+    if pending.remaining:
+        nxt = PendingReply(
+            st.book.uuid(st.rng_orders),
+            acct.account_id,
+            pending.ticket,
+            pending.quantity,
+            pending.remaining[1:],
+        )
+        return _prompt(st, nxt, pending.remaining[0])
+    inst = _ticket_instrument(st, pending.ticket)
+    assert inst is not None
+    return _transmit(st, acct, pending.ticket, inst, pending.quantity)
+
+
+async def suppress(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    body = await read_json(req)
+    ids = body.get("messageIds") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or len(ids) > 51:
+        return error("system error", 500)
+    st.session.suppressed = {str(i) for i in ids}
+    return respond({"status": "submitted"})
+
+
+async def suppress_reset(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    st.session.suppressed.clear()
+    return respond({"status": "submitted"})
+
+
+async def live_orders(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    s = st.session
+    if req.query_params.get("force", "").lower() == "true":
+        return respond({"orders": [], "snapshot": False})
+    if st.quirks.orders_preflight and not s.orders_preflight_done:
+        s.orders_preflight_done = True
+        return respond({"orders": [], "snapshot": False})
+    only = req.query_params.get("accountId")
+    wanted = {f.strip() for f in req.query_params.get("filters", "").split(",") if f.strip()}
+    wanted.discard("sort_by_time")
+    rows = []
+    for order in sorted(st.orders.values(), key=lambda o: o.order_id, reverse=True):
+        if only and order.account_id != only:
+            continue
+        if not (order.working or order.epoch == s.epoch):
+            continue
+        if wanted and render.status_filter_name(order.status) not in wanted:
+            continue
+        rows.append(render.live_order(order))
+    return respond({"orders": rows[:1000], "snapshot": True})
+
+
+async def order_status(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    try:
+        oid = int(p["oid"])
+    except ValueError:
+        return error(f"OrderID {p['oid']} doesn't exist", 400)
+    order = st.orders.get(oid)
+    if order is None:
+        return error(f"OrderID {oid} doesn't exist", 400)
+    if not order.working and order.epoch != st.session.epoch:
+        return error("Service Unavailable: the order finished before this brokerage session", 503)
+    return respond(render.order_status(order, str(st.rng_faults.randint(10000, 99999))))
+
+
+async def cancel_order(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    acct = st.account(p["acct"])
+    if acct is None:
+        return bad_account(p["acct"])
+    try:
+        oid = int(p["oid"])
+    except ValueError:
+        return error(f"OrderID {p['oid']} doesn't exist")
+    if oid == -1:
+        for each in acct.orders.values():
+            if each.working:
+                each.status = "Cancelled"
+        return respond({"msg": "Request was submitted", "order_id": -1, "conid": -1, "account": None})
+    order = acct.orders.get(oid)
+    if order is None:
+        return error(f"OrderID {oid} doesn't exist")
+    if order.working:
+        order.status = "Cancelled"
+    return respond(
+        {
+            "msg": "Request was submitted",
+            "order_id": oid,
+            "conid": order.inst.conid,
+            "account": acct.account_id,
+        }
+    )

@@ -1,0 +1,138 @@
+"""The simulator's live state (``app.state.sim``) and the small helpers every endpoint uses."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ibkr_tasks.sim import render
+from ibkr_tasks.sim.book import Account, Book, Order
+from ibkr_tasks.sim.catalog import Instrument
+from ibkr_tasks.sim.clock import SimClock
+from ibkr_tasks.sim.limits import RateLimiter
+from ibkr_tasks.sim.scenario import Quirks, Scenario
+from ibkr_tasks.sim.session import Session
+
+API_PREFIX = "/v1/api"
+
+NOT_AUTHENTICATED = {"error": "not authenticated", "statusCode": 401}
+NO_BRIDGE = {"error": "Bad Request: no bridge", "statusCode": 400}
+QUERY_ACCOUNTS_FIRST = "Please query /accounts first"
+
+
+class DropResponse(Exception):
+    """Raised by a handler after the order was accepted: the client must not get the answer."""
+
+
+class SimulatedReadTimeout(httpx.ReadTimeout):
+    """What an in-process httpx client sees for a dropped order response (the order exists)."""
+
+
+@dataclass
+class Stats:
+    """Counters behind ``GET /sim/stats``."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    handler_ms_max: dict[str, float] = field(default_factory=dict)
+    handler_cpu_ms_max: dict[str, float] = field(default_factory=dict)
+    responses_429: int = 0
+    faults_5xx: int = 0
+    dropped_order_responses: int = 0
+
+
+@dataclass
+class Faults:
+    """One-shot faults switched on through ``POST /sim/faults``."""
+
+    drop_next_order_responses: int = 0
+    fail_next_requests: int = 0
+
+
+class SimState:
+    """Everything the simulator knows; ``app.state.sim``."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        clock: SimClock,
+        sleep: Callable[[float], Awaitable[None]],
+        served: bool | None,
+    ) -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.sleep = sleep
+        self.served = served
+        self.book = Book(scenario, clock.started)
+        q = scenario.quirks
+        self.session = Session(
+            brokerage=not q.require_ssodh_init, competing=q.competing_session, init_at=clock.mono()
+        )
+        self.limiter = RateLimiter(q.global_rate_per_second, q.penalty_box_seconds)
+        self.stats = Stats()
+        self.faults = Faults()
+        self.rng_faults = random.Random(f"{scenario.seed}|faults")
+        self.rng_orders = random.Random(f"{scenario.seed}|orders")
+        self.session.session_hex = f"{self.rng_faults.getrandbits(128):032x}"
+        self.coids: dict[str, int] = {}
+        self.orders: dict[int, Order] = {}
+        self.positions_cache: dict[str, list[tuple[Instrument, Decimal, Decimal]]] = {}
+        self._request_seq = 0
+
+    @property
+    def quirks(self) -> Quirks:
+        return self.scenario.quirks
+
+    def set_quirks(self, quirks: Quirks) -> None:
+        self.scenario = self.scenario.model_copy(update={"quirks": quirks})
+        self.book.quirks = quirks
+        self.book.scenario = self.scenario
+        self.limiter.global_per_second = quirks.global_rate_per_second
+        self.limiter.penalty_seconds = quirks.penalty_box_seconds
+
+    def account(self, account_id: str) -> Account | None:
+        return self.book.accounts.get(account_id)
+
+
+# ----------------------------------------------------------------------------------- helpers
+def respond(data: Any, status: int = 200) -> Response:
+    return Response(render.dumps(data), status_code=status, media_type="application/json")
+
+
+def error(message: str, status: int = 200) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if status != 200:
+        body["statusCode"] = status
+    return respond(body, status)
+
+
+def bad_account(account_id: str) -> Response:
+    return error(f"Bad Request: accountId is not valid: {account_id}", 400)
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
