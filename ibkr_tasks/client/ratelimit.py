@@ -69,6 +69,7 @@ class EndpointRule:
     limit: Limit | None = None
     max_concurrent: int | None = None
     concurrency_name: str | None = None
+    priority: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return (self.methods is None or method in self.methods) and self.pattern.match(path) is not None
@@ -81,6 +82,7 @@ def _rule(
     *,
     max_concurrent: int | None = None,
     concurrency_name: str | None = None,
+    priority: bool = False,
 ) -> EndpointRule:
     return EndpointRule(
         pattern=re.compile(pattern),
@@ -88,6 +90,7 @@ def _rule(
         limit=limit,
         max_concurrent=max_concurrent,
         concurrency_name=concurrency_name,
+        priority=priority,
     )
 
 
@@ -130,6 +133,10 @@ ENDPOINT_RULES: tuple[EndpointRule, ...] = (
     _rule(r"^/fyi/", None, FYI),
     _rule(r"^/tickle/?$", None, TICKLE),
     _rule(r"^/sso/validate/?$", "GET", SSO_VALIDATE),
+    # Not limits but priorities: order placement, modification, cancels and replies to order prompts
+    # go before waiting ordinary requests (a prompt must be answered at once, api-reference §5.3).
+    _rule(r"^/iserver/account/[^/]+/orders?(/(?!whatif)[^/]+)?/?$", "POST,DELETE", priority=True),
+    _rule(r"^/iserver/reply/[^/]+/?$", "POST", priority=True),
 )
 
 
@@ -152,6 +159,7 @@ class BoundLimit:
     key: str
     limit: Limit
     margin: float = DEFAULT_MARGIN
+    priority: bool = False  # order placement/replies/cancels: served before waiting ordinary requests
 
     @property
     def spacing(self) -> float:
@@ -171,25 +179,61 @@ class LimiterBackend(Protocol):
         ...
 
 
+@dataclass(eq=False)
+class _Reservation:
+    """One request's reserved instant on the timelines of all its limits."""
+
+    t: float
+    limits: tuple[BoundLimit, ...]
+    priority: bool
+    committed: bool = False  # the owner has woken and is sending: it can no longer move
+    displaced: bool = False  # a priority request took this instant: the owner must reserve again
+
+    @property
+    def movable(self) -> bool:
+        return not (self.priority or self.committed)
+
+
 @dataclass
 class _Timeline:
-    """Sorted reserved instants of one limit (only those that can still conflict are kept)."""
+    """Reservations of one limit sorted by time (only those that can still conflict are kept)."""
 
     times: list[float] = field(default_factory=list)
+    entries: list[_Reservation] = field(default_factory=list)
 
     def prune(self, before: float) -> None:
         cut = bisect.bisect_left(self.times, before)
         if cut:
             del self.times[:cut]
+            del self.entries[:cut]
 
-    def conflict(self, t: float, spacing: float) -> float | None:
-        """The reservation closest to ``t`` that is less than ``spacing`` away, if any."""
+    def near(self, t: float, spacing: float) -> list[_Reservation]:
+        """Every reservation less than ``spacing`` away from ``t`` (they would conflict with it)."""
+        found: list[_Reservation] = []
         i = bisect.bisect_left(self.times, t)
-        # Neighbours on both sides; a later reservation within spacing also conflicts (gap filling).
-        for j in (i - 1, i):
-            if 0 <= j < len(self.times) and abs(self.times[j] - t) < spacing - 1e-9:
-                return self.times[j]
-        return None
+        j = i - 1
+        while j >= 0 and t - self.times[j] < spacing - 1e-9:
+            found.append(self.entries[j])
+            j -= 1
+        j = i
+        while j < len(self.times) and self.times[j] - t < spacing - 1e-9:
+            found.append(self.entries[j])
+            j += 1
+        return found
+
+    def add(self, entry: _Reservation) -> None:
+        i = bisect.bisect_right(self.times, entry.t)
+        self.times.insert(i, entry.t)
+        self.entries.insert(i, entry)
+
+    def remove(self, entry: _Reservation) -> None:
+        i = bisect.bisect_left(self.times, entry.t)
+        while i < len(self.times) and self.times[i] == entry.t:
+            if self.entries[i] is entry:
+                del self.times[i]
+                del self.entries[i]
+                return
+            i += 1
 
 
 class _Waiter:
@@ -205,7 +249,12 @@ class InProcessBackend:
 
     Reservations are computed under a ``threading.Lock`` and the wait is a plain sleep, so nothing is
     bound to one event loop. A caller that wakes up noticeably late (a busy loop) gives its instant back
-    and reserves again, so lateness never squeezes two requests closer than the spacing allows.
+    and reserves again, so lateness never squeezes two requests closer than the spacing allows; it keeps
+    its place in line by pushing the waiters behind it back by one slot.
+
+    Priority requests (order placement, replies to order prompts, cancels: IBKR wants prompt replies at
+    once) take the earliest instant that no other priority or already-sending request holds; a waiting
+    ordinary request they displace reserves again when it wakes.
     """
 
     def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
@@ -215,8 +264,15 @@ class InProcessBackend:
         self._timelines: dict[str, _Timeline] = {}
         self._slots: dict[str, int] = {}
         self._waiters: dict[str, deque[_Waiter]] = {}
+        self.late_wakeups = 0
+        """How often a caller woke too late to use its instant (a busy event loop or CPU) and re-reserved."""
+        self.displacements = 0
+        """How often a waiting request was pushed back by a priority (or late) one."""
 
-    def _reserve(self, limits: Sequence[BoundLimit], not_before: float) -> float:
+    def _reserve(self, limits: Sequence[BoundLimit], not_before: float, urgent: bool = False) -> _Reservation:
+        # A caller that already waited for its turn (it woke late, or was displaced) keeps its place
+        # in line: it reserves like a priority request, pushing later waiters back by one slot.
+        priority = urgent or any(bound.priority for bound in limits)
         with self._lock:
             now = self.clock()
             t = max(now, not_before)
@@ -224,27 +280,60 @@ class InProcessBackend:
                 self._timelines.setdefault(bound.key, _Timeline()).prune(now - bound.spacing)
             # Move t forward past every conflicting reservation until it fits all limits. A request that
             # has to wait is put on a grid of the smallest spacing: endpoint spacings are whole multiples
-            # of the global one, so waiting requests pack without unusable slivers between them.
+            # of the global one, so waiting requests pack without unusable slivers between them. A
+            # priority request only has to avoid reservations that cannot move.
             grid = min(bound.spacing for bound in limits)
             moved = True
             while moved:
                 moved = False
                 for bound in limits:
-                    hit = self._timelines[bound.key].conflict(t, bound.spacing)
-                    if hit is not None:
-                        t = math.ceil((hit + bound.spacing) / grid - 1e-6) * grid
+                    blocking = [
+                        r
+                        for r in self._timelines[bound.key].near(t, bound.spacing)
+                        if not (priority and r.movable)
+                    ]
+                    if blocking:
+                        latest = max(r.t for r in blocking)
+                        t = math.ceil((latest + bound.spacing) / grid - 1e-6) * grid
                         moved = True
+            entry = _Reservation(t, tuple(limits), priority)
+            if priority:
+                for bound in limits:
+                    for other in self._timelines[bound.key].near(t, bound.spacing):
+                        self._displace(other)
             for bound in limits:
-                bisect.insort(self._timelines[bound.key].times, t)
-            return t
+                self._timelines[bound.key].add(entry)
+            return entry
 
-    def _release(self, limits: Sequence[BoundLimit], t: float) -> None:
+    def _displace(self, entry: _Reservation) -> None:
+        self.displacements += 1
+        self._remove(entry)
+
+    def _remove(self, entry: _Reservation) -> None:
+        entry.displaced = True  # no longer on any timeline
+        for bound in entry.limits:
+            timeline = self._timelines.get(bound.key)
+            if timeline is not None:
+                timeline.remove(entry)
+
+    def _release(self, entry: _Reservation) -> None:
         with self._lock:
-            for bound in limits:
-                times = self._timelines[bound.key].times
-                i = bisect.bisect_left(times, t)
-                if i < len(times) and times[i] == t:
-                    del times[i]
+            if not entry.displaced:
+                self._remove(entry)
+
+    def _commit(self, entry: _Reservation, tolerance: float) -> bool:
+        """Under the lock: True when the owner may send now; False when it must reserve again."""
+        with self._lock:
+            if entry.displaced:
+                return False
+            late = self.clock() - entry.t
+            if late > tolerance:
+                logger.debug("rate limiter woke %.3f s late; re-reserving", late)
+                self.late_wakeups += 1
+                self._remove(entry)
+                return False
+            entry.committed = True
+            return True
 
     async def acquire(self, limits: Sequence[BoundLimit]) -> None:
         if not limits:
@@ -252,21 +341,20 @@ class InProcessBackend:
         # Half the margin of the tightest window is what lateness may eat; the rest covers network jitter.
         tolerance = min(b.limit.per * b.margin for b in limits) / 2
         not_before = 0.0
+        urgent = False
         while True:
-            t = self._reserve(limits, not_before)
+            entry = self._reserve(limits, not_before, urgent)
             try:
-                delay = t - self.clock()
+                delay = entry.t - self.clock()
                 if delay > 0:
                     await self.sleep(delay)
             except BaseException:
-                self._release(limits, t)
+                self._release(entry)
                 raise
-            late = self.clock() - t
-            if late <= tolerance:
+            if self._commit(entry, tolerance):
                 return
-            logger.debug("rate limiter woke %.3f s late; re-reserving", late)
-            self._release(limits, t)
             not_before = self.clock()
+            urgent = True
 
     @asynccontextmanager
     async def concurrency(self, key: str, max_concurrent: int) -> AsyncIterator[None]:
@@ -356,8 +444,10 @@ class RateLimiter:
 
     def limits_for(self, method: str, path: str) -> list[BoundLimit]:
         """Every rate limit a request counts against, bound to this limiter's keys."""
-        limits = [self.global_limit] + [r.limit for r in rules_for(method, path, self.rules) if r.limit]
-        return [BoundLimit(f"{self.key_prefix}:{lim.name}", lim, self.margin) for lim in limits]
+        rules = rules_for(method, path, self.rules)
+        limits = [self.global_limit] + [r.limit for r in rules if r.limit]
+        priority = any(r.priority for r in rules)
+        return [BoundLimit(f"{self.key_prefix}:{lim.name}", lim, self.margin, priority) for lim in limits]
 
     def pause(self, seconds: float) -> None:
         """Hold every new request of this (host, user) for ``seconds`` (after a 429 with Retry-After)."""

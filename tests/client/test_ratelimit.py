@@ -192,7 +192,9 @@ async def test_late_wakeup_re_reserves_instead_of_crowding_the_window() -> None:
         sent.append(clock())
 
     await asyncio.gather(*(one() for _ in range(30)))
+    assert backend.late_wakeups == 1
     assert max_in_window(sent, 1.0) <= 10
+    assert max(sent) - min(sent) <= 29 * 0.1 * 1.05 + 0.5 + 0.11  # it kept its place: one slot lost, not 30
 
 
 def test_endpoint_rules_match_ibkr_table() -> None:
@@ -269,3 +271,63 @@ def test_one_backend_paces_callers_on_different_threads_and_event_loops() -> Non
         th.join()
     # Independent limiters would finish in about 4 intervals; one shared limiter needs at least 9.
     assert time.monotonic() - started >= 9 * 0.05
+
+
+def test_order_requests_have_priority() -> None:
+    def priority(method: str, path: str) -> bool:
+        return any(r.priority for r in rules_for(method, path))
+
+    assert priority("POST", "/iserver/account/DU1234567/orders")
+    assert priority("POST", "/iserver/account/DU1234567/order/987654")  # modify
+    assert priority("DELETE", "/iserver/account/DU1234567/order/987654")  # cancel
+    assert priority("POST", "/iserver/reply/a1b2c3-d4")
+    assert not priority("POST", "/iserver/account/DU1234567/orders/whatif")
+    assert not priority("GET", "/iserver/account/orders")
+    assert not priority("GET", "/iserver/marketdata/snapshot")
+
+
+async def test_order_reply_jumps_the_queue_without_breaking_the_global_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(GATEWAY_GLOBAL, clock=clock, sleep=clock.sleep)
+    sent: dict[str, float] = {}
+
+    async def call(name: str, method: str, path: str) -> None:
+        async with limiter.slot(method, path):
+            sent[name] = clock()
+
+    backlog = [asyncio.create_task(call(f"q{n}", "GET", f"/iserver/contract/{n}/info")) for n in range(40)]
+    await clock.sleep(0.5)  # the queue now reaches about 4 s ahead
+    asked = clock()
+    await call("reply", "POST", "/iserver/reply/abc-123")
+    await asyncio.gather(*backlog)
+
+    assert sent["reply"] - asked <= 2 * GATEWAY_GLOBAL.interval * 1.05  # not ~3.5 s behind the queue
+    assert len(sent) == 41  # the displaced request was still sent
+    assert max_in_window(list(sent.values()), 1.0) <= GATEWAY_GLOBAL.requests
+
+
+async def test_priority_requests_still_respect_each_other_and_endpoint_limits() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(GATEWAY_GLOBAL, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def order() -> None:
+        async with limiter.slot("POST", "/iserver/account/DU1234567/orders"):
+            sent.append(clock())
+
+    await asyncio.gather(*(order() for _ in range(25)))
+    assert max_in_window(sent, 1.0) <= GATEWAY_GLOBAL.requests
+
+
+async def test_priority_never_squeezes_in_next_to_a_request_already_sent() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(GATEWAY_GLOBAL, clock=clock, sleep=clock.sleep)
+    sent: dict[str, float] = {}
+
+    async def call(name: str, method: str, path: str) -> None:
+        async with limiter.slot(method, path):
+            sent[name] = clock()
+
+    await call("first", "GET", "/iserver/contract/1/info")
+    await call("reply", "POST", "/iserver/reply/abc-123")
+    assert sent["reply"] - sent["first"] >= GATEWAY_GLOBAL.interval
