@@ -419,3 +419,15 @@ async def test_no_expired_option_is_ever_held(expiries: bool, history_days: int)
                 assert inst.expiry is None or inst.expiry >= today, (
                     f"{acct} holds expired {inst.contract_desc}"
                 )
+
+
+async def test_fail_accounts_fault_breaks_only_that_accounts_requests() -> None:
+    app = make()
+    a1, a2 = (a.account_id for a in app.sim.book.trading_accounts())
+    async with sim_client(app) as c:
+        assert (await c.post("/sim/faults", json={"fail_accounts": [a1]})).json()["fail_accounts"] == [a1]
+        assert (await c.get(f"{API}/portfolio/{a1}/positions/0")).status_code == 500
+        assert (await c.get(f"{API}/portfolio/{a2}/positions/0")).status_code == 200
+        assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200  # login-wide: unaffected
+        await c.post("/sim/faults", json={"fail_accounts": []})
+        assert (await c.get(f"{API}/portfolio/{a1}/positions/0")).status_code == 200

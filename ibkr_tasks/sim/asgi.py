@@ -112,6 +112,9 @@ class SimApp:
             if st.rng_faults.random() < 0.5:
                 return respond({"error": "Internal Server Error", "statusCode": 500}, 500)
             return respond({"error": "Service Unavailable", "statusCode": 503}, 503)
+        if st.faults.fail_accounts and params.get("acct") in st.faults.fail_accounts:
+            st.stats.faults_5xx += 1
+            return respond({"error": "Internal Server Error", "statusCode": 500}, 500)
         refused = self._session_check(st, q, route, request)
         if refused is not None:
             return refused
@@ -273,6 +276,8 @@ class SimApp:
             st.faults.drop_next_order_responses = int(body["drop_next_order_response"])
         if "fail_next_requests" in body:
             st.faults.fail_next_requests = int(body["fail_next_requests"])
+        if "fail_accounts" in body:
+            st.faults.fail_accounts = {str(a) for a in body["fail_accounts"] or []}
         if body.get("release_penalty_box"):
             st.limiter.release()
         if "quirks" in body:
@@ -290,6 +295,7 @@ class SimApp:
                 },
                 "drop_next_order_response": st.faults.drop_next_order_responses,
                 "fail_next_requests": st.faults.fail_next_requests,
+                "fail_accounts": sorted(st.faults.fail_accounts),
                 "quirks": st.quirks.model_dump(mode="json"),
             }
         )
