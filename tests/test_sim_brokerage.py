@@ -310,3 +310,47 @@ def test_fixed_start_is_respected() -> None:
     start = datetime(2027, 3, 3, 16, 0, tzinfo=UTC)
     app = create_app(Scenario(accounts=1), **FakeTime(start).kwargs())
     assert app.sim.clock.now() == start
+
+
+_DIGEST_SCRIPT = """
+import asyncio, hashlib
+from ibkr_tasks.sim import Scenario, create_app
+from ibkr_tasks.sim.testing import FakeTime, sim_client
+
+async def main():
+    sc = Scenario.demo()
+    sc = sc.model_copy(update={"quirks": sc.quirks.model_copy(update={"corrections": 0.5, "malformed_ratio": 0.1})})
+    app = create_app(sc, **FakeTime().kwargs())
+    digest = hashlib.sha256()
+    async with sim_client(app) as c:
+        for _ in range(2):
+            digest.update((await c.get("/v1/api/iserver/account/trades", params={"days": 7})).content)
+        await c.post("/sim/advance", json={"days": 1})
+        digest.update((await c.get("/v1/api/iserver/account/trades", params={"days": 7})).content)
+        for acct in app.sim.book.accounts:
+            digest.update((await c.get(f"/sim/truth/{acct}")).content)
+    print(digest.hexdigest())
+
+asyncio.run(main())
+"""
+
+
+def test_same_seed_same_payloads_across_processes() -> None:
+    """Nothing depends on object ids or string hashing: two interpreters give identical bytes."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", _DIGEST_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1

@@ -196,7 +196,9 @@ class Book:
         self._order_counter = 1_370_000_000 + self._rng_ids.randint(0, 99_999)
         self.accounts: dict[str, Account] = {}
         self.executions: dict[str, Execution] = {}
-        self.pending: set[Execution] = set()
+        # executions whose row will still change; a dict as an insertion-ordered set, so the order in
+        # which late data is released never depends on object ids (determinism across processes)
+        self.pending: dict[Execution, None] = {}
         self._junk_rngs: dict[str, random.Random] = {}
         self._far_expiry = self.start.date() + timedelta(days=30)
         self._build_accounts()
@@ -492,7 +494,7 @@ class Book:
         if isinstance(entry, Execution):
             self.executions[entry.execution_id] = entry
             if entry.pending:
-                self.pending.add(entry)
+                self.pending[entry] = None
 
     def _apply(self, acct: Account, ex: Execution) -> None:
         """Move position and cash for one execution."""
@@ -565,7 +567,7 @@ class Book:
             encode_row(ex)
             self.accounts[ex.account_id].touch(ex.trade_time)
             self._release_correction(ex)
-            self.pending.discard(ex)
+            self.pending.pop(ex, None)
 
     def _step(self, ex: Execution) -> None:
         if ex.stage < len(ex.commission_stages) - 1:
@@ -575,7 +577,7 @@ class Book:
         else:
             self._release_correction(ex)
         if not ex.pending:
-            self.pending.discard(ex)
+            self.pending.pop(ex, None)
 
     def _release_correction(self, ex: Execution) -> None:
         fix = ex.correction
