@@ -338,8 +338,10 @@ class InProcessBackend:
     async def acquire(self, limits: Sequence[BoundLimit]) -> None:
         if not limits:
             return
-        # Half the margin of the tightest window is what lateness may eat; the rest covers network jitter.
-        tolerance = min(b.limit.per * b.margin for b in limits) / 2
+        # A quarter of the margin of the tightest window is what a late wake-up may eat; the rest covers
+        # what happens after it (scheduling, network and server-side delays). With even spacing, one
+        # request arriving ``margin * per`` late is what it takes to crowd a window.
+        tolerance = min(b.limit.per * b.margin for b in limits) / 4
         not_before = 0.0
         urgent = False
         while True:
@@ -433,6 +435,7 @@ class RateLimiter:
     @classmethod
     def for_settings(cls, settings: IBKRSettings, **kwargs: object) -> RateLimiter:
         """A limiter with the global limit and key that ``settings`` call for (not registered)."""
+        kwargs.setdefault("margin", settings.rate_margin)
         return cls(
             global_limit_for(settings),
             key_prefix=f"ibkr:{settings.host}:{settings.limiter_user}",

@@ -82,6 +82,13 @@ class IBKRSettings(BaseSettings):
     sidecar_url: str | None = None
     sidecar_token: SecretStr | None = Field(default=None, description="Bearer sent to the sidecar itself.")
 
+    rate_margin: float = Field(
+        default=0.04,
+        ge=0,
+        lt=1,
+        description="Safety margin of the pacing: requests are spaced this fraction wider than IBKR's limits. "
+        "Raise it (e.g. 0.1) when network delays vary a lot; the penalty box costs 10-15 minutes.",
+    )
     refresh_margin: float = Field(
         default=120.0, ge=0, description="Refresh OAuth2/sidecar tokens this many seconds before they expire."
     )

@@ -331,3 +331,10 @@ async def test_priority_never_squeezes_in_next_to_a_request_already_sent() -> No
     await call("first", "GET", "/iserver/contract/1/info")
     await call("reply", "POST", "/iserver/reply/abc-123")
     assert sent["reply"] - sent["first"] >= GATEWAY_GLOBAL.interval
+
+
+def test_margin_comes_from_settings() -> None:
+    wide = RateLimiter.for_settings(IBKRSettings(api_url=BASE, rate_margin=0.1))
+    assert wide.margin == 0.1
+    assert wide.limits_for("GET", "/iserver/account/trades")[1].spacing == pytest.approx(5.5)
+    assert RateLimiter.for_settings(IBKRSettings(api_url=BASE)).margin == 0.04
