@@ -263,7 +263,10 @@ async def rebalance(
             "warnings": list(plan.warnings),
         }
         if params.dry_run:
-            n = await record_plan_task(ledger, plan)
+            try:
+                n = await record_plan_task(ledger, plan)
+            except IBKRError as exc:  # e.g. a repeated run_id whose cOID now carries another price
+                return Failed(message=f"dry run of {acct}: the plan could not be stored: {exc}", data=summary)
             return Completed(
                 message=f"dry run: {n} order(s) planned for {acct}, nothing sent (ledger orders, status planned)",
                 data=summary,
@@ -276,6 +279,8 @@ async def rebalance(
             return Failed(message=f"rebalance of {acct} failed: {exc}", data=summary)
         except RebalanceRefused as exc:
             return Failed(message=f"rebalance of {acct} refused: {exc}", data=summary)
+        except IBKRError as exc:  # before any order was placed (e.g. listing working orders failed)
+            return Failed(message=f"rebalance of {acct} failed before placing orders: {exc}", data=summary)
 
     await publish_report(report)
     summary["execution"] = report.summary()

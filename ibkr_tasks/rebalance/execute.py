@@ -603,6 +603,31 @@ async def execute_plan(
                 report=report,
                 cause=exc,
             ) from exc
+    try:
+        await _after_placing(client, ledger, plan, params, report, sleep, clock)
+    except Exception as exc:  # orders are out: this run's working ones are cancelled, then it fails
+        report.error = f"{type(exc).__name__}: {exc}"
+        await cancel_own_orders(client, ledger, report, reason=f"run {plan.run_id} stopped: {report.error}")
+        raise RebalanceFailed(
+            f"all {len(report.placed)} order(s) were placed, then waiting for fills or booking them failed: "
+            f"{report.error}; cancel requested for {len(report.cancelled)} working order(s) of this run",
+            report=report,
+            cause=exc,
+        ) from exc
+    return report
+
+
+async def _after_placing(
+    client: Any,
+    ledger: Any,
+    plan: RebalancePlan,
+    params: RebalanceParams,
+    report: ExecutionReport,
+    sleep: Callable[[float], Awaitable[Any]],
+    clock: Callable[[], float],
+) -> None:
+    """Wait for fills, cancel what did not fill in time, ingest the fills, read the positions again."""
+    acct = report.account_id
     final = await _wait_for_fills(client, report, params, sleep, clock)
     for live in final:
         outcome = next((o for o in report.orders if o.coid == live.order_ref), None)
@@ -618,4 +643,3 @@ async def execute_plan(
     report.fills_new = ingested.fills_new
     positions = (await client.positions(acct, invalidate=True)).items
     report.achieved = achieved_rows(plan, positions)
-    return report
