@@ -70,10 +70,14 @@ from ibkr_tasks.tasks import place_order
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
 
 
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry the reads only on errors that another try can fix (no answer, 5xx, 429)."""
+async def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry the reads only on errors that another try can fix (no answer, 5xx, 429).
+
+    Async on purpose: inside the async task engine ``state.result()`` is a coroutine, so a sync check
+    would never see the exception (and never retry).
+    """
     try:
-        state.result()
+        await state.aresult()
     except (TransportError, ServerError, RateLimited):
         return True
     except Exception:

@@ -204,3 +204,14 @@ async def test_dropped_order_response_leaves_exactly_one_order_also_when_run_aga
     assert positions(sim, paper)[AAPL] == 7
     (row,) = order_rows(ledger_url, "rebalance-drop-test")
     assert row.coid == orders[0]["cOID"] and row.order_id == orders[0]["order_id"]
+
+
+async def test_input_reads_retry_only_on_transient_errors() -> None:
+    from prefect.states import Completed, Failed
+
+    from flows.rebalance import _transient
+    from ibkr_tasks.errors import NotAuthenticated, ServerError
+
+    assert await _transient(None, None, Failed(data=ServerError("503", status_code=503)))
+    assert not await _transient(None, None, Failed(data=NotAuthenticated("401", status_code=401)))
+    assert not await _transient(None, None, Completed(data=1))
