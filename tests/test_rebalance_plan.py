@@ -148,6 +148,16 @@ def test_quantity_targets_and_sells_sorted_first() -> None:
     assert es.notional == D(6000) * 50
 
 
+def test_fractional_holdings_trade_whole_units_only() -> None:
+    # 615.5 held, target 354: sell 261 (ends 354.5, within one unit), never a fractional order
+    plan = build_plan(params({str(AAPL): 354}, target_kind="quantity"), inputs({AAPL: "615.5"}), "r1")
+    (order,) = plan.orders
+    assert order.side == OrderSide.SELL and order.quantity == 261
+    assert plan.rows[0].delta == D("-261.5")
+    plan = build_plan(params({str(AAPL): 354}, target_kind="quantity"), inputs({AAPL: "353.5"}), "r1")
+    assert plan.orders == [] and plan.rows[0].action.startswith("none: less than one lot")
+
+
 def test_lot_size_rounds_toward_zero() -> None:
     assert round_to_lot(D("10.7")) == 10
     assert round_to_lot(D("-10.7")) == -10

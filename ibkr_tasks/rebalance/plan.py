@@ -366,17 +366,18 @@ class _Planner:
         current = self.held(conid)
         target = ZERO if spec is None else self.target_quantity(spec, facts, conid)
         delta = target - current
-        side = OrderSide.BUY if delta > 0 else OrderSide.SELL
+        trade = round_to_lot(delta, spec.lot_size if spec else Decimal(1))  # whole lots, toward zero
+        side = OrderSide.BUY if trade > 0 else OrderSide.SELL
         return _Draft(
             row_conid=conid,
             symbol=facts.symbol,
             current=current,
             target=target,
             delta=delta,
-            trade_conid=conid if delta else None,
-            side=side if delta else None,
-            quantity=abs(delta),
-            action="",
+            trade_conid=conid if trade else None,
+            side=side if trade else None,
+            quantity=abs(trade),
+            action="" if trade or not delta else "none: less than one lot from the target",
             tick=spec.tick_size if spec else None,
         )
 
@@ -394,17 +395,18 @@ class _Planner:
         current = self.held(leg) - self.held(other)  # net exposure in this outcome's terms
         target = ZERO if spec is None else self.target_quantity(spec, leg_facts, leg)
         delta = target - current
-        trade = leg if delta > 0 else other  # never sell: buy the opposite outcome to reduce
+        units = round_to_lot(delta, spec.lot_size if spec else Decimal(1))  # whole lots, toward zero
+        trade = leg if units > 0 else other  # never sell: buy the opposite outcome to reduce
         return _Draft(
             row_conid=leg,
             symbol=_event_symbol(leg_facts, outcome),
             current=current,
             target=target,
             delta=delta,
-            trade_conid=trade if delta else None,
-            side=OrderSide.BUY if delta else None,
-            quantity=abs(delta),
-            action="",
+            trade_conid=trade if units else None,
+            side=OrderSide.BUY if units else None,
+            quantity=abs(units),
+            action="" if units or not delta else "none: less than one lot from the target",
             tick=spec.tick_size if spec else None,
             opposite=other,
         )
