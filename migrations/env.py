@@ -7,13 +7,17 @@ instead, the URL comes from ``sqlalchemy.url`` or ``IBKR_LEDGER_URL``.
 
 from __future__ import annotations
 
+import logging.config
+
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from ibkr_tasks.ledger.engine import create_ledger_engine
+from ibkr_tasks.ledger.engine import create_ledger_engine, resolve_url
 from ibkr_tasks.ledger.schema import Base
 
 config = context.config
+if config.config_file_name is not None and config.attributes.get("connection") is None:
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 target_metadata = Base.metadata
 
 
@@ -31,7 +35,7 @@ def _run(connection: Connection) -> None:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=str(resolve_url(config.get_main_option("sqlalchemy.url") or None)),
         target_metadata=target_metadata,
         literal_binds=True,
         compare_type=True,
@@ -45,7 +49,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_ledger_engine(config.get_main_option("sqlalchemy.url"))
+    engine = create_ledger_engine(config.get_main_option("sqlalchemy.url") or None)
     try:
         with engine.begin() as conn:
             _run(conn)
