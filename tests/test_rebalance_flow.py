@@ -48,9 +48,11 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatorHandle]:
 
 def accounts(sim: SimulatorHandle) -> tuple[str, str]:
     """(paper, live) account ids of the simulated login."""
-    ids = [a.account_id for a in sim.app.state.sim.book.accounts.values() if a.trading]
-    paper = next(a for a in ids if a.startswith("DU"))
-    live = next(a for a in ids if not a.startswith("D"))
+    response = httpx.get(f"{sim.base_url}/sim/accounts", timeout=30)  # control endpoint: not counted
+    response.raise_for_status()
+    kinds = {a["account_id"]: a["kind"] for a in response.json()}
+    paper = next(a for a, kind in kinds.items() if kind == "paper")
+    live = next(a for a, kind in kinds.items() if kind == "live")
     return paper, live
 
 
