@@ -148,7 +148,7 @@ async def publish_report(report: ExecutionReport) -> None:
         )
 
 
-@flow(name="rebalance", retries=0, validate_parameters=True)
+@flow(name="rebalance", flow_run_name="rebalance-{account_id}", retries=0, validate_parameters=True)
 async def rebalance(
     account_id: str,
     targets: dict[str, Any] | None = None,
