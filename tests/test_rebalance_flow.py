@@ -217,3 +217,39 @@ async def test_input_reads_retry_only_on_transient_errors() -> None:
     assert await _transient(None, None, Failed(data=ServerError("503", status_code=503)))
     assert not await _transient(None, None, Failed(data=NotAuthenticated("401", status_code=401)))
     assert not await _transient(None, None, Completed(data=1))
+
+
+async def test_unknown_prompt_fails_the_run_with_its_text_and_places_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    scenario = Scenario(
+        seed=5,
+        accounts=1,
+        positions_per_account=2,
+        fills_per_account_per_day=0,
+        quirks=Quirks(orders_preflight=False, prompt_chain_min=1, prompt_chain_max=1),
+    )
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"prompts": {}}')  # nothing may be confirmed automatically
+    with running_simulator(scenario) as handle:
+        monkeypatch.setenv("IBKR_API_URL", handle.api_url)
+        monkeypatch.setenv("IBKR_ACCESS_TOKEN", "gateway-placeholder")
+        monkeypatch.setenv("IBKR_RATE_LIMIT_BACKEND", "local")
+        response = httpx.get(f"{handle.base_url}/sim/accounts", timeout=30)
+        paper = next(a["account_id"] for a in response.json() if a["kind"] == "paper")
+        ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        state = await run(
+            account_id=paper,
+            targets={str(AAPL): 3},
+            target_kind="quantity",
+            pricing="market",
+            dry_run=False,
+            prompt_policy=str(policy),
+            ledger_url=ledger_url,
+            run_id="rebalance-prompt-test",
+        )
+        assert state.is_failed()
+        assert "Are you sure you want to submit this order?" in (state.message or "")
+        assert handle.truth(paper)["orders"] == []
+        (row,) = order_rows(ledger_url, "rebalance-prompt-test")
+        assert row.status == "prompt_refused" and row.prompts[0]["confirmed"] is False
