@@ -7,7 +7,7 @@ Portal Gateway::
     from ibkr_tasks.sim import Scenario
     from ibkr_tasks.testing import running_simulator
 
-    with running_simulator(Scenario.demo()) as sim:
+    with running_simulator(Scenario.demo()) as sim:   # its own process, on a free port
         os.environ["IBKR_API_URL"] = sim.api_url
         ...  # run your flow, then compare with sim.truth("DU...")
 """
@@ -68,15 +68,91 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def running_simulator(
-    scenario: Any = None, *, host: str = "127.0.0.1", port: int | None = None
+    scenario: Any = None, *, host: str = "127.0.0.1", port: int | None = None, process: bool = True
 ) -> Iterator[SimulatorHandle]:
-    """Serve the simulator (uvicorn, in a background thread) until the block ends."""
+    """Serve the simulator on loopback until the block ends.
+
+    By default in its own process (``python -m ibkr_tasks.sim``), like a real gateway: the flow under
+    test and the simulator then never compete for one interpreter, so the arrival times the simulator
+    checks IBKR's rate limits against are not skewed by our own process being busy. ``process=False``
+    serves it from a thread of this process instead (``handle.app`` is then the live app).
+    """
+    port = port or free_port(host)
+    if process:
+        with _simulator_process(scenario, host, port) as handle:
+            yield handle
+        return
+    with _simulator_thread(scenario, host, port) as handle:
+        yield handle
+
+
+@contextmanager
+def _simulator_process(scenario: Any, host: str, port: int) -> Iterator[SimulatorHandle]:
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from ibkr_tasks.sim import Scenario
+
+    scenario = scenario or Scenario()
+    with tempfile.TemporaryDirectory(prefix="ibkr-sim-") as tmp:
+        spec = Path(tmp) / "scenario.yaml"
+        spec.write_text(yaml.safe_dump(scenario.model_dump(mode="json")), encoding="utf-8")
+        log = Path(tmp) / "sim.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [
+                    sys.executable,
+                    "-m",
+                    "ibkr_tasks.sim",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--scenario",
+                    str(spec),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            base_url = f"http://{host}:{port}"
+            try:
+                deadline = time.monotonic() + 60
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"the simulator exited ({proc.returncode}): {log.read_text()[-2000:]}"
+                        )
+                    try:
+                        if httpx.get(f"{base_url}/sim/stats", timeout=2).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the simulator did not start on {host}:{port}: {log.read_text()[-2000:]}"
+                        )
+                    time.sleep(0.05)
+                yield SimulatorHandle(base_url=base_url, app=None)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+@contextmanager
+def _simulator_thread(scenario: Any, host: str, port: int) -> Iterator[SimulatorHandle]:
     import uvicorn
 
     from ibkr_tasks.sim import create_app
 
     app = create_app(scenario)
-    port = port or free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="ibkr-sim", daemon=True)

@@ -195,11 +195,7 @@ def prefect_api(fn: Any) -> Any:
 
 
 def latest_artifact(key: str) -> dict[str, Any]:
-    """The newest artifact under ``key`` (GET /artifacts/{key}/latest).
-
-    Prefect 3.8.8's /artifacts/filter under fastapi<0.155 refuses null run filters and inner-joins
-    task runs for empty ones, so flow-level artifacts are read by key instead.
-    """
+    """The newest artifact under ``key`` (GET /artifacts/{key}/latest), as the UI's artifact page shows it."""
 
     async def get(c: Any) -> dict[str, Any]:
         response = await c._client.get(f"/artifacts/{key}/latest")

@@ -90,6 +90,9 @@ class SimApp:
     async def _pipeline(
         self, st: SimState, q: Quirks, request: Request, path: str, found: Any, key: str
     ) -> Response:
+        # IBKR counts a request when it arrives: take the time before the simulated latency, whose
+        # wake-ups a busy event loop (a large trades response being rendered) could bunch together.
+        arrived = st.clock.mono()
         delay = q_latency = st.scenario.latency_ms / 1000
         if q.slow_ratio and st.rng_faults.random() < q.slow_ratio:
             delay = q_latency + q.slow_ms / 1000
@@ -98,7 +101,7 @@ class SimApp:
         if q.rate_limits:
             ip = request.client.host if request.client else "unknown"
             route_key = found[0].key if found else path
-            why = st.limiter.check(ip, request.method, route_key, st.clock.mono())
+            why = st.limiter.check(ip, request.method, route_key, arrived)
             if why is not None:
                 return respond({"error": f"Too Many Requests ({why})", "statusCode": 429}, 429)
         if found is None:
