@@ -48,7 +48,14 @@ from ibkr_tasks.reporting import (
     publish_account,
     publish_summary,
 )
-from ibkr_tasks.tasks import collect_fills, fetch_positions, ingest_fills, list_accounts, reconcile_positions
+from ibkr_tasks.tasks import (
+    collect_fills,
+    fetch_positions,
+    ingest_fills,
+    list_accounts,
+    quarantine_rows,
+    reconcile_positions,
+)
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
 
 
@@ -178,9 +185,13 @@ async def nightly_reconciliation(
         )
         fills: dict[str, ParseResult[Fill]] = {}
         collect_error: str | None = None
+        unattributed_quarantined = 0
         if targets:
             try:
                 fills = await collect_fills(client, targets, days=days)
+                unattributed = list(getattr(fills, "unattributed", ()))
+                if unattributed:  # rows that name no account of ours: kept, never dropped
+                    unattributed_quarantined = await quarantine_rows(ledger, unattributed, run_id)
             except Exception as exc:
                 collect_error = f"{type(exc).__name__}: {exc}"
                 logger.error("collecting fills failed: %s", collect_error)
@@ -213,7 +224,11 @@ async def nightly_reconciliation(
             AccountOutcome(account_id=account_id, status="failed", error="not an account of this IBKR login")
         )
     await publish_summary(outcomes, run_id)
-    summary = {"run_id": run_id, "accounts": [o.as_dict() for o in outcomes]}
+    summary = {
+        "run_id": run_id,
+        "accounts": [o.as_dict() for o in outcomes],
+        "unattributed_quarantined": unattributed_quarantined,
+    }
 
     failed = [o.account_id for o in outcomes if o.status == "failed"]
     with_breaks = [o.account_id for o in outcomes if o.breaks]

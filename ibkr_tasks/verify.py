@@ -115,7 +115,9 @@ def compare_ledger_with_truth(
             if account_ids is None:  # every account a reconciliation ran for
                 account_ids = list(
                     session.scalars(
-                        select(ReconciliationRunRow.account_id).distinct().order_by(ReconciliationRunRow.account_id)
+                        select(ReconciliationRunRow.account_id)
+                        .distinct()
+                        .order_by(ReconciliationRunRow.account_id)
                     )
                 )
             return TruthReport([check_account(session, a, source.truth(a)) for a in account_ids])

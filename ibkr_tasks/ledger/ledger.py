@@ -24,6 +24,7 @@ from ibkr_tasks.ledger.ingest import (
     _insert_for,
     ensure_account,
     ingest_fills,
+    quarantine_rows,
 )
 from ibkr_tasks.ledger.locks import lock_account
 from ibkr_tasks.ledger.orders import OrderRecord
@@ -186,6 +187,15 @@ class Ledger:
             return ingest_fills(
                 session, account_id, fills, run_id, rejected, source=source, batch_size=batch_size
             )
+
+    def quarantine(self, rejected: Iterable[RejectedRow], run_id: str | None) -> int:
+        """Keep rows that could not be parsed, with their raw payload and reason, in one transaction.
+
+        For rows that belong to no account (``RejectedRow.account_id`` is None); an account's own
+        rejected rows go through :meth:`ingest` with its fills.
+        """
+        with self.write() as session:
+            return quarantine_rows(session, rejected, run_id)
 
     def reconcile(
         self,

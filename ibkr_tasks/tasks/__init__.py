@@ -19,7 +19,7 @@ from ibkr_tasks.tasks.ibkr import (
     refresh_session,
     snapshot,
 )
-from ibkr_tasks.tasks.ledger import ingest_fills, reconcile_positions
+from ibkr_tasks.tasks.ledger import ingest_fills, quarantine_rows, reconcile_positions
 
 __all__ = [
     "cancel_all",
@@ -28,6 +28,7 @@ __all__ = [
     "ingest_fills",
     "list_accounts",
     "place_order",
+    "quarantine_rows",
     "reconcile_positions",
     "refresh_session",
     "snapshot",

@@ -18,9 +18,10 @@ from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, Pars
 _TRANSIENT = (TransportError, ServerError, RateLimited)
 
 
-def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+async def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a read only when it failed for a transient reason (async: the task engine awaits it)."""
     try:
-        state.result()
+        await state.aresult()
     except _TRANSIENT:
         return True
     except Exception:

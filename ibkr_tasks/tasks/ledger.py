@@ -62,3 +62,12 @@ async def reconcile_positions(
     else:
         log.info("%s: positions agree with the ledger", account_id)
     return result
+
+
+@task(name="quarantine-rows", cache_policy=NO_CACHE, retries=1)
+async def quarantine_rows(ledger: Ledger, rejected: Sequence[RejectedRow], run_id: str) -> int:
+    """Keep rows that belong to no account (no parsable account id) in the ledger's quarantine."""
+    n = await asyncio.to_thread(ledger.quarantine, list(rejected), run_id)
+    if n:
+        get_run_logger().warning("%d row(s) of no recognisable account quarantined", n)
+    return n
