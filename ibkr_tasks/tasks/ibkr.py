@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from ibkr_tasks.blocks import IBKRCredentials, resolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.errors import RateLimited, ServerError, TransportError
 from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, ParseResult, Position, Snapshot
@@ -29,6 +31,22 @@ async def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+ClientSource: TypeAlias = IBKRClient | IBKRCredentials | str | None
+"""What a task talks to IBKR through: a live client (shared by a flow's tasks), a credentials block or
+the name of a saved one, or None for the ``IBKR_*`` environment."""
+
+
+@asynccontextmanager
+async def using(source: ClientSource) -> AsyncIterator[IBKRClient]:
+    """The client ``source`` names: itself, or one built (and closed) for this call from a block/env."""
+    if not (source is None or isinstance(source, IBKRCredentials | str)):
+        yield source  # a live client (or anything that speaks its API, e.g. a test double)
+        return
+    async with IBKRClient.from_settings(resolve_settings(source)) as client:
+        await client.ensure_session()
+        yield client
+
+
 _READ = {
     "cache_policy": NO_CACHE,
     "retries": 2,
@@ -39,16 +57,18 @@ _READ = {
 
 
 @task(name="refresh-session", **_READ)
-async def refresh_session(client: IBKRClient, allow_competing: bool = False) -> None:
+async def refresh_session(client: ClientSource = None, allow_competing: bool = False) -> None:
     """Open (or re-open) the brokerage session and make the /iserver/accounts preflight."""
-    await client.ensure_session(allow_competing=allow_competing)
-    get_run_logger().info("IBKR brokerage session ready at %s", client.transport.settings.api_url)
+    async with using(client) as c:
+        await c.ensure_session(allow_competing=allow_competing)
+        get_run_logger().info("IBKR brokerage session ready at %s", c.transport.settings.api_url)
 
 
 @task(name="list-accounts", **_READ)
-async def list_accounts(client: IBKRClient) -> list[AccountInfo]:
+async def list_accounts(client: ClientSource = None) -> list[AccountInfo]:
     """Every account of the login, FA sub-accounts included."""
-    accounts = await client.list_accounts()
+    async with using(client) as c:
+        accounts = await c.list_accounts()
     get_run_logger().info(
         "login has %d account(s): %s", len(accounts), ", ".join(a.account_id for a in accounts)
     )
@@ -57,10 +77,11 @@ async def list_accounts(client: IBKRClient) -> list[AccountInfo]:
 
 @task(name="collect-fills", **_READ)
 async def collect_fills(
-    client: IBKRClient, account_ids: Sequence[str], days: int = 1
+    client: ClientSource, account_ids: Sequence[str], days: int = 1
 ) -> dict[str, ParseResult[Fill]]:
     """One trades call serving every requested account (IBKR paces it at 1 per 5 s)."""
-    result = await client.fills(list(account_ids), days=days)
+    async with using(client) as c:
+        result = await c.fills(list(account_ids), days=days)
     logger = get_run_logger()
     for account_id in account_ids:
         batch = result.get(account_id)
@@ -72,10 +93,11 @@ async def collect_fills(
 
 @task(name="fetch-positions", task_run_name="fetch-positions-{account_id}", **_READ)
 async def fetch_positions(
-    client: IBKRClient, account_id: str, invalidate: bool = True
+    client: ClientSource, account_id: str, invalidate: bool = True
 ) -> ParseResult[Position]:
     """All pages of one account's positions (cache invalidated first so the snapshot is current)."""
-    result = await client.positions(account_id, invalidate=invalidate)
+    async with using(client) as c:
+        result = await c.positions(account_id, invalidate=invalidate)
     get_run_logger().info(
         "%s: %d position(s), %d unparseable", account_id, len(result.items), len(result.rejected)
     )
@@ -83,28 +105,31 @@ async def fetch_positions(
 
 
 @task(name="snapshot", **_READ)
-async def snapshot(client: IBKRClient, conids: Sequence[int]) -> list[Snapshot]:
+async def snapshot(client: ClientSource, conids: Sequence[int]) -> list[Snapshot]:
     """One market-data snapshot of the given conids (the preflight is handled by the client)."""
-    return await client.snapshot(list(conids))
+    async with using(client) as c:
+        return await c.snapshot(list(conids))
 
 
 @task(name="place-order", task_run_name="place-order-{account_id}-{coid}", cache_policy=NO_CACHE, retries=0)
 async def place_order(
-    client: IBKRClient, account_id: str, order: OrderRequest, coid: str, policy: Any = None
+    client: ClientSource, account_id: str, order: OrderRequest, coid: str, policy: Any = None
 ) -> OrderResult:
     """Place one order with a deterministic cOID.
 
     ``retries=0`` on purpose: a second attempt goes through the same cOID, and the client resolves
     "already registered" to the existing order instead of sending a new one.
     """
-    result = await client.place_order(account_id, order, coid=coid, policy=policy)
+    async with using(client) as c:
+        result = await c.place_order(account_id, order, coid=coid, policy=policy)
     get_run_logger().info("%s: order %s (cOID %s) %s", account_id, result.order_id, coid, result.status)
     return result
 
 
 @task(name="cancel-all", task_run_name="cancel-all-{account_id}", cache_policy=NO_CACHE, retries=0)
-async def cancel_all(client: IBKRClient, account_id: str) -> list[str]:
+async def cancel_all(client: ClientSource, account_id: str) -> list[str]:
     """Cancel this account's working orders, and only this account's."""
-    cancelled = await client.cancel_all(account_id)
+    async with using(client) as c:
+        cancelled = await c.cancel_all(account_id)
     get_run_logger().info("%s: cancel requested for %d order(s)", account_id, len(cancelled))
-    return [str(c) for c in cancelled]
+    return [str(result) for result in cancelled]
