@@ -70,7 +70,7 @@ async def direct(ledger_url: str, days: int) -> None:
         ledger.upsert_accounts(infos)
         targets = reconcilable_accounts(infos)
         fills = await client.fills(targets, days=days)
-        semaphore = asyncio.Semaphore(8)
+        semaphore = asyncio.Semaphore(16)  # the flow's default max_concurrency
 
         async def one(account_id: str) -> None:
             async with semaphore:
@@ -122,6 +122,10 @@ def measure(name: str, sc: Scenario, days: int, fn: Any) -> dict[str, Any]:
         asyncio.run(fn(ledger_url, days))
         wall = time.perf_counter() - started
         stats = sim.stats()
+        from ibkr_tasks.client.ratelimit import get_limiter
+
+        backend = get_limiter(IBKRSettings()).backend
+        late = getattr(backend, "late_wakeups", 0)
     bound, total = lower_bound(stats)
     return {
         "name": name,
@@ -130,6 +134,7 @@ def measure(name: str, sc: Scenario, days: int, fn: Any) -> dict[str, Any]:
         "requests": total,
         "429": stats.get("responses_429", 0),
         "violations": stats.get("rate_limit_violations", 0),
+        "late": late,
     }
 
 
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = r["wall"] / r["bound"] if r["bound"] else float("nan")
         print(
             f"{r['name']:<8} {r['wall']:>8.2f} {r['bound']:>8.2f} {ratio:>6.3f} {r['requests']:>9} "
-            f"{r['429']:>5} {r['violations']:>10}"
+            f"{r['429']:>5} {r['violations']:>10} {r['late']:>13}"
         )
     d, f = results
     overhead = (f["wall"] - d["wall"]) / d["wall"] * 100

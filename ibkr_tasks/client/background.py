@@ -1,0 +1,85 @@
+"""Run an IBKR client on an event loop of its own, in a background thread.
+
+IBKR's pacing is a schedule: each request waits for its instant, and a request whose wait ends late
+gives the instant back (sending late could crowd a rate window). If the event loop that runs the
+client is also busy with other work -- an orchestrator's task engine, logging and event handlers,
+large payloads being parsed -- wake-ups end late and slots are lost. :class:`BackgroundClient` keeps
+the client, its transport and its limiter on a dedicated loop that does nothing but HTTP, and lets
+any other loop (or thread) await its methods.
+
+    async with BackgroundClient(settings) as client:
+        fills = await client.fills(["DU1234567"], days=1)      # runs on the I/O loop, awaited here
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.client.settings import IBKRSettings
+
+T = TypeVar("T")
+
+
+class BackgroundClient:
+    """An :class:`IBKRClient` living on its own event loop thread; its coroutine methods can be awaited
+    from any loop. Attributes that are not coroutine methods are read through as they are."""
+
+    def __init__(self, settings: IBKRSettings | None = None, **client_kwargs: Any) -> None:
+        self._settings = settings
+        self._client_kwargs = client_kwargs
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ibkr-io", daemon=True)
+        self._client: IBKRClient | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BackgroundClient:
+        self._thread.start()
+        self._client = await self._run(self._open)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await self._run(client.aclose)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join, 10)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    async def _open(self) -> IBKRClient:
+        return IBKRClient.from_settings(self._settings, **self._client_kwargs)
+
+    # --- calls ----------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop)
+        return await asyncio.wrap_future(future)
+
+    @property
+    def client(self) -> IBKRClient:
+        if self._client is None:
+            raise RuntimeError("BackgroundClient is not open: use `async with BackgroundClient(...)`")
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if inspect.iscoroutinefunction(attr):
+
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                return await self._run(attr, *args, **kwargs)
+
+            call.__name__ = name
+            call.__doc__ = attr.__doc__
+            return call
+        return attr
