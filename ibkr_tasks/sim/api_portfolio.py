@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -91,6 +92,16 @@ async def trades(st: SimState, req: Request, p: dict[str, str]) -> Response:
     now = st.clock.now()
     today = now.toordinal()
     cutoff = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC).timestamp() - 86400 * (days - 1)
+    scope = {a.account_id for a in accounts}
+
+    def in_window() -> list[Any]:
+        return [
+            ex for ex in st.book.pending if ex.account_id in scope and ex.trade_time.timestamp() >= cutoff
+        ]
+
+    # Late data moves one stage on per trades response that showed it: rows an earlier response showed
+    # move now, before this one is rendered. So /sim/truth always equals what the last response showed.
+    st.book.expose([ex for ex in in_window() if ex in st.book.shown])
     parts: list[bytes] = [b"["]
     for acct in accounts:
         for day in range(today, today - days, -1):
@@ -100,9 +111,7 @@ async def trades(st: SimState, req: Request, p: dict[str, str]) -> Response:
                     parts.append(b",")
                 parts.append(rows)
     parts.append(b"]")
-    scope = {a.account_id for a in accounts}
-    shown = [ex for ex in st.book.pending if ex.account_id in scope and ex.trade_time.timestamp() >= cutoff]
-    st.book.expose(shown)
+    st.book.shown.update(in_window())
     # The rows are ready in memory; streaming them avoids one more copy of a response that reaches tens
     # of MB at 100 accounts x 500 fills/day (the work is done here, inside the measured handler time).
     return StreamingResponse(iter(parts), media_type="application/json")

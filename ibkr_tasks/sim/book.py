@@ -199,6 +199,8 @@ class Book:
         # executions whose row will still change; a dict as an insertion-ordered set, so the order in
         # which late data is released never depends on object ids (determinism across processes)
         self.pending: dict[Execution, None] = {}
+        # Pending executions a trades response has shown: they move one stage on at the next one.
+        self.shown: set[Execution] = set()
         self._junk_rngs: dict[str, random.Random] = {}
         self._far_expiry = self.start.date() + timedelta(days=30)
         self._build_accounts()
@@ -553,7 +555,7 @@ class Book:
 
     # ------------------------------------------------------------------ exposure (late data)
     def expose(self, shown: list[Execution]) -> None:
-        """After a trades response showed ``shown``: commissions move one stage on, corrections publish."""
+        """Rows an earlier trades response showed move one stage on: commissions, then corrections."""
         for ex in shown:
             if ex in self.pending:
                 self._step(ex)
@@ -568,6 +570,7 @@ class Book:
             self.accounts[ex.account_id].touch(ex.trade_time)
             self._release_correction(ex)
             self.pending.pop(ex, None)
+            self.shown.discard(ex)
 
     def _step(self, ex: Execution) -> None:
         if ex.stage < len(ex.commission_stages) - 1:
@@ -578,6 +581,7 @@ class Book:
             self._release_correction(ex)
         if not ex.pending:
             self.pending.pop(ex, None)
+            self.shown.discard(ex)
 
     def _release_correction(self, ex: Execution) -> None:
         fix = ex.correction
