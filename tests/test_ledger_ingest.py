@@ -324,3 +324,15 @@ def test_accounts_are_kept_apart(ledger: Ledger) -> None:
     result = ledger.ingest(OTHER, [make_fill(OTHER, 1)], "run-1")  # same execution id, other account
     assert result.fills_new == 1
     assert len(ledger.fills_for(ACCOUNT)) == len(ledger.fills_for(OTHER)) == 1
+
+
+def test_a_fill_built_without_its_payload_row_is_still_seen_to_change(ledger: Ledger) -> None:
+    # Users who book fills from elsewhere (e.g. Flex statements) may leave ``raw`` empty: the
+    # change check must then rest on the typed fields.
+    bare = make_fill(price="10.00").model_copy(update={"raw": {}})
+    ledger.ingest("DU1234567", [bare], "r1")
+    same = ledger.ingest("DU1234567", [bare], "r2")
+    moved = ledger.ingest("DU1234567", [bare.model_copy(update={"price": Decimal("10.05")})], "r3")
+    assert (same.fills_unchanged, same.fills_updated) == (1, 0)
+    assert moved.fills_updated == 1
+    assert ledger.fills_for("DU1234567")[0].price == Decimal("10.05")
