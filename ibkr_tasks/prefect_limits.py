@@ -109,21 +109,23 @@ async def create_limits(settings: IBKRSettings) -> list[LimitSpec]:
     specs = limit_specs(RateLimiter.for_settings(settings))
     async with get_client() as client:
         for spec in specs:
+            # 0: a plain concurrency limit (the server refuses a null decay)
+            decay = spec.slot_decay_per_second or 0.0
             try:
-                await client.read_global_concurrency_limit_by_name(spec.name)
+                existing = await client.read_global_concurrency_limit_by_name(spec.name)
             except ObjectNotFound:
                 await client.create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(
-                        name=spec.name, limit=spec.limit, slot_decay_per_second=spec.slot_decay_per_second
+                        name=spec.name, limit=spec.limit, slot_decay_per_second=decay
                     )
                 )
-            else:
-                await client.update_global_concurrency_limit(
-                    spec.name,
-                    GlobalConcurrencyLimitUpdate(
-                        limit=spec.limit, slot_decay_per_second=spec.slot_decay_per_second
-                    ),
-                )
+                continue
+            if existing.limit == spec.limit and (existing.slot_decay_per_second or 0.0) == decay:
+                continue  # already as wanted
+            update = {"limit": spec.limit}
+            if decay:  # the server refuses to set a decay of 0 on an existing limit
+                update["slot_decay_per_second"] = decay
+            await client.update_global_concurrency_limit(spec.name, GlobalConcurrencyLimitUpdate(**update))
     return specs
 
 
