@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -24,6 +25,27 @@ from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.settings import IBKRSettings
 
 T = TypeVar("T")
+
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.005
+
+
+def _short_switch_interval(delta: int) -> None:
+    """While any BackgroundClient is open, the interpreter switches threads every 1 ms (default 5 ms).
+
+    The I/O thread must get the GIL soon after its pacing timer fires: with the default interval, busy
+    threads (an orchestrator's engine, JSON and SQL parameter processing) hold it past the pacing's
+    tolerance and the request gives its slot back. The previous interval returns when the last one closes.
+    """
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if delta > 0 and _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, 0.001))
+        _switch_users += delta
+        if delta < 0 and _switch_users == 0:
+            sys.setswitchinterval(_switch_saved)
 
 
 class BackgroundClient:
@@ -36,10 +58,13 @@ class BackgroundClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ibkr-io", daemon=True)
         self._client: IBKRClient | None = None
+        self._opened = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> BackgroundClient:
+        _short_switch_interval(+1)
+        self._opened = True
         self._thread.start()
         self._client = await self._run(self._open)
         return self
@@ -56,6 +81,9 @@ class BackgroundClient:
             await asyncio.to_thread(self._thread.join, 10)
         if not self._loop.is_running():
             self._loop.close()
+        if self._opened:
+            self._opened = False
+            _short_switch_interval(-1)
 
     async def _open(self) -> IBKRClient:
         return IBKRClient.from_settings(self._settings, **self._client_kwargs)

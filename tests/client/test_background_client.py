@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 
@@ -22,7 +23,9 @@ async def test_calls_run_on_the_io_thread_and_close_stops_it() -> None:
     async def where() -> str:
         return threading.current_thread().name
 
+    before = sys.getswitchinterval()
     async with BackgroundClient(settings, http_transport=httpx.ASGITransport(app=app)) as client:
+        assert sys.getswitchinterval() <= 0.001  # the I/O thread gets the GIL soon after its timer
         accounts = await client.list_accounts()
         assert len([a for a in accounts if a.account_id.startswith("DU")]) == 2
         positions = await client.positions(accounts[0].account_id)
@@ -36,5 +39,6 @@ async def test_calls_run_on_the_io_thread_and_close_stops_it() -> None:
         assert pending.done() and len(pending.result()) == len(accounts)
         thread = client._thread
     assert not thread.is_alive()
+    assert sys.getswitchinterval() == before
     with pytest.raises(RuntimeError, match="not open"):
         await client.list_accounts()
