@@ -81,7 +81,11 @@ async def direct(ledger_url: str, days: int) -> None:
                 )
                 positions = await client.positions(account_id, invalidate=True)
                 rec = await asyncio.to_thread(
-                    ledger.reconcile, account_id, positions.items, run_id, snapshot_time(batch.items)
+                    ledger.reconcile,
+                    account_id,
+                    positions.items,
+                    run_id,
+                    snapshot_time(batch.items, after=ledger.latest_snapshot_at(account_id)),
                 )
                 counts = result.counts() | {"breaks": len(rec.breaks) + len(result.commission_breaks)}
                 await asyncio.to_thread(ledger.finish_run, account_id, run_id, "succeeded", counts)

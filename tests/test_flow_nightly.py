@@ -294,6 +294,20 @@ def test_ledger_equals_truth_after_one_run(
         assert run2.total("fills_new") > 0
         assert run2.total("breaks") == 0, run2.summary
         assert compare_ledger_with_truth(ledger_url, sim).ok
+        # The simulator's clock is now a day ahead of ours, so its newest trade time is in our future.
+        # Another run must still file a snapshot of its own (later than the last) and compare, never
+        # overwrite the opening snapshot.
+        opening = (
+            "select count(distinct opening_snapshot_at) from accounts where opening_snapshot_at is not null"
+        )
+        assert count(ledger_url, opening) == CLEAN.accounts
+        openings_before = count(ledger_url, "select count(*) from position_snapshots")
+        run3 = run_flow(days=2, ledger_url=ledger_url)
+        assert run3.state.is_completed() and run3.total("breaks") == 0, run3.summary
+        assert (
+            count(ledger_url, "select count(distinct taken_at) from position_snapshots") == 3 * CLEAN.accounts
+        )
+        assert count(ledger_url, "select count(*) from position_snapshots") > openings_before
 
 
 def test_failing_account_is_reported_while_the_others_complete(

@@ -41,6 +41,7 @@ from ibkr_tasks.ledger.schema import (
     BreakRow,
     CommissionRow,
     FillRow,
+    PositionSnapshotRow,
     QuoteRow,
     ReconciliationRunRow,
     table,
@@ -354,6 +355,15 @@ class Ledger:
             query = query.where(FillRow.superseded.is_(False))
         with self.session() as session:
             return list(session.scalars(query.order_by(FillRow.trade_time, FillRow.execution_id)))
+
+    def latest_snapshot_at(self, account_id: str) -> datetime | None:
+        """When the newest broker positions snapshot of ``account_id`` was filed (None: never)."""
+        with self.session() as session:
+            return session.scalar(
+                select(func.max(PositionSnapshotRow.taken_at)).where(
+                    PositionSnapshotRow.account_id == validate_account_id(account_id)
+                )
+            )
 
     def current_positions(self, account_id: str) -> list[LedgerPosition]:
         """The ledger's positions of ``account_id`` (opening snapshot + current fills), zeros left out."""
