@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from ibkr_tasks.errors import ForeignAccountRows
+from ibkr_tasks.errors import ForeignAccountRows, LedgerError
 from ibkr_tasks.ledger import BreakRow, Ledger, PositionSnapshotRow
 from ibkr_tasks.ledger.testing import T0, make_fill, make_position
 
@@ -217,3 +217,18 @@ def test_the_snapshot_keeps_what_the_broker_said(ledger: Ledger) -> None:
         OPEN,
     )
     assert row.raw["acctId"] == ACCOUNT
+
+
+def test_another_runs_snapshot_is_never_replaced(ledger: Ledger) -> None:
+    # Two runs filing at the same instant (e.g. a broker clock ahead of ours): the second is refused
+    # instead of overwriting the opening snapshot and silently skipping its comparison.
+    ledger.reconcile(ACCOUNT, [make_position(conid=AAPL, position="10")], "run-1", taken_at=OPEN)
+    with pytest.raises(LedgerError, match="already filed a positions snapshot"):
+        ledger.reconcile(ACCOUNT, [make_position(conid=AAPL, position="99")], "run-2", taken_at=OPEN)
+    with ledger.session() as session:
+        rows = session.scalars(
+            select(PositionSnapshotRow).where(PositionSnapshotRow.account_id == ACCOUNT)
+        ).all()
+    assert [(r.run_id, r.position) for r in rows] == [("run-1", Decimal(10))]
+    result = ledger.reconcile(ACCOUNT, [make_position(conid=AAPL, position="99")], "run-2", taken_at=DAY1)
+    assert [b.delta for b in result.breaks] == [Decimal(89)]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from ibkr_tasks.errors import ForeignAccountRows
+from ibkr_tasks.errors import ForeignAccountRows, LedgerError
 from ibkr_tasks.ledger.ingest import _insert_for, ensure_account
 from ibkr_tasks.ledger.jsonable import to_jsonable
 from ibkr_tasks.ledger.locks import lock_account
@@ -177,9 +177,27 @@ def reconcile_positions(
     ensure_account(session, account_id, taken_at)
     result = ReconcileResult(account_id=account_id, run_id=run_id, taken_at=taken_at)
 
+    # One snapshot per instant: a retry of this run replaces its own, another run's is never touched
+    # (were it the opening one, replacing it would silently skip the comparison).
+    taken_by = session.scalar(
+        select(PositionSnapshotRow.run_id)
+        .where(
+            PositionSnapshotRow.account_id == account_id,
+            PositionSnapshotRow.taken_at == taken_at,
+            PositionSnapshotRow.run_id != run_id,
+        )
+        .limit(1)
+    )
+    if taken_by is not None:
+        raise LedgerError(
+            f"{account_id}: run {taken_by!r} already filed a positions snapshot at {taken_at.isoformat()}; "
+            f"file run {run_id!r}'s snapshot at a later time (nothing was written)"
+        )
     session.execute(
         delete(PositionSnapshotRow).where(
-            PositionSnapshotRow.account_id == account_id, PositionSnapshotRow.taken_at == taken_at
+            PositionSnapshotRow.account_id == account_id,
+            PositionSnapshotRow.taken_at == taken_at,
+            PositionSnapshotRow.run_id == run_id,
         )
     )
     if positions:
