@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from ibkr_tasks.sim.scenario import Scenario
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     from ibkr_tasks.sim.asgi import create_app
 
     app = create_app(scenario, served=True)
+    # The simulated brokerage is built once and lives as long as the server: keep it out of the
+    # collector's scans, so a full collection never lands in the middle of a request.
+    gc.collect()
+    gc.freeze()
     accounts = ", ".join(app.sim.book.accounts)
     print(
         f"IBKR gateway simulator on http://{args.host}:{args.port}/v1/api (seed {scenario.seed}; accounts {accounts})\n"
