@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from ibkr_tasks.accounts import is_paper_account
 from ibkr_tasks.errors import ForeignAccountRows
+from ibkr_tasks.ledger.bulk import upsert
 from ibkr_tasks.ledger.jsonable import digest, to_jsonable
 from ibkr_tasks.ledger.locks import lock_account
 from ibkr_tasks.ledger.schema import (
@@ -383,18 +384,13 @@ def _ingest_chunk(
         r.execution_id for r in stored if not r.superseded and r.revision < newest[r.execution_family]
     )
 
-    if fill_rows:
-        stmt = insert(table(FillRow))
-        changed = {c: stmt.excluded[c] for c in (*_CONTENT_COLUMNS, "content_hash")}
-        changed["last_changed_run"] = stmt.excluded.last_changed_run
-        changed["last_changed_at"] = stmt.excluded.last_changed_at
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[FillRow.account_id, FillRow.execution_id],
-                set_=changed,
-            ),
-            fill_rows,
-        )
+    upsert(
+        session,
+        table(FillRow),
+        fill_rows,
+        conflict=("account_id", "execution_id"),
+        update=(*_CONTENT_COLUMNS, "content_hash", "last_changed_run", "last_changed_at"),
+    )
     # (Normally one statement; more only if a batch's families hold more revisions than a batch.)
     for ids in _chunks(outdated, max_batch_size(session)):
         session.execute(
@@ -403,22 +399,13 @@ def _ingest_chunk(
             .values(superseded=True, last_changed_run=run_id, last_changed_at=now)
         )
     result.fills_superseded += len(outdated)
-    if commission_rows:
-        stmt = insert(table(CommissionRow))
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[CommissionRow.account_id, CommissionRow.execution_id],
-                set_={
-                    "amount": stmt.excluded.amount,
-                    "currency": stmt.excluded.currency,
-                    "status": stmt.excluded.status,
-                    "source": stmt.excluded.source,
-                    "last_changed_run": stmt.excluded.last_changed_run,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            ),
-            commission_rows,
-        )
+    upsert(
+        session,
+        table(CommissionRow),
+        commission_rows,
+        conflict=("account_id", "execution_id"),
+        update=("amount", "currency", "status", "source", "last_changed_run", "updated_at"),
+    )
     if history_rows:
         session.execute(insert(table(CommissionHistoryRow)), history_rows)
     if break_rows:
