@@ -122,9 +122,11 @@ def measure(name: str, sc: Scenario, days: int, fn: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, running_simulator(sc) as sim:
         os.environ["IBKR_API_URL"] = sim.api_url
         ledger_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
+        started_at = time.time()
         started = time.perf_counter()
         asyncio.run(fn(ledger_url, days))
         wall = time.perf_counter() - started
+        ended_at = time.time()
         stats = sim.stats()
         from ibkr_tasks.client.ratelimit import get_limiter
 
@@ -139,6 +141,9 @@ def measure(name: str, sc: Scenario, days: int, fn: Any) -> dict[str, Any]:
         "429": stats.get("responses_429", 0),
         "violations": stats.get("rate_limit_violations", 0),
         "late": late,
+        # before the first API request arrived / after the last one: time spent outside the API
+        "head": (stats["first_request_at"] or started_at) - started_at,
+        "tail": ended_at - (stats["last_request_at"] or ended_at),
     }
 
 
@@ -165,13 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure("direct", sc, 1, direct), measure("flow", sc, 1, flow)]
     print(
         f"\n{'run':<8} {'wall s':>8} {'bound s':>8} {'ratio':>6} {'requests':>9} {'429s':>5} {'violations':>10}"
+        f" {'late wakeups':>13} {'head s':>7} {'tail s':>7}"
     )
     for r in results:
         ratio = r["wall"] / r["bound"] if r["bound"] else float("nan")
         print(
             f"{r['name']:<8} {r['wall']:>8.2f} {r['bound']:>8.2f} {ratio:>6.3f} {r['requests']:>9} "
-            f"{r['429']:>5} {r['violations']:>10} {r['late']:>13}"
+            f"{r['429']:>5} {r['violations']:>10} {r['late']:>13} {r['head']:>7.2f} {r['tail']:>7.2f}"
         )
+    print("(head: start to the first API request; tail: the last API request to the end)")
     d, f = results
     overhead = (f["wall"] - d["wall"]) / d["wall"] * 100
     print(f"\nPrefect orchestration overhead (flow vs direct wall time): {overhead:+.1f} %  (goal <= 10 %)")

@@ -117,6 +117,8 @@ async def test_rate_limits_per_endpoint_and_penalty_box() -> None:
         assert stats["rate_limit_violations_by_endpoint"] == {"/iserver/account/trades": 1}
         assert stats["responses_429"] == 2 and stats["penalty_box"]["active"] is True
         assert stats["penalty_box"]["requests_while_boxed"] == 1
+        # API requests (not /sim control calls) mark the first and the last arrival
+        assert stats["first_request_at"] < stats["last_request_at"]
         fake.tick(30)
         assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200
         assert (await c.get("/sim/stats")).json()["penalty_box"]["active"] is False

@@ -80,6 +80,10 @@ class SimApp:
         found = match(request.method, path)
         key = f"{request.method} {found[0].key if found else path}"
         st.stats.requests[key] = st.stats.requests.get(key, 0) + 1
+        arrived = time.time()
+        if st.stats.first_request_at is None:
+            st.stats.first_request_at = arrived
+        st.stats.last_request_at = arrived
         response = await self._pipeline(st, q, request, path, found, key)
         code = str(response.status_code)
         st.stats.statuses[code] = st.stats.statuses.get(code, 0) + 1
@@ -216,6 +220,8 @@ class SimApp:
             "requests_total": sum(st.stats.requests.values()),
             "statuses": dict(sorted(st.stats.statuses.items())),
             "responses_429": st.stats.responses_429,
+            "first_request_at": st.stats.first_request_at,
+            "last_request_at": st.stats.last_request_at,
             "rate_limited": st.stats.responses_429,  # alias of responses_429
             "rate_limit_violations": lim.violations,
             "rate_limit_violations_by_endpoint": dict(lim.violations_by_endpoint),

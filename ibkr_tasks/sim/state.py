@@ -47,6 +47,10 @@ class Stats:
     responses_429: int = 0
     faults_5xx: int = 0
     dropped_order_responses: int = 0
+    # Wall-clock (epoch seconds) arrival of the first and the last API request: lets a benchmark
+    # tell the client's own start-up and wind-down time from the time spent talking to the API.
+    first_request_at: float | None = None
+    last_request_at: float | None = None
 
 
 @dataclass
