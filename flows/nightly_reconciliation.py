@@ -32,6 +32,7 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
+from prefect.utilities.annotations import opaque
 from pydantic import Field
 
 from ibkr_tasks.accounts import validate_account_id
@@ -117,16 +118,26 @@ async def _reconcile_account(
             raise RuntimeError(f"fills for {account_id} could not be collected")
         outcome.fills_seen = len(fills.items)
         outcome.commissions_pending = sum(1 for f in fills.items if f.commission is None)
-        ingested = await ingest_fills(ledger, account_id, fills.items, run_id, rejected=fills.rejected)
+        # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
+        # twice per task call to look for futures; at 200 fills x 16 accounts that stalls the run.
+        ingested = await ingest_fills(
+            ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected)
+        )
         _apply_ingest(outcome, ingested)
         positions = await fetch_positions(client, account_id)
         outcome.positions = len(positions.items)
         if positions.rejected:
-            quarantined = await ingest_fills(ledger, account_id, [], run_id, rejected=positions.rejected)
+            quarantined = await ingest_fills(
+                ledger, account_id, [], run_id, rejected=opaque(positions.rejected)
+            )
             outcome.quarantined += quarantined.quarantined
         previous = await asyncio.to_thread(ledger.latest_snapshot_at, account_id)
         reconciled = await reconcile_positions(
-            ledger, account_id, positions.items, run_id, taken_at=snapshot_time(fills.items, after=previous)
+            ledger,
+            account_id,
+            opaque(positions.items),
+            run_id,
+            taken_at=snapshot_time(fills.items, after=previous),
         )
         _apply_reconcile(outcome, reconciled)
         outcome.status = "breaks" if outcome.breaks else "completed"
@@ -197,7 +208,7 @@ async def nightly_reconciliation(
                 fills = await collect_fills(client, targets, days=days)
                 unattributed = list(getattr(fills, "unattributed", ()))
                 if unattributed:  # rows that name no account of ours: kept, never dropped
-                    unattributed_quarantined = await quarantine_rows(ledger, unattributed, run_id)
+                    unattributed_quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
             except Exception as exc:
                 collect_error = f"{type(exc).__name__}: {exc}"
                 logger.error("collecting fills failed: %s", collect_error)

@@ -356,3 +356,31 @@ def test_fail_on_breaks_fails_the_run_and_names_the_account(
     assert lenient.account(victim)["breaks"] == 1
     assert strict.state.is_failed()
     assert victim in strict.state.message and "breaks" in strict.state.message
+
+
+def test_prefect_never_walks_the_fills_and_positions_handed_to_tasks(
+    gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect inspects task arguments field by field unless they are wrapped (``opaque``); over
+    hundreds of fills per account that costs seconds of a nightly run (bench/reconcile.py). The flow
+    wraps every fill, position and rejected-row list, so the task engine never iterates one."""
+    from prefect.utilities import collections as prefect_collections
+
+    from ibkr_tasks.models import Fill, Position
+
+    walked: list[str] = []
+    visit = prefect_collections.visit_collection
+
+    def spying_visit(expr: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(expr, (Fill, Position)):
+            walked.append(type(expr).__name__)
+        return visit(expr, *args, **kwargs)
+
+    monkeypatch.setattr(prefect_collections, "visit_collection", spying_visit)
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_simulator(CLEAN) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        run = run_flow(days=1, ledger_url=ledger_url)
+    assert run.state.is_completed(), run.state.message
+    assert run.total("fills_new") > 0 and all(a["positions"] for a in run.summary["accounts"])
+    assert walked == []
