@@ -27,7 +27,19 @@ from ibkr_tasks.ledger.jsonable import json_default
 DEFAULT_URL = "sqlite:///ibkr_ledger.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "ibkr_ledger_write"
-MIGRATIONS_DIR = Path(ibkr_tasks.__file__).resolve().parents[1] / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """The Alembic folder: ``ibkr_tasks/_migrations`` in an installed wheel, ``migrations/`` at the
+    root of a checkout (editable install); the wheel carries the same files under the first name."""
+    package = Path(ibkr_tasks.__file__).resolve().parent
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    return package.parent / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def resolve_url(url: str | URL | None = None) -> URL:
@@ -113,8 +125,8 @@ def alembic_config(connection: Connection | None = None, url: URL | None = None)
 
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise LedgerError(
-            f"the ledger migrations are missing at {MIGRATIONS_DIR}; reinstall ibkr-tasks from a full "
-            "checkout (pip install -e .) so that migrations/ sits next to the ibkr_tasks package"
+            f"the ledger migrations are missing at {MIGRATIONS_DIR}; reinstall ibkr-tasks (a wheel carries "
+            "them as ibkr_tasks/_migrations, a checkout as migrations/ next to the ibkr_tasks package)"
         )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
