@@ -69,7 +69,10 @@ async def direct(ledger_url: str, days: int) -> None:
         infos = await client.list_accounts()
         ledger.upsert_accounts(infos)
         targets = reconcilable_accounts(infos)
+        known = ledger.known_contracts()  # as the flow does: contract info kept from earlier runs
+        client.contracts.remember(known.values())
         fills = await client.fills(targets, days=days)
+        ledger.store_contracts(i for c, i in client.contracts.cached().items() if c not in known)
         semaphore = asyncio.Semaphore(16)  # the flow's default max_concurrency
 
         async def one(account_id: str) -> None:

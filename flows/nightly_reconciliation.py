@@ -152,6 +152,32 @@ async def _reconcile_account(
     return outcome
 
 
+async def _remembered_contracts(client: BackgroundClient, ledger: Ledger) -> set[int]:
+    """Seed the client's contract cache from the ledger; the conids it knew."""
+    logger = get_run_logger()
+    try:
+        known = await asyncio.to_thread(ledger.known_contracts)
+    except Exception as exc:  # an optimisation only: without it every instrument is looked up
+        logger.warning("stored contract info unavailable (%s: %s); looking all up", type(exc).__name__, exc)
+        return set()
+    client.contracts.remember(known.values())
+    logger.info("contract info of %d instrument(s) known from earlier runs", len(known))
+    return set(known)
+
+
+async def _keep_contracts(client: BackgroundClient, ledger: Ledger, known: set[int]) -> None:
+    """Store the contract info the client looked up in this run, for the next nights."""
+    learned = [info for conid, info in client.contracts.cached().items() if conid not in known]
+    if not learned:
+        return
+    try:
+        stored = await asyncio.to_thread(ledger.store_contracts, learned)
+    except Exception as exc:
+        get_run_logger().warning("could not keep contract info (%s: %s)", type(exc).__name__, exc)
+        return
+    get_run_logger().info("kept contract info of %d new instrument(s)", stored)
+
+
 @flow(name="nightly-reconciliation", retries=0, validate_parameters=True)
 async def nightly_reconciliation(
     accounts: list[str] | None = None,
@@ -204,8 +230,12 @@ async def nightly_reconciliation(
         collect_error: str | None = None
         unattributed_quarantined = 0
         if targets:
+            # Contract info (currency, multiplier) of instruments seen on earlier nights comes from the
+            # ledger: the trades call then looks up only new instruments (IBKR's 10 req/s is shared).
+            known_contracts = await _remembered_contracts(client, ledger)
             try:
                 fills = await collect_fills(client, targets, days=days)
+                await _keep_contracts(client, ledger, known_contracts)
                 unattributed = list(getattr(fills, "unattributed", ()))
                 if unattributed:  # rows that name no account of ours: kept, never dropped
                     unattributed_quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)

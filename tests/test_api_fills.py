@@ -124,6 +124,23 @@ async def test_currency_comes_from_contract_info_once_per_conid(
     assert router["contract_info"].call_count == 1
 
 
+async def test_remembered_contract_info_is_not_looked_up_again(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    """Contract info a caller remembers (the nightly flow: from the ledger) is used as looked up."""
+    from ibkr_tasks.models import parse_contract_info
+
+    router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01")])
+    client = make_client(clock)
+    client.contracts.remember(
+        [parse_contract_info({"con_id": 270662, "instrument_type": "STK", "currency": "CAD"})]
+    )
+    fills = await client.fills([ACCT])
+    assert fills[ACCT].items[0].currency == "CAD"
+    assert router["contract_info"].call_count == 0
+    assert set(client.contracts.cached()) == {270662}
+
+
 async def test_contract_info_failure_does_not_lose_fills(router: respx.MockRouter, clock: FakeClock) -> None:
     router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01")])
     router["contract_info"].respond(400, json={"error": "Bad Request"})

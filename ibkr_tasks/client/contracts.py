@@ -55,6 +55,16 @@ class ContractBook:
         self._pairs: dict[int, EventContractPair] = {}
         self._lock = asyncio.Lock()
 
+    def remember(self, infos: Iterable[ContractInfo]) -> None:
+        """Seed the cache with contract info known from elsewhere (e.g. the ledger's ``contracts``
+        table), so that those conids are not looked up again."""
+        for info in infos:
+            self._info.setdefault(int(info.conid), info)
+
+    def cached(self) -> dict[int, ContractInfo]:
+        """A copy of the contract info this book holds (looked up or remembered), by conid."""
+        return dict(self._info)
+
     async def contract_info(self, conid: int) -> ContractInfo:
         """``GET /iserver/contract/{conid}/info`` (snake_case fields), cached forever."""
         conid = int(conid)

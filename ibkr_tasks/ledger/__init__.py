@@ -2,7 +2,7 @@
 
 Tables (names are part of the product): ``accounts``, ``fills``, ``commissions``,
 ``commission_history``, ``position_snapshots``, ``reconciliation_runs``, ``breaks``, ``orders``,
-``quarantine`` and ``quotes`` (market data). See ``docs/ledger.md``.
+``quarantine``, ``quotes`` (market data) and ``contracts`` (contract info kept across runs). See ``docs/ledger.md``.
 
     from ibkr_tasks.ledger import Ledger
     ledger = Ledger()                      # IBKR_LEDGER_URL or sqlite:///ibkr_ledger.db
@@ -27,6 +27,7 @@ from ibkr_tasks.ledger.schema import (
     BreakRow,
     CommissionHistoryRow,
     CommissionRow,
+    ContractRow,
     FillRow,
     OrderRow,
     PositionSnapshotRow,
@@ -43,6 +44,7 @@ __all__ = [
     "CommissionBreak",
     "CommissionHistoryRow",
     "CommissionRow",
+    "ContractRow",
     "FillRow",
     "IngestResult",
     "Ledger",

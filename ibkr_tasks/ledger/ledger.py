@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from ibkr_tasks.accounts import is_paper_account, validate_account_id
 from ibkr_tasks.errors import LedgerError
 from ibkr_tasks.ledger import engine as engine_mod
 from ibkr_tasks.ledger import orders as orders_mod
+from ibkr_tasks.ledger.bulk import upsert
 from ibkr_tasks.ledger.ingest import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SOURCE,
@@ -40,6 +42,7 @@ from ibkr_tasks.ledger.schema import (
     Account,
     BreakRow,
     CommissionRow,
+    ContractRow,
     FillRow,
     PositionSnapshotRow,
     QuoteRow,
@@ -49,7 +52,12 @@ from ibkr_tasks.ledger.schema import (
 from ibkr_tasks.ledger.types import ensure_utc
 
 if TYPE_CHECKING:
-    from ibkr_tasks.models import Fill, Position, RejectedRow, Snapshot
+    from ibkr_tasks.models import ContractInfo, Fill, Position, RejectedRow, Snapshot
+
+logger = logging.getLogger(__name__)
+
+CONTRACT_MAX_AGE = timedelta(days=30)
+"""Stored contract info older than this is looked up again (symbols can change; conids do not)."""
 
 _QUOTE_FIELDS = (
     "conid",
@@ -465,6 +473,68 @@ class Ledger:
         if rows:
             with self.write() as session:
                 session.execute(_insert_for(session)(table(QuoteRow)), rows)
+        return len(rows)
+
+    # --- contracts --------------------------------------------------------------------------
+
+    def known_contracts(
+        self, conids: Iterable[int] | None = None, *, max_age: timedelta | None = CONTRACT_MAX_AGE
+    ) -> dict[int, ContractInfo]:
+        """Contract info stored by earlier runs, by conid: all of it, or that of ``conids``; only what
+        was fetched within ``max_age`` (None: any age). A stored answer that no longer parses is left
+        out (and so looked up again)."""
+        from ibkr_tasks.models import parse_contract_info
+
+        query = select(ContractRow.conid, ContractRow.raw)
+        if conids is not None:
+            query = query.where(ContractRow.conid.in_(sorted({int(c) for c in conids})))
+        if max_age is not None:
+            query = query.where(ContractRow.fetched_at >= datetime.now(UTC) - max_age)
+        found: dict[int, ContractInfo] = {}
+        with self.session() as session:
+            for conid, raw in session.execute(query):
+                try:
+                    found[conid] = parse_contract_info(raw)
+                except (TypeError, ValueError) as exc:
+                    logger.warning(
+                        "stored contract info of conid %s does not parse (%s): looked up again", conid, exc
+                    )
+        return found
+
+    def store_contracts(self, infos: Iterable[ContractInfo]) -> int:
+        """Keep contract info for later runs (one upsert; a conid stored before is replaced).
+        Returns how many were stored."""
+        now = datetime.now(UTC)
+        rows = {
+            info.conid: {
+                "conid": info.conid,
+                "symbol": info.symbol,
+                "sec_type": info.sec_type,
+                "currency": info.currency,
+                "multiplier": info.multiplier,
+                "is_event_contract": info.is_event_contract,
+                "raw": info.raw,
+                "fetched_at": now,
+            }
+            for info in infos
+        }
+        if rows:
+            with self.write() as session:
+                upsert(
+                    session,
+                    table(ContractRow),
+                    [rows[c] for c in sorted(rows)],
+                    conflict=("conid",),
+                    update=(
+                        "symbol",
+                        "sec_type",
+                        "currency",
+                        "multiplier",
+                        "is_event_contract",
+                        "raw",
+                        "fetched_at",
+                    ),
+                )
         return len(rows)
 
     # --- orders audit -----------------------------------------------------------------------

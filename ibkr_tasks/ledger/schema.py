@@ -340,3 +340,23 @@ class QuoteRow(Base):
     change_pct: Mapped[Decimal | None] = mapped_column(Amount)
     availability: Mapped[str | None] = mapped_column(String(16))
     raw: Mapped[Any] = mapped_column(JSONDoc)
+
+
+class ContractRow(Base):
+    """What IBKR's contract info said about an instrument (``contracts``), kept across runs.
+
+    Conids are permanent, and currency and multiplier come with the instrument, so a nightly run
+    looks up only instruments it has not seen (or not for a while) instead of every traded one.
+    ``raw`` is IBKR's answer as received; the other columns are there to be queried.
+    """
+
+    __tablename__ = "contracts"
+
+    conid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    symbol: Mapped[str | None] = mapped_column(String(128))
+    sec_type: Mapped[str | None] = mapped_column(String(16))
+    currency: Mapped[str | None] = mapped_column(CURRENCY)
+    multiplier: Mapped[Decimal | None] = mapped_column(Amount)
+    is_event_contract: Mapped[bool] = mapped_column(Boolean)
+    raw: Mapped[Any] = mapped_column(JSONDoc)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
