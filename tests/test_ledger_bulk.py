@@ -135,3 +135,11 @@ def test_rows_must_have_the_same_columns(engine: Engine) -> None:
     with pytest.raises(ValueError, match="same columns"):
         _write(engine, rows)
     assert _read(engine) == {}
+
+
+def test_two_rows_with_the_same_key_are_refused_on_both_databases(engine: Engine) -> None:
+    rows = _rows(3)
+    rows[2]["thing_id"] = rows[0]["thing_id"]
+    with pytest.raises(ValueError, match="same account_id, thing_id"):
+        _write(engine, rows)
+    assert _read(engine) == {}

@@ -45,8 +45,9 @@ def upsert(
     update: Sequence[str] | None = None,
 ) -> None:
     """Insert ``rows`` into ``table``; a row whose ``conflict`` key exists updates ``update`` (or is
-    skipped when ``update`` is empty). Every row must have the same keys. One statement on
-    PostgreSQL, one ``executemany`` on SQLite."""
+    skipped when ``update`` is empty). Every row must have the same keys, and no two rows the same
+    ``conflict`` key (one statement cannot touch a row twice; PostgreSQL refuses it). One statement
+    on PostgreSQL, one ``executemany`` on SQLite."""
     if not rows:
         return
     columns = list(rows[0])
@@ -55,6 +56,8 @@ def upsert(
         raise ValueError(
             f"bulk upsert into {table.name}: every row must have the same columns {sorted(keys)}"
         )
+    if len({tuple(row[c] for c in conflict) for row in rows}) != len(rows):
+        raise ValueError(f"bulk upsert into {table.name}: two rows have the same {', '.join(conflict)}")
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
         _upsert_postgresql(session, table, columns, rows, conflict, update)
