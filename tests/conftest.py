@@ -6,15 +6,18 @@
 - ``db_url``: parametrised over both, for ledger tests that must hold on each dialect.
 - ``prefect_harness``: one ``prefect_test_harness`` per test session (it takes ~9 s to start), only
   for tests that ask for it.
+- ``payload(name)``: a real IBKR capture from ``tests/fixtures/ibkr`` (provenance in its PROVENANCE.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +36,18 @@ for _name in list(os.environ):
 
 PG_ADMIN_URL = os.environ.get("IBKR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "ibkr"
+"""Real IBKR Client Portal Web API answers, each with a ``.src.txt`` naming where it was captured."""
+
+
+def payload(name: str) -> Any:
+    """The decoded JSON of the real IBKR capture ``name``; a missing capture fails the test, never skips it."""
+    path = PAYLOADS / name
+    if not path.is_file():
+        pytest.fail(f"real IBKR capture {name!r} is missing from {PAYLOADS}", pytrace=False)
+    return json.loads(path.read_text(encoding="utf-8"))
+
 
 _pg_problem: str | None = None
 _pg_checked = False

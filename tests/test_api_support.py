@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import respx
+from conftest import payload
 
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.clock import FakeClock
@@ -23,12 +23,6 @@ from ibkr_tasks.client.transport import Transport
 BASE = "https://gw.test/v1/api"
 ACCT = "DU1234567"
 OTHER = "DU7654321"
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "ibkr" / "payloads"
-
-
-def payload(name: str) -> Any:
-    """A real captured payload from shared/ibkr/payloads (see its .src.txt for provenance)."""
-    return json.loads((PAYLOADS / name).read_text())
 
 
 def make_client(clock: FakeClock, **kwargs: Any) -> IBKRClient:
@@ -71,4 +65,4 @@ def body(request: httpx.Request) -> Any:
 
 
 def test_payloads_directory_is_present() -> None:
-    assert (PAYLOADS / "iserver_account_trades_tax-loss-direct-indexing.json").is_file()
+    assert payload("iserver_account_trades_tax-loss-direct-indexing.json")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from pathlib import Path
+
+from conftest import payload
 
 from ibkr_tasks.models import parse_account, parse_contract_info
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "ibkr" / "payloads"
-
 
 def test_account_combines_portfolio_row_and_iserver_accounts() -> None:
-    iserver = json.loads((PAYLOADS / "iserver_accounts_ibkr-conduit.json").read_text())
+    iserver = payload("iserver_accounts_ibkr-conduit.json")
     row = {
         "id": "U1234567",
         "accountId": "U1234567",

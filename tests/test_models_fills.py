@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import payload
 
 from ibkr_tasks.models import Fill, RejectedRow, parse_fills, split_execution_id
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "ibkr" / "payloads"
-
 
 def real_trades() -> list[dict[str, Any]]:
-    return json.loads((PAYLOADS / "iserver_account_trades_tax-loss-direct-indexing.json").read_text())
+    return payload("iserver_account_trades_tax-loss-direct-indexing.json")
 
 
 def row(**overrides: Any) -> dict[str, Any]:

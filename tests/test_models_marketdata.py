@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+from conftest import payload
 
 from ibkr_tasks.models import parse_snapshot
 from ibkr_tasks.models.numbers import parse_amount_with_currency, parse_decimal, parse_market_value
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "ibkr" / "payloads"
-
 
 def test_real_snapshot_capture_parses_mark_and_last() -> None:
-    rows = json.loads((PAYLOADS / "iserver_marketdata_snapshot_tax-loss-direct-indexing.json").read_text())
+    rows = payload("iserver_marketdata_snapshot_tax-loss-direct-indexing.json")
     snaps = [parse_snapshot(r) for r in rows]
     aapl = snaps[3]
     assert aapl.conid == 265598

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from ibkr_tasks.models import parse_positions
+from conftest import payload
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "ibkr" / "payloads"
+from ibkr_tasks.models import parse_positions
 
 
 def stock_row(**overrides: Any) -> dict[str, Any]:
@@ -106,7 +104,7 @@ def test_unparseable_position_rejected_others_parse() -> None:
 
 
 def test_portfolio2_shape_is_understood() -> None:
-    rows = json.loads((PAYLOADS / "portfolio2_positions_ibkr-conduit.json").read_text())
+    rows = payload("portfolio2_positions_ibkr-conduit.json")
     rows = [dict(r, acctId="U1234567") for r in rows]
     result = parse_positions(rows, "U1234567")
     assert result.rejected == []

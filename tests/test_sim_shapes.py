@@ -1,31 +1,19 @@
 """Every simulated endpoint answers with the keys and JSON types of IBKR's real captured payloads.
 
-The captures live in ``shared/ibkr/payloads`` beside the clone (``/work/shared`` here, ``shared/`` in
-CI). A key present in a real payload must be present in the simulator's answer with the same JSON
+The captures are in ``tests/fixtures/ibkr`` (provenance in its PROVENANCE.md); a missing one fails.
+A key present in a real payload must be present in the simulator's answer with the same JSON
 type (``null`` in a capture says nothing about the type and matches anything).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import payload
 
 from ibkr_tasks.sim import Scenario, create_app
 from ibkr_tasks.sim.testing import FakeTime, sim_client
-
-PAYLOADS = Path(__file__).resolve().parents[1].parent / "shared" / "ibkr" / "payloads"
-
-pytestmark = pytest.mark.skipif(
-    not PAYLOADS.is_dir(),
-    reason=f"real IBKR payload captures not found at {PAYLOADS} (shared/ is not beside the clone)",
-)
-
-
-def real(name: str) -> Any:
-    return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
 
 
 def _kind(value: Any) -> str:
@@ -70,16 +58,16 @@ def app() -> Any:
 async def test_auth_status_and_tickle(app: Any) -> None:
     async with sim_client(app) as c:
         status = (await c.post("/v1/api/iserver/auth/status")).json()
-        assert_shape(real("iserver_auth_status_ibind.json"), status)
+        assert_shape(payload("iserver_auth_status_ibind.json"), status)
         assert status["authenticated"] is True
         for method in ("GET", "POST"):
             tickle = (await c.request(method, "/v1/api/tickle")).json()
-            assert_shape(real("tickle_ibind.json"), tickle)
+            assert_shape(payload("tickle_ibind.json"), tickle)
             assert "collission" in tickle  # IBKR's spelling
 
 
 async def test_iserver_accounts(app: Any) -> None:
-    captured = real("iserver_accounts_ibkr-conduit.json")
+    captured = payload("iserver_accounts_ibkr-conduit.json")
     async with sim_client(app) as c:
         got = (await c.get("/v1/api/iserver/accounts")).json()
     acct = got["accounts"][0]
@@ -91,7 +79,7 @@ async def test_iserver_accounts(app: Any) -> None:
 
 
 async def test_trades_rows(app: Any) -> None:
-    captured = real("iserver_account_trades_tax-loss-direct-indexing.json")
+    captured = payload("iserver_account_trades_tax-loss-direct-indexing.json")
     async with sim_client(app) as c:
         rows = (await c.get("/v1/api/iserver/account/trades", params={"days": 3})).json()
     stock_rows = [r for r in rows if r["sec_type"] == "STK" and "order_ref" in r]
@@ -113,7 +101,7 @@ async def test_positions_page_and_portfolio2(app: Any) -> None:
         page = (await c.get(f"/v1/api/portfolio/{acct}/positions/0")).json()
         p2 = (await c.get(f"/v1/api/portfolio2/{acct}/positions")).json()
         truth = (await c.get(f"/sim/truth/{acct}")).json()
-    # /portfolio/{id}/positions/{page}: no capture file; the field list of api-reference §3.1.
+    # /portfolio/{id}/positions/{page}: no capture file; the field list in docs/ibkr-api.md#positions.
     documented = (
         "acctId conid contractDesc position mktPrice mktValue currency avgCost avgPrice realizedPnl unrealizedPnl "
         "exchs expiry putOrCall multiplier strike exerciseStyle conExchMap assetClass undConid model baseMktValue "
@@ -126,12 +114,12 @@ async def test_positions_page_and_portfolio2(app: Any) -> None:
         assert not set(documented) - set(row)
         assert isinstance(row["conid"], int) and isinstance(row["position"], float)
         assert row["pageSize"] == 100
-    assert_shape(real("portfolio2_positions_ibkr-conduit.json"), p2)
+    assert_shape(payload("portfolio2_positions_ibkr-conduit.json"), p2)
     assert all(isinstance(r["conid"], str) for r in p2)  # portfolio2 conids are strings
 
 
 async def test_ledger_and_summary(app: Any) -> None:
-    captured = real("portfolio_ledger_ibind.json")
+    captured = payload("portfolio_ledger_ibind.json")
     acct = next(a for a in app.sim.book.accounts)
     async with sim_client(app) as c:
         led = (await c.get(f"/v1/api/portfolio/{acct}/ledger")).json()
@@ -159,17 +147,19 @@ async def test_order_ack_reply_prompt_and_status() -> None:
     }
     async with sim_client(app) as c:
         prompt = (await c.post(f"/v1/api/iserver/account/{acct}/orders", json={"orders": [ticket]})).json()
-        assert_shape(real("iserver_account_orders_POST_reply-question_tax-loss-direct-indexing.json"), prompt)
+        assert_shape(
+            payload("iserver_account_orders_POST_reply-question_tax-loss-direct-indexing.json"), prompt
+        )
         ack = (await c.post(f"/v1/api/iserver/reply/{prompt[0]['id']}", json={"confirmed": True})).json()
-        assert_shape(real("iserver_account_orders_POST_success_tax-loss-direct-indexing.json"), ack)
+        assert_shape(payload("iserver_account_orders_POST_success_tax-loss-direct-indexing.json"), ack)
         assert ack[0]["order_id"].isdigit() and ack[0]["local_order_id"] == "shape-1"
         status = (await c.get(f"/v1/api/iserver/account/order/status/{ack[0]['order_id']}")).json()
-    assert_shape(real("iserver_account_order_status_easyib.json"), status)
+    assert_shape(payload("iserver_account_order_status_easyib.json"), status)
     assert status["order_status"] == "Submitted"  # a limit far below the market rests
 
 
 async def test_snapshot_after_preflight(app: Any) -> None:
-    captured = real("iserver_marketdata_snapshot_tax-loss-direct-indexing.json")
+    captured = payload("iserver_marketdata_snapshot_tax-loss-direct-indexing.json")
     async with sim_client(app) as c:
         url = "/v1/api/iserver/marketdata/snapshot"
         first = (await c.get(url, params={"conids": "265598,756733", "fields": "31,7635"})).json()
