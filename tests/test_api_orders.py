@@ -341,7 +341,7 @@ async def test_cancel_refused_raises_and_minus_one_is_never_sent(
 async def test_reply_chains_of_different_accounts_never_interleave(
     router: respx.MockRouter, clock: FakeClock
 ) -> None:
-    """A pending prompt dies if any other request reaches the session first (IBKR §5.3)."""
+    """A pending prompt dies if any other request reaches the session first (docs/ibkr-api.md#prompts)."""
 
     def place(request: httpx.Request) -> httpx.Response:
         coid = body(request)["orders"][0]["cOID"]

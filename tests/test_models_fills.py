@@ -1,4 +1,4 @@
-"""Regression tests for parsing /iserver/account/trades rows into Fill (issue 3, models)."""
+"""Regression tests for parsing /iserver/account/trades rows into Fill."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Regression tests for parsing portfolio position rows into Position (issue 3, models)."""
+"""Regression tests for parsing portfolio position rows into Position."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ibkr_tasks.models import parse_positions
 
 
 def stock_row(**overrides: Any) -> dict[str, Any]:
-    """A /portfolio/{acct}/positions/{page} row with the field set of the real captures (§3.1)."""
+    """A /portfolio/{acct}/positions/{page} row with the fields of real captures (docs/ibkr-api.md#positions)."""
     base: dict[str, Any] = {
         "acctId": "DU1234567",
         "conid": 265598,

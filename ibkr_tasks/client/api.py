@@ -1,7 +1,7 @@
 """``IBKRClient``: the Client Portal Web API endpoints this project uses, typed and safe.
 
 The client knows nothing of Prefect or SQL; it turns HTTP answers into models from
-:mod:`ibkr_tasks.models` and applies the rules from the audit of an earlier client (issue 3):
+:mod:`ibkr_tasks.models` and applies these rules (the IBKR facts behind them: docs/ibkr-api.md):
 
 - positions: pages of 100 from page 0 until a short or empty page (there is no total);
 - fills: ONE ``/iserver/account/trades?days=N`` call serves every requested account; rows are grouped

@@ -128,7 +128,7 @@ def _load_private_key(
 class OAuth2PrivateKeyJWT:
     """OAuth 2.0 client credentials with ``private_key_jwt`` (RFC 7523), then an SSO session.
 
-    Flow (api-reference §1.6; IBKR's OpenAPI spec for the endpoints, ibauth/ibind for the claims):
+    Flow (docs/ibkr-api.md#oauth2; IBKR's OpenAPI spec for the endpoints, ibauth/ibind for the claims):
     1. POST the token endpoint (form): ``grant_type=client_credentials``, ``client_assertion`` = an RS256
        JWT (header ``alg, typ, kid``; claims ``iss = sub = client_id``, ``aud = "/token"``, ``iat``,
        ``exp``), ``client_assertion_type``, ``scope=sso-sessions.write`` -> ``access_token``.
@@ -250,7 +250,7 @@ class OAuth2PrivateKeyJWT:
                 "username) and IBKR_OAUTH2_IP (your public IP)",
                 path=self.sso_url,
             )
-        # The SSO bearer's lifetime is not documented (api-reference §1.6 [U]): take expires_in if given,
+        # The SSO bearer's lifetime is not documented (docs/ibkr-api.md#oauth2): take expires_in if given,
         # else the JWT's own exp, else the shorter of the access token's and the session we asked for.
         expires_at = _expiry(sso, started) or _jwt_exp(bearer)
         if expires_at is None:

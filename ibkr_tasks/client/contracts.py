@@ -1,4 +1,4 @@
-"""Contract lookups with a permanent cache (conids never change for the life of an instrument, §7).
+"""Contract lookups with a permanent cache (conids never change, docs/ibkr-api.md#contracts).
 
 Used for multipliers the trades payload does not carry (futures), and for the YES/NO conids of
 event contracts.
@@ -161,7 +161,7 @@ class ContractBook:
         """YES (call) and NO (put) conids of the event contract that ``conid`` belongs to.
 
         Uses ``GET /forecast/contract/details?conid=`` whose answer carries ``conid_yes``/``conid_no``
-        (api-reference §7.1; seen only in a recorded fixture, so treated as unverified: a missing pair
+        (docs/ibkr-api.md#event-contracts; only seen in a recorded fixture, so unverified: a missing pair
         raises :class:`ParseError` instead of guessing).
         """
         conid = int(conid)

@@ -1,4 +1,4 @@
-"""Market-data snapshots with the pre-flight handled, and a polling helper (api-reference §6.1).
+"""Market-data snapshots with the pre-flight handled, and a polling helper (docs/ibkr-api.md#market-data).
 
 - at most 100 conids and 50 fields per request: larger requests are split and merged per conid;
 - the first request for a conid only starts the stream and answers ``{"conid", "conidEx"}``: conids

@@ -1,10 +1,10 @@
-"""Placing, listing and cancelling orders safely (api-reference §5).
+"""Placing, listing and cancelling orders safely (docs/ibkr-api.md#orders).
 
 The rules, each with a regression test in ``tests/test_api_orders.py``:
 
 - one order per ``POST /iserver/account/{id}/orders``, serialised: IBKR says not to place another
   order before the previous one is acknowledged, and a pending reply prompt is invalidated by any
-  other request on the brokerage session (api-reference §5.1, §5.3). The session is shared by every
+  other request on the brokerage session (docs/ibkr-api.md#orders, #prompts). The session is shared by every
   account of the login, so by default ONE lock covers all accounts (``lock_scope="session"``);
   ``lock_scope="account"`` serialises per account only. Requests made concurrently by other code on
   the same session (e.g. a snapshot poll) can still invalidate a prompt; the reply then fails (503)
@@ -137,7 +137,7 @@ def _error_text(answer: Any) -> str | None:
     if isinstance(answer, Mapping) and answer.get("error") not in (None, ""):
         return str(answer["error"])
     if isinstance(answer, Mapping) and answer.get("text") and ("messageId" in answer or "prompt" in answer):
-        return str(answer["text"])  # the "prompt-style reject" object of the OpenAPI spec (§5.2 shape 4)
+        return str(answer["text"])  # "prompt-style reject" in IBKR's OpenAPI spec, docs/ibkr-api.md#orders
     if isinstance(answer, list) and answer and isinstance(answer[0], Mapping) and answer[0].get("error"):
         return str(answer[0]["error"])
     return None

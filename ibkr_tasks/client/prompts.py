@@ -1,7 +1,7 @@
 """Which order confirmation prompts may be answered "yes" automatically.
 
 IBKR answers an order with questions (``messageIds`` such as ``o163``, ``o354``) that must be confirmed
-with ``POST /iserver/reply/{id}`` before the order is transmitted (api-reference §5.3). Blindly answering
+with ``POST /iserver/reply/{id}`` before the order is transmitted (docs/ibkr-api.md#prompts). Blindly answering
 "yes" to everything is how an unattended client ends up with an order distributed over several FA
 accounts or priced by an algorithm it never chose. The policy is a data file
 (``ibkr_tasks/data/prompt_policy.json``) that lists known ids and whether each is allowed; anything

@@ -1,6 +1,6 @@
 """IBKR pacing limits as data, and the limiter that keeps every request inside them.
 
-IBKR puts an IP that exceeds a limit in a penalty box for 10-15 minutes (api-reference §8), which
+IBKR puts an IP that exceeds a limit in a penalty box for 10-15 minutes (docs/ibkr-api.md#rate-limits), which
 blocks every session behind that IP. So the client never relies on 429s: each request first takes a
 slot from :class:`RateLimiter`, which spaces requests so that no window of any limit ever holds more
 than the allowed count, with a small safety margin for network jitter.
@@ -95,11 +95,11 @@ def _rule(
 
 
 GATEWAY_GLOBAL = Limit("global", 10, 1.0)
-"""10 req/s through a Client Portal Gateway (api-reference §8; IBKR's English text, budgeted regardless)."""
+"""10 req/s through a Client Portal Gateway, budgeted whatever the text (docs/ibkr-api.md#rate-limits)."""
 HOSTED_GLOBAL = Limit("global", 50, 1.0)
 """50 req/s per username on api.ibkr.com (OAuth)."""
 
-# Per-endpoint limits, api-reference §8 (IBKR "Web API" doc, pacing table). Endpoints listed together
+# Per-endpoint limits: IBKR's pacing table (docs/ibkr-api.md#rate-limits). Endpoints listed together
 # in one row of IBKR's table share one limit here (the conservative reading).
 SNAPSHOT = Limit("snapshot", 10, 1.0)
 TRADES = Limit("trades", 1, 5.0)
@@ -134,7 +134,7 @@ ENDPOINT_RULES: tuple[EndpointRule, ...] = (
     _rule(r"^/tickle/?$", None, TICKLE),
     _rule(r"^/sso/validate/?$", "GET", SSO_VALIDATE),
     # Not limits but priorities: order placement, modification, cancels and replies to order prompts
-    # go before waiting ordinary requests (a prompt must be answered at once, api-reference §5.3).
+    # go before waiting ordinary requests (a prompt must be answered at once, docs/ibkr-api.md#prompts).
     _rule(r"^/iserver/account/[^/]+/orders?(/(?!whatif)[^/]+)?/?$", "POST,DELETE", priority=True),
     _rule(r"^/iserver/reply/[^/]+/?$", "POST", priority=True),
 )

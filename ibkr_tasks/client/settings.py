@@ -24,7 +24,7 @@ DEFAULT_API_URL = "https://api.ibkr.com/v1/api"
 GATEWAY_API_URL = "https://localhost:5000/v1/api"
 IBKR_HOSTED_SUFFIX = "api.ibkr.com"  # api.ibkr.com and 1.api.ibkr.com ... 7.api.ibkr.com
 
-# OAuth 2.0 endpoints (api-reference §1.6; IBKR's OpenAPI spec).
+# OAuth 2.0 endpoints (docs/ibkr-api.md#oauth2; IBKR's OpenAPI spec).
 OAUTH2_TOKEN_URL = "https://api.ibkr.com/oauth2/api/v1/token"  # noqa: S105 (a URL, not a password)
 OAUTH2_SSO_URL = "https://api.ibkr.com/gw/api/v1/sso-sessions"
 
@@ -63,7 +63,7 @@ class IBKRSettings(BaseSettings):
         description="IBKR username, used to key the shared rate limiter (IBKR's global limit is per username).",
     )
 
-    # OAuth 2.0 private_key_jwt (institutional; api-reference §1.6).
+    # OAuth 2.0 private_key_jwt (institutional; docs/ibkr-api.md#oauth2).
     oauth2_client_id: str | None = None
     oauth2_key_id: str | None = Field(default=None, description="'kid' of the registered public key.")
     oauth2_private_key: SecretStr | None = Field(default=None, description="PEM private key (RSA).")

@@ -2,7 +2,7 @@
 
 Everything above it (``ibkr_tasks.client.api``) calls ``await transport.request(method, path, ...)``
 with a path relative to the API base and gets decoded JSON back. The transport takes care of what
-every Client Portal request needs (api-reference §1, §8, §10):
+every Client Portal request needs (docs/ibkr-api.md#sessions, #preflights, #rate-limits):
 
 - a pacing slot from the shared :class:`~ibkr_tasks.client.ratelimit.RateLimiter` before every request;
 - 401 -> ``POST /iserver/auth/ssodh/init`` then one retry; a second 401 -> :class:`NotAuthenticated`;
@@ -53,7 +53,7 @@ logger = logging.getLogger("ibkr_tasks.client")
 USER_AGENT = "ibkr-tasks/0.1 (+httpx)"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-# Requests that need the /iserver/accounts preflight first (api-reference §1.4, §5, §6.1): trades,
+# Requests that need the /iserver/accounts preflight first (docs/ibkr-api.md#preflights): trades,
 # live orders, order placement/modification/cancel, order status, reply confirmations, snapshots.
 ISERVER_PREFLIGHT = re.compile(
     r"^/iserver/(?:account/(?:trades|orders|order/status/|[^/]+/orders?(?:/|$))|reply/|marketdata/snapshot)"

@@ -1,5 +1,5 @@
 """Account and contract descriptions built from ``/portfolio/accounts``, ``/iserver/accounts`` and the
-contract endpoints (api-reference §2, §7)."""
+contract endpoints (docs/ibkr-api.md#accounts, #contracts)."""
 
 from __future__ import annotations
 

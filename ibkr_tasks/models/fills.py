@@ -1,6 +1,6 @@
 """Executions from ``GET /iserver/account/trades`` as typed, validated :class:`Fill` objects.
 
-Rules (each has a regression test in ``tests/test_models_fills.py``; facts from api-reference §4):
+Rules (each has a regression test in ``tests/test_models_fills.py``; facts in docs/ibkr-api.md#trades):
 
 - ``execution_id`` is ``8hex.8hex.NN.NN``; a correction differs only in the digits after the final dot
   (TWS ``Execution`` doc), so ``execution_family`` is the id without its final ``.NN`` and ``revision``

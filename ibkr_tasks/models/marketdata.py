@@ -1,6 +1,6 @@
 """Market-data snapshots (``GET /iserver/marketdata/snapshot``) as typed :class:`Snapshot` objects.
 
-IBKR returns each field as a string under its numeric id (api-reference §6.1): ``"31"`` last (``C``
+IBKR returns each field as a string under its numeric id (docs/ibkr-api.md#market-data): ``"31"`` last (``C``
 prefix = prior close, ``H`` = halted), ``"84"``/``"86"`` bid/ask, ``"88"``/``"85"`` bid/ask size
 (commas), ``"87"`` volume (``K``/``M`` suffix), ``"83"`` change % (``"0.54%"``)... The first request for
 a conid is a pre-flight that returns only ``conid``/``conidEx``: :attr:`Snapshot.has_data` is False then.
@@ -19,7 +19,7 @@ from ibkr_tasks.models.numbers import parse_market_value
 
 __all__ = ["DEFAULT_SNAPSHOT_FIELDS", "FIELD_IDS", "Snapshot", "parse_snapshot"]
 
-# Snapshot attribute -> IBKR field id (ids from IBKR's field table as listed in api-reference §6.1).
+# Snapshot attribute -> IBKR field id (ids from IBKR's field table, see docs/ibkr-api.md#market-data).
 FIELD_IDS: dict[str, str] = {
     "last": "31",
     "bid": "84",

@@ -1,14 +1,14 @@
 """Contract multipliers and event-contract detection.
 
 Why this matters: a ledger that books an option at 1x instead of 100x is wrong by 100x. IBKR's
-trades payload does not carry a multiplier (api-reference §4.2), so it comes from, in order:
+trades payload does not carry a multiplier (docs/ibkr-api.md#trades), so it comes from, in order:
 
 1. the payload row itself, when it has a positive ``multiplier`` (positions, the simulator);
 2. contract info the caller looked up (``/iserver/contract/{conid}/info`` or ``/iserver/secdef/info``,
    passed in as ``multipliers={conid: Decimal}``);
 3. the security type: event contracts (ForecastEx ``OPT`` on exchange ``FORECASTX``, CME ``FOP`` with a
    trading class starting ``EC``) are 1; other ``OPT``/``FOP`` are 100; cash-like types (``STK``,
-   ``CASH``, ``CFD``, ``CRYPTO``, ``FUND``, ``CMDTY``) are 1 (api-reference §7, §7.1);
+   ``CASH``, ``CFD``, ``CRYPTO``, ``FUND``, ``CMDTY``) are 1 (docs/ibkr-api.md#contracts);
 4. for anything else (``FUT``, ``WAR``, ``BOND``, ...): derived from the payload when it is exact
    (fills: ``net_amount = size x price x multiplier``; positions: ``avgCost = avgPrice x multiplier``);
 5. otherwise the row is rejected ("multiplier unknown") rather than booked at a guessed 1x.
@@ -46,7 +46,7 @@ def _is_true_flag(value: Any) -> bool:
 def is_event_contract_row(row: Mapping[str, Any], sec_type: str | None) -> bool:
     """True when a payload row describes an event contract (ForecastEx or CME event contract).
 
-    Signals (api-reference §7.1): trades ``is_event_trading == "1"``, positions ``isEventContract``,
+    Signals (docs/ibkr-api.md#event-contracts): trades ``is_event_trading == "1"``, positions ``isEventContract``,
     live orders ``isEventTrading``; exchange or listing exchange ``FORECASTX``; CME event contracts
     are ``FOP`` whose trading class starts with ``EC`` (e.g. ``ECNQ``).
     """

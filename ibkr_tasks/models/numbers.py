@@ -3,7 +3,7 @@
 The Client Portal Web API sends numbers in many shapes: JSON numbers, plain strings (``"420.08"``),
 strings with thousands separators (``"1,300"``), market-data prefixes (``"C168.42"`` = prior close,
 ``"H168.42"`` = trading halted), volume suffixes (``"1.2K"``, ``"3.4M"``), percentages (``"0.54%"``)
-and amounts with a currency (``"1.00 USD"``). See ``shared/ibkr/api-reference.md`` §6.1, §10.11.
+and amounts with a currency (``"1.00 USD"``). See docs/ibkr-api.md#formats.
 
 Everything here returns :class:`~decimal.Decimal` (never ``float``). JSON floats are converted through
 their shortest ``repr`` so ``0.1`` becomes ``Decimal("0.1")``, not the binary expansion.

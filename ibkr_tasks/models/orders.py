@@ -8,7 +8,7 @@ orders IBKR reports as live (:class:`LiveOrder`).
 - ``order_side`` is ``Buy``/``Sell``;
 - ``side`` is ``Long`` for stocks, options and futures, and ``Yes``/``No`` for event contracts. IBKR
   models a ForecastEx strike as an option pair: YES is the call conid, NO is the put conid
-  (api-reference §7.1), so a ``Yes``/``No`` order needs the pair (:class:`EventContractPair`) to pick
+  (docs/ibkr-api.md#event-contracts), so a ``Yes``/``No`` order needs the pair (:class:`EventContractPair`) to pick
   the conid that is actually sent.
 
 :meth:`OrderRequest.to_ibkr_order` builds the body element for ``POST /iserver/account/{id}/orders``:
@@ -241,7 +241,7 @@ class CancelResult(BaseModel):
     """IBKR's answer to ``DELETE /iserver/account/{id}/order/{orderId}``.
 
     ``accepted`` means the cancel *request* was accepted ("Request was submitted"), not that the order
-    is cancelled: an execution can still arrive while the cancel is pending (api-reference §5.7).
+    is cancelled: an execution can still arrive while the cancel is pending (docs/ibkr-api.md#live-orders).
     """
 
     model_config = ConfigDict(frozen=True)

@@ -1,6 +1,6 @@
 """Positions from ``GET /portfolio/{accountId}/positions/{pageId}`` as typed :class:`Position` objects.
 
-Tolerant of the type drift seen between real captures (api-reference §3.1): ``strike`` ``"0"`` vs
+Tolerant of the type drift seen between real captures (docs/ibkr-api.md#positions): ``strike`` ``"0"`` vs
 ``0.0``, ``multiplier`` ``null`` vs ``0.0`` for stocks, ``base*`` fields ``null``, and the
 ``/portfolio2`` spelling (``conid`` as a string, ``marketPrice``/``marketValue``, ``description``).
 

@@ -546,7 +546,7 @@ async def _collect_fills(
 ) -> Any:
     """Today's executions of the account; asked again (paced) while this run's fills are not all in.
 
-    IBKR's trades endpoint can lag behind the order status (api-reference §4.3); what is still
+    IBKR's trades endpoint can lag behind the order status (docs/ibkr-api.md#trades); what is still
     missing after the attempts is reported and picked up by the next reconciliation.
     """
     acct = report.account_id

@@ -10,7 +10,7 @@ Quantities are whole lots, rounded toward zero (never more than the target). Not
 ``quantity x price x multiplier`` (an option at 3.15 with multiplier 100 costs 315 per contract).
 
 Event contracts (ForecastEx) are never sold: IBKR nets a YES holding against a NO purchase
-(api-reference §4.4, §7.1), so a pair is planned as one net exposure ``YES - NO``. To go from
+(docs/ibkr-api.md#event-contracts), so a pair is planned as one net exposure ``YES - NO``. To go from
 100 YES to 40 YES the plan buys 60 NO; to go from 50 NO to 20 YES it buys 70 YES.
 """
 

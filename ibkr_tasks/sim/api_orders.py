@@ -22,7 +22,7 @@ from ibkr_tasks.sim.state import (
     to_decimal,
 )
 
-# Reply-prompt texts by message id (o354 and o163 texts from api-reference §5.3; the others paraphrase
+# Reply-prompt texts by message id (o354, o163 as IBKR words them, docs/ibkr-api.md#prompts; the others paraphrase
 # the question each id stands for in ibind's _MESSAGE_ID_TO_QUESTION_TYPE).
 PROMPTS: dict[str, str] = {
     "o163": 'The following order "{order}" price exceeds \nthe Percentage constraint of 3%.\nAre you sure you want to submit this order?',

@@ -415,7 +415,7 @@ class Book:
     def _netting(
         self, acct: Account, inst: Instrument, bought: Decimal, when: datetime, rng: random.Random
     ) -> list[Execution]:
-        """ForecastEx: buying NO while long YES (or the reverse) nets both (side N, api-reference §4.4)."""
+        """ForecastEx: buying NO while long YES (or the reverse) nets both (docs/ibkr-api.md#event-contracts)."""
         if not (self.quirks.event_netting and inst.is_event and inst.pair_conid is not None):
             return []
         pair = self.catalog.by_conid[inst.pair_conid]

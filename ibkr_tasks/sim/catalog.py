@@ -3,7 +3,7 @@
 The core set mirrors the kinds of contracts the project must handle: USD stocks (conids of real
 contracts where they are public, e.g. AAPL 265598, INTU 270662, MRK 70101545), stocks in CAD and EUR,
 AAPL options (OPT, multiplier 100), an E-mini future (FUT, multiplier 50) and ForecastEx event
-contracts (OPT on FORECASTX, multiplier 1, YES = call conid, NO = put conid; api-reference §7.1).
+contracts (OPT on FORECASTX, multiplier 1, YES = call conid, NO = put conid; docs/ibkr-api.md#event-contracts).
 Synthetic USD stocks fill the catalogue up to the scenario's positions per account.
 Conids other than the public ones are made up; they are stable for a given seed and start date.
 """

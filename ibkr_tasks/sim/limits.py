@@ -1,7 +1,7 @@
-"""IBKR's pacing limits (api-reference §8) with a penalty box, as the simulator enforces them.
+"""IBKR's pacing limits (docs/ibkr-api.md#rate-limits) with a penalty box, as the simulator enforces them.
 
 Global: ``Quirks.global_rate_per_second`` (10 req/s through the CP Gateway). Per endpoint: the table in
-§8. A request over any limit is a *violation*: it is answered 429 and the client's IP goes into the
+that section. A request over any limit is a *violation*: it is answered 429 and the client's IP goes into the
 penalty box for ``Quirks.penalty_box_seconds``, during which every API request is answered 429 too
 (counted separately as ``requests_while_boxed``). Windows are sliding and count only accepted requests.
 """

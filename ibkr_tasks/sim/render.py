@@ -1,6 +1,6 @@
 """Turn the brokerage model into IBKR's JSON, field names, types and formats as in the real payloads.
 
-Formats follow ../shared/ibkr/api-reference.md and the captured payloads: trade ``price`` is a string,
+Formats follow docs/ibkr-api.md and the real captures in tests/fixtures/ibkr: trade ``price`` is a string,
 ``size`` and ``net_amount`` are JSON numbers, ``trade_time`` is ``YYYYMMDD-HH:mm:ss`` UTC,
 ``trade_time_r`` epoch ms, ``commission`` a string without currency (absent while pending), order ids
 a digit string on placement, an int in live orders and a number in trades.
@@ -249,7 +249,7 @@ def portfolio_account(book: Book, acct: Account) -> dict[str, Any]:
 def position_row(
     book: Book, acct: Account, inst: Instrument, qty: Decimal, cost: Decimal, now: datetime
 ) -> dict:
-    """One row of GET /portfolio/{accountId}/positions/{pageId} (api-reference §3.1)."""
+    """One row of GET /portfolio/{accountId}/positions/{pageId} (docs/ibkr-api.md#positions)."""
     mult = inst.multiplier
     mkt_price = book.catalog.mid(inst, now)
     mkt_value = qty * mkt_price * mult
@@ -498,7 +498,7 @@ def status_filter_name(status: str) -> str:
 
 
 def live_order(o: Order) -> dict[str, Any]:
-    """One element of GET /iserver/account/orders ``orders`` (api-reference §5.5)."""
+    """One element of GET /iserver/account/orders ``orders`` (docs/ibkr-api.md#live-orders)."""
     inst = o.inst
     avg = o.avg_price
     row: dict[str, Any] = {
@@ -620,7 +620,7 @@ _STATUS_TEXT = {
 
 # ----------------------------------------------------------------------------------- contracts
 def contract_info(inst: Instrument) -> dict[str, Any]:
-    """GET /iserver/contract/{conid}/info: snake_case (api-reference §7)."""
+    """GET /iserver/contract/{conid}/info: snake_case (docs/ibkr-api.md#contracts)."""
     return {
         "con_id": inst.conid,
         "symbol": inst.symbol,
@@ -705,7 +705,7 @@ def trsrv_secdef(inst: Instrument) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- truth
 def truth(book: Book, acct: Account, now: datetime) -> dict[str, Any]:
-    """GET /sim/truth/{accountId} (format fixed in briefs/interfaces.md; decimals as strings)."""
+    """GET /sim/truth/{accountId} (decimals as strings; the format is in docs/simulator.md)."""
     executions = []
     for entry in acct.entries:
         if not isinstance(entry, Execution):

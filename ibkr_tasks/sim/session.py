@@ -2,7 +2,7 @@
 
 One simulator = one gateway = one IBKR login. ``POST /iserver/auth/ssodh/init`` opens a new brokerage
 session (a new *epoch*): preflight flags, snapshot subscriptions, prompt suppressions and pending reply
-ids all start over, as they do at IBKR (api-reference §1, §5.4, §6.1).
+ids all start over, as they do at IBKR (docs/ibkr-api.md#sessions, #prompts, #market-data).
 """
 
 from __future__ import annotations
