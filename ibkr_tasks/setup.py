@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from ibkr_tasks.blocks import IBKRCredentials
+from ibkr_tasks.blocks import IBKRCredentials, aload_credentials
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import ConfigurationError
 
@@ -77,6 +77,8 @@ def crash_automation(
         ),
         actions=[
             ChangeFlowRunState(
+                name=None,  # the state type's own name, "Crashed"
+                force=False,  # Running -> Crashed is an allowed transition; a finished run stays finished
                 state=StateType.CRASHED,
                 message=f"no heartbeat for {crash_after_seconds} s: the flow run's process is gone",
             )
@@ -127,7 +129,7 @@ async def _logins(client: Any, report: SetupReport) -> list[tuple[str, IBKRSetti
         if not document.name or document.is_anonymous:
             continue
         try:
-            block = await IBKRCredentials.aload(document.name, client=client)
+            block = await aload_credentials(document.name)
             logins.append((f"block {document.name!r}", block.to_settings()))
         except Exception as exc:  # a block saved by an older version, say: report it, go on
             report.add(f"skipped block {document.name!r}: {type(exc).__name__}: {exc}")
