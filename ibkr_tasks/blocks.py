@@ -1,8 +1,8 @@
 """Prefect blocks: where a deployment keeps its IBKR connection settings and secrets.
 
-Register the block type once per Prefect server::
+Register the block type once per Prefect server (``ibkr-tasks setup`` does it, with the rest)::
 
-    prefect block register -m ibkr_tasks.blocks
+    ibkr-tasks setup        # or: prefect block register -m ibkr_tasks.blocks
 
 then create a document in the UI (Blocks -> IBKR Credentials) or in code::
 

@@ -12,7 +12,7 @@ Against the server ``PREFECT_API_URL`` points at, it
 Running it again changes nothing that is already as wanted, and never makes a second automation.
 Flow runs send heartbeats every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds; prefect.yaml sets it
 to :data:`HEARTBEAT_SECONDS` for the deployments, and the automation waits
-:data:`DEFAULT_CRASH_AFTER_SECONDS` (three missed heartbeats) before it acts. Prefect documents the
+:data:`DEFAULT_CRASH_AFTER_SECONDS` before it acts. Prefect documents the
 pattern at https://docs.prefect.io/v3/advanced/detect-zombie-flows.
 """
 
@@ -33,7 +33,9 @@ FLOW_NAMES = ("nightly-reconciliation", "rebalance", "market-data")
 """The flows the automation watches (by name); runs of other flows on the same server are left alone."""
 HEARTBEAT_SECONDS = 60
 """``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` the deployments in prefect.yaml run with."""
-DEFAULT_CRASH_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+DEFAULT_CRASH_AFTER_SECONDS = 600
+"""Ten of our heartbeats, and over three of Prefect's default interval: a run started outside the
+deployments (a script, ``make demo``) heartbeats every 180 s and must not be taken for dead."""
 TERMINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
 
 

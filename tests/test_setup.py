@@ -206,3 +206,15 @@ def test_every_deployment_sends_heartbeats_the_automation_watches() -> None:
         path, attribute = deployment["entrypoint"].split(":")
         flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attribute)
         assert flow.name in FLOW_NAMES, deployment["name"]
+
+
+def test_the_default_window_spares_runs_on_prefects_default_heartbeat() -> None:
+    """Runs started outside the deployments heartbeat at Prefect's default interval: the automation
+    must wait several of those before it calls a run dead."""
+    from prefect.settings.models.flows import FlowsSettings
+
+    from ibkr_tasks.setup import HEARTBEAT_SECONDS
+
+    prefect_default = FlowsSettings.model_fields["heartbeat_frequency"].default
+    assert DEFAULT_CRASH_AFTER_SECONDS >= 3 * prefect_default
+    assert DEFAULT_CRASH_AFTER_SECONDS >= 3 * HEARTBEAT_SECONDS
