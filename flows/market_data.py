@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from pydantic import Field
 
-from ibkr_tasks.blocks import resolve_settings
+from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.models import Snapshot
 from ibkr_tasks.prefect_limits import configure_rate_limits
@@ -51,7 +51,7 @@ async def market_data(
     if count is None and duration is None:
         raise ValueError("give count or duration: market_data never polls forever")
     logger = get_run_logger()
-    settings = resolve_settings(credentials)
+    settings = await aresolve_settings(credentials)
     await configure_rate_limits(settings)
     ledger = None
     if store:

@@ -36,7 +36,7 @@ from prefect.utilities.annotations import opaque
 from pydantic import Field
 
 from ibkr_tasks.accounts import validate_account_id
-from ibkr_tasks.blocks import resolve_settings
+from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.background import BackgroundClient
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import AccountInfo, Fill, ParseResult
@@ -198,7 +198,7 @@ async def nightly_reconciliation(
         max_concurrency: accounts processed at once (IBKR's rate limits apply underneath).
     """
     logger = get_run_logger()
-    settings = resolve_settings(credentials)
+    settings = await aresolve_settings(credentials)
     flow_run_id = flow_run.get_id()
     run_id = flow_run_id or f"local-{uuid.uuid4()}"
     ledger = await asyncio.to_thread(Ledger, ledger_url)

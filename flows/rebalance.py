@@ -34,7 +34,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field, ValidationError
 
-from ibkr_tasks.blocks import resolve_settings
+from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.errors import (
@@ -230,7 +230,7 @@ async def rebalance(
 
     run = run_id or flow_run.get_id() or f"local-{uuid.uuid4()}"
     policy = PromptPolicy.load(prompt_policy) if prompt_policy else None
-    settings = resolve_settings(credentials)
+    settings = await aresolve_settings(credentials)
     ledger = await asyncio.to_thread(Ledger, ledger_url)
     await configure_rate_limits(settings)
     acct = params.account_id

@@ -1,8 +1,8 @@
 """Prefect blocks: where a deployment keeps its IBKR connection settings and secrets.
 
-Register the block type once per Prefect server::
+Register the block type once per Prefect server (``ibkr-tasks setup`` does it, with the rest)::
 
-    prefect block register -m ibkr_tasks.blocks
+    ibkr-tasks setup        # or: prefect block register -m ibkr_tasks.blocks
 
 then create a document in the UI (Blocks -> IBKR Credentials) or in code::
 
@@ -22,6 +22,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from ibkr_tasks.client.settings import DEFAULT_API_URL, IBKRSettings
+from ibkr_tasks.errors import ConfigurationError
 
 
 class IBKRCredentials(Block):
@@ -99,11 +100,69 @@ class IBKRCredentials(Block):
         return IBKRSettings(**values)
 
 
-def resolve_settings(credentials: IBKRCredentials | str | None = None) -> IBKRSettings:
-    """Settings from a block (object or saved name), else from the ``IBKR_*`` environment."""
+class CredentialsNotFound(ConfigurationError):
+    """No saved :class:`IBKRCredentials` block has the name a flow or task was given."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no IBKRCredentials block named {name!r} on the Prefect server: create it in the UI "
+            f"(Blocks -> IBKR Credentials) or with IBKRCredentials(...).save({name!r}); "
+            "`ibkr-tasks setup` registers the block type"
+        )
+        self.name = name
+
+
+def _not_found(exc: ValueError) -> bool:
+    """Prefect reports a missing block document as a ValueError raised from ObjectNotFound."""
+    from prefect.exceptions import ObjectNotFound
+
+    return isinstance(exc.__cause__, ObjectNotFound)
+
+
+def load_credentials(name: str) -> IBKRCredentials:
+    """The saved block ``name``, from sync code (also when an event loop is running in this thread)."""
+    try:
+        # _sync=True: Block.load would otherwise hand back a coroutine whenever a loop is running.
+        return IBKRCredentials.load(name, _sync=True)  # type: ignore[call-arg,return-value]
+    except ValueError as exc:
+        if _not_found(exc):
+            raise CredentialsNotFound(name) from None
+        raise
+
+
+async def aload_credentials(name: str) -> IBKRCredentials:
+    """The saved block ``name``, from async code (flows and tasks of this package are async)."""
+    try:
+        return await IBKRCredentials.aload(name)
+    except ValueError as exc:
+        if _not_found(exc):
+            raise CredentialsNotFound(name) from None
+        raise
+
+
+def _settings(credentials: IBKRCredentials | None) -> IBKRSettings:
     if credentials is None:
         return IBKRSettings()
-    if isinstance(credentials, str):
-        credentials = IBKRCredentials.load(credentials)  # type: ignore[assignment]
-    assert isinstance(credentials, IBKRCredentials)
+    if not isinstance(credentials, IBKRCredentials):
+        raise TypeError(
+            f"credentials must be an IBKRCredentials block, its saved name or None, not {type(credentials).__name__}"
+        )
     return credentials.to_settings()
+
+
+def resolve_settings(credentials: IBKRCredentials | str | None = None) -> IBKRSettings:
+    """Settings from a block (object or saved name), else from the ``IBKR_*`` environment.
+
+    For sync callers. Async code (a flow, a task) uses :func:`aresolve_settings`, which does not
+    block the event loop while the block is read from the Prefect server.
+    """
+    if isinstance(credentials, str):
+        return load_credentials(credentials).to_settings()
+    return _settings(credentials)
+
+
+async def aresolve_settings(credentials: IBKRCredentials | str | None = None) -> IBKRSettings:
+    """:func:`resolve_settings` for async callers: a block name is loaded with ``await``."""
+    if isinstance(credentials, str):
+        return (await aload_credentials(credentials)).to_settings()
+    return _settings(credentials)

@@ -1,4 +1,4 @@
-"""The ``ibkr-tasks`` command: ``ibkr-tasks sim ...`` and ``ibkr-tasks db upgrade [URL]``."""
+"""The ``ibkr-tasks`` command: ``setup``, ``sim ...``, ``db upgrade [URL]`` and ``limits show|create``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     usage = (
-        "usage: ibkr-tasks {sim,db,limits} ...\n"
-        "  sim  run the Client Portal Gateway simulator\n"
+        "usage: ibkr-tasks {setup,sim,db,limits} ...\n"
+        "  setup   prepare the Prefect server (block type, pacing limits, crashed-run automation)\n"
+        "  sim     run the Client Portal Gateway simulator\n"
         "  db      ledger database commands (db upgrade [URL])\n"
         "  limits  IBKR pacing on Prefect global concurrency limits (limits show|create)"
     )
@@ -17,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         print(usage)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command == "setup":
+        from ibkr_tasks.setup import main as setup_main
+
+        return setup_main(rest)
     if command == "sim":
         from ibkr_tasks.sim.__main__ import main as sim_main
 

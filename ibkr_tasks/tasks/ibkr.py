@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from ibkr_tasks.blocks import IBKRCredentials, resolve_settings
+from ibkr_tasks.blocks import IBKRCredentials, aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.errors import RateLimited, ServerError, TransportError
 from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, ParseResult, Position, Snapshot
@@ -42,7 +42,7 @@ async def using(source: ClientSource) -> AsyncIterator[IBKRClient]:
     if not (source is None or isinstance(source, IBKRCredentials | str)):
         yield source  # a live client (or anything that speaks its API, e.g. a test double)
         return
-    async with IBKRClient.from_settings(resolve_settings(source)) as client:
+    async with IBKRClient.from_settings(await aresolve_settings(source)) as client:
         await client.ensure_session()
         yield client
 
