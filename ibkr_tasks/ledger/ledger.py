@@ -212,11 +212,20 @@ class Ledger:
         broker_positions: Iterable[Position],
         run_id: str,
         taken_at: datetime | None = None,
+        *,
+        not_before: datetime | None = None,
     ) -> ReconcileResult:
-        """Store the broker's positions and write position breaks, in one transaction."""
+        """Store the broker's positions and write position breaks, in one transaction.
+
+        Leave ``taken_at`` out and the ledger files the snapshot under a time it chooses while
+        holding the account's lock: now, not before ``not_before`` (pass the newest trade time of
+        the fills this run ingested), and after every other run's snapshot of the account.
+        """
         account_id = validate_account_id(account_id)
         with self.write(account_id) as session:
-            return reconcile_positions(session, account_id, broker_positions, run_id, taken_at)
+            return reconcile_positions(
+                session, account_id, broker_positions, run_id, taken_at, not_before=not_before
+            )
 
     # --- accounts and runs ------------------------------------------------------------------
 
