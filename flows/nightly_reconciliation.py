@@ -57,6 +57,7 @@ from ibkr_tasks.tasks import (
     reconcile_positions,
 )
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
+from ibkr_tasks.tasks.runs import start_account_run
 
 
 def reconcilable_accounts(infos: list[AccountInfo]) -> list[str]:
@@ -95,7 +96,7 @@ async def _reconcile_account(
     """ingest -> positions -> reconcile for one account; failures are caught and reported, not raised."""
     logger = get_run_logger()
     outcome = AccountOutcome(account_id=account_id)
-    await asyncio.to_thread(ledger.start_run, account_id, run_id, flow_run_id=flow_run_id)
+    await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
         if fills is None:
             raise RuntimeError(f"fills for {account_id} could not be collected")

@@ -1,7 +1,8 @@
 """Ledger positions from fills, broker snapshots, and position breaks.
 
 The ledger position of an (account, conid) is the opening position (from the FIRST broker snapshot
-the ledger saw for that account, recorded in ``accounts.opening_snapshot_at``) plus the signed sum
+the ledger saw for that account, recorded in ``accounts.opening_snapshot_at``; when the run that
+filed it is abandoned, the earliest snapshot of a run that was not, else the next one) plus the signed sum
 of the current (not superseded) fills traded after that snapshot: ``+quantity`` for B, ``-quantity``
 for S, X (option expiry) and N (ForecastEx netting), as ``Fill.signed_quantity`` defines. A fill
 traded exactly at the opening snapshot's time counts as already in the opening position.
@@ -232,6 +233,9 @@ def reconcile_positions(
             .values(opening_snapshot_at=taken_at, opening_run_id=run_id)
         )
         result.opening = True
+        # The books open at the broker's word: open position breaks of earlier runs (possible only
+        # when an abandoned run's opening gave way to this one) describe nothing any more.
+        result.resolved = _write_breaks(session, account_id, run_id, [], taken_at)
         return result
 
     ledger = ledger_positions(session, account_id, as_of=taken_at)
