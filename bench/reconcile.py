@@ -39,7 +39,7 @@ os.environ["IBKR_ACCESS_TOKEN"] = "bench-gateway"  # a local gateway takes any p
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.nightly_reconciliation import reconcilable_accounts, snapshot_time  # noqa: E402
+from flows.nightly_reconciliation import reconcilable_accounts  # noqa: E402
 from ibkr_tasks.client.api import IBKRClient  # noqa: E402
 from ibkr_tasks.client.ratelimit import ENDPOINT_RULES, GATEWAY_GLOBAL, reset_limiters, rules_for  # noqa: E402
 from ibkr_tasks.client.settings import IBKRSettings  # noqa: E402
@@ -90,7 +90,7 @@ async def direct(ledger_url: str, days: int) -> None:
                     account_id,
                     positions.items,
                     run_id,
-                    snapshot_time(batch.items, after=ledger.latest_snapshot_at(account_id)),
+                    not_before=max((f.trade_time for f in batch.items), default=None),
                 )
                 counts = result.counts() | {"breaks": len(rec.breaks) + len(result.commission_breaks)}
                 await asyncio.to_thread(ledger.finish_run, account_id, run_id, "succeeded", counts)

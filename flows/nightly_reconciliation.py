@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from prefect import flow
@@ -58,27 +57,12 @@ from ibkr_tasks.tasks import (
     reconcile_positions,
 )
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
+from ibkr_tasks.tasks.runs import start_account_run
 
 
 def reconcilable_accounts(infos: list[AccountInfo]) -> list[str]:
     """The accounts that hold positions: every account of the login but an FA master's own entry."""
     return [a.account_id for a in infos if not (a.has_child_accounts or a.is_multiplex_parent)]
-
-
-def snapshot_time(fills: list[Fill], after: datetime | None = None) -> datetime:
-    """The time the ledger files a positions snapshot under.
-
-    Positions are fetched after the trades call, so the snapshot includes every fill that call
-    returned, whatever the broker's clock said about them. The snapshot time is therefore at least the
-    newest of those trade times (IBKR's clock may run ahead of ours, and the simulator's does after
-    ``/sim/advance``), else now; and always later than the account's previous snapshot (``after``), so
-    a new run never files its snapshot under an earlier run's time (and so never over the opening one).
-    """
-    now = datetime.now(UTC)
-    candidates = [now, *(f.trade_time for f in fills)]
-    if after is not None:
-        candidates.append(after + timedelta(microseconds=1))
-    return max(candidates)
 
 
 def _apply_ingest(outcome: AccountOutcome, result: Any) -> None:
@@ -112,7 +96,7 @@ async def _reconcile_account(
     """ingest -> positions -> reconcile for one account; failures are caught and reported, not raised."""
     logger = get_run_logger()
     outcome = AccountOutcome(account_id=account_id)
-    await asyncio.to_thread(ledger.start_run, account_id, run_id, flow_run_id=flow_run_id)
+    await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
         if fills is None:
             raise RuntimeError(f"fills for {account_id} could not be collected")
@@ -131,13 +115,13 @@ async def _reconcile_account(
                 ledger, account_id, [], run_id, rejected=opaque(positions.rejected)
             )
             outcome.quarantined += quarantined.quarantined
-        previous = await asyncio.to_thread(ledger.latest_snapshot_at, account_id)
+        # The ledger picks the snapshot's time under the account's lock; the fills only bound it.
         reconciled = await reconcile_positions(
             ledger,
             account_id,
             opaque(positions.items),
             run_id,
-            taken_at=snapshot_time(fills.items, after=previous),
+            not_before=max((f.trade_time for f in fills.items), default=None),
         )
         _apply_reconcile(outcome, reconciled)
         outcome.status = "breaks" if outcome.breaks else "completed"

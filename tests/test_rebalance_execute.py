@@ -206,3 +206,94 @@ async def test_unfilled_limit_orders_are_cancelled_at_fill_timeout(rig: Rig) -> 
     (row,) = rig.ledger_orders("run-timeout")
     assert row.status == "cancel_requested" and "fill_timeout" in (row.error or "")
     assert report.fills_new == 0 and report.fills_missing == []
+
+
+async def test_unexpected_error_after_the_order_went_out_is_resolved_by_its_coid(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator accepts the order, then reading IBKR's answer fails with an error nobody planned
+    for. The order is live at the broker: the ledger keeps its order id and status, the run counts it
+    as placed, and it was sent once."""
+    from ibkr_tasks.client import orders as client_orders
+
+    def broken(answer: Any) -> Any:
+        raise KeyError("order_status")  # e.g. an answer shaped unlike any seen before
+
+    monkeypatch.setattr(client_orders, "_acknowledgement", broken)
+    working = OrderRequest(market_id=str(AAPL), order_side=OrderSide.BUY, size=3, price="1.00")  # rests
+    doomed = OrderRequest(market_id=str(EXPIRED_OPTION), order_side=OrderSide.BUY, size=1, price="1.00")
+    p = params(rig, orders=[working, doomed])
+    plan = await plan_for(rig, p, "run-unexpected")
+    first, second = plan.orders
+
+    with pytest.raises(RebalanceFailed) as info:
+        await execute_plan(rig.client, rig.ledger, plan, p, sleep=rig.clock.sleep, clock=rig.clock)
+
+    truth = (await rig.truth())["orders"]
+    sent = [o for o in truth if o["cOID"] == first.coid]
+    assert len(sent) == 1, truth  # sent exactly once, never again after the error
+    order_id = sent[0]["order_id"]
+    rows = {r.coid: r for r in rig.ledger_orders("run-unexpected")}
+    assert rows[first.coid].order_id == order_id
+    assert rows[first.coid].status == "cancel_requested"  # this run's working order, cancelled on stop
+    report = info.value.report
+    assert report.orders[0].order_id == order_id and report.cancelled == [order_id]
+    assert "1 order(s) of this run had been placed" in str(info.value)
+    assert second.coid in str(info.value) and "expired" in str(info.value)
+
+
+async def test_unexpected_error_after_a_filled_order_continues_the_run(rig: Rig) -> None:
+    """An error raised after IBKR accepted (and filled) the order: found by cOID, recorded with the
+    broker's id and status, and the run goes on to book the fill."""
+
+    async def place_then_fail(client: Any, account_id: str, order: Any, coid: str, policy: Any = None) -> Any:
+        await client.place_order(account_id, order, coid=coid, policy=policy)
+        raise RuntimeError("the task runner lost the result")
+
+    p = params(rig, targets={str(AAPL): 20}, target_kind="quantity", pricing="market")
+    plan = await plan_for(rig, p, "run-lost-result")
+    (order,) = plan.orders
+
+    report = await execute_plan(
+        rig.client, rig.ledger, plan, p, place=place_then_fail, sleep=rig.clock.sleep, clock=rig.clock
+    )
+
+    truth = await rig.truth()
+    (sent,) = [o for o in truth["orders"] if o["cOID"] == order.coid]
+    (row,) = rig.ledger_orders("run-lost-result")
+    assert row.order_id == sent["order_id"] and row.status == sent["status"] == "Filled"
+    assert "RuntimeError" in (row.error or "")
+    assert [o.order_id for o in report.placed] == [sent["order_id"]]
+    booked = [f for f in rig.ledger.fills_for(rig.account_id) if f.order_ref == order.coid]
+    assert sum(f.quantity for f in booked) == order.quantity
+
+
+async def test_resumed_run_whose_ledger_refuses_a_changed_order_says_why(rig: Rig) -> None:
+    """The same run id with a changed price gives the same cOID with another request: the ledger
+    refuses it before anything is sent, and the run's message carries that cause."""
+    p = params(
+        rig, orders=[OrderRequest(market_id=str(AAPL), order_side=OrderSide.BUY, size=3, price="1.00")]
+    )
+    plan = await plan_for(rig, p, "run-resumed")
+    await execute_plan(
+        rig.client,
+        rig.ledger,
+        plan,
+        p.model_copy(update={"fill_timeout": 0}),
+        sleep=rig.clock.sleep,
+        clock=rig.clock,
+    )
+    changed = params(
+        rig, orders=[OrderRequest(market_id=str(AAPL), order_side=OrderSide.BUY, size=3, price="1.01")]
+    )
+    replan = await plan_for(rig, changed, "run-resumed")
+    assert replan.orders[0].coid == plan.orders[0].coid
+
+    with pytest.raises(RebalanceFailed) as info:
+        await execute_plan(rig.client, rig.ledger, replan, changed, sleep=rig.clock.sleep, clock=rig.clock)
+
+    message = str(info.value)
+    assert "None" not in message
+    assert "LedgerError" in message and "different request" in message
+    assert info.value.report.error and "different request" in info.value.report.error
+    assert len((await rig.truth())["orders"]) == 1  # nothing sent again

@@ -253,3 +253,59 @@ async def test_unknown_prompt_fails_the_run_with_its_text_and_places_nothing(
         assert handle.truth(paper)["orders"] == []
         (row,) = order_rows(ledger_url, "rebalance-prompt-test")
         assert row.status == "prompt_refused" and row.prompts[0]["confirmed"] is False
+
+
+async def test_unexpected_error_after_the_order_was_accepted_still_records_it_as_placed(
+    sim: SimulatorHandle, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IBKR accepts the order, then reading its answer raises an error no handler expects: the run
+    finds the order by its cOID, records the broker's id and status, and counts it as placed."""
+    from ibkr_tasks.client import orders as client_orders
+
+    def unreadable(answer: Any) -> Any:
+        raise KeyError("order_status")
+
+    monkeypatch.setattr(client_orders, "_acknowledgement", unreadable)
+    paper, _ = accounts(sim)
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    state = await run(
+        account_id=paper,
+        targets={str(AAPL): 4},
+        target_kind="quantity",
+        pricing="market",
+        dry_run=False,
+        ledger_url=ledger_url,
+        run_id="rebalance-unexpected-test",
+    )
+
+    assert state.is_completed(), state.message
+    assert (state.message or "").startswith(f"1 order(s) placed for {paper}")
+    (sent,) = sim.truth(paper)["orders"]  # sent exactly once
+    (row,) = order_rows(ledger_url, "rebalance-unexpected-test")
+    assert row.coid == sent["cOID"] and row.order_id == sent["order_id"]
+    assert row.status == sent["status"] == "Filled"
+    assert "KeyError" in (row.error or "") and "found by its cOID" in (row.error or "")
+    assert positions(sim, paper)[AAPL] == 4
+
+
+async def test_resumed_run_with_a_changed_order_fails_naming_the_cause(
+    sim: SimulatorHandle, tmp_path
+) -> None:
+    paper, _ = accounts(sim)
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    kw: dict[str, Any] = {
+        "account_id": paper,
+        "dry_run": False,
+        "ledger_url": ledger_url,
+        "run_id": "rebalance-resume-test",
+        "fill_timeout": 0,
+    }
+    order = {"market_id": str(AAPL), "order_side": "Buy", "size": 2, "price": "1.00"}  # rests, unfilled
+    first = await run(orders=[order], **kw)
+    resumed = await run(orders=[{**order, "price": "1.01"}], **kw)  # same cOID, another request
+
+    assert first.message and "1 order(s) placed" in first.message
+    assert resumed.is_failed()
+    assert "None" not in (resumed.message or "")
+    assert "different request" in (resumed.message or ""), resumed.message
+    assert len(sim.truth(paper)["orders"]) == 1

@@ -71,17 +71,3 @@ def test_summary_table_has_one_row_per_account() -> None:
     rows = summary_table([_outcome(), AccountOutcome(account_id="DU222", status="failed", error="boom")])
     assert [r["account"] for r in rows] == ["DU111", "DU222"]
     assert rows[0]["breaks"] == 2 and rows[1]["error"] == "boom"
-
-
-def test_snapshot_time_follows_the_fills_and_the_previous_snapshot() -> None:
-    from datetime import UTC, datetime, timedelta
-    from types import SimpleNamespace
-
-    from flows.nightly_reconciliation import snapshot_time
-
-    now = datetime.now(UTC)
-    ahead = now + timedelta(hours=5)  # a broker clock ahead of ours
-    fills = [SimpleNamespace(trade_time=now - timedelta(hours=1)), SimpleNamespace(trade_time=ahead)]
-    assert snapshot_time(fills) == ahead  # type: ignore[arg-type]
-    assert snapshot_time(fills, after=ahead) == ahead + timedelta(microseconds=1)  # type: ignore[arg-type]
-    assert now <= snapshot_time([]) <= datetime.now(UTC)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, exists, func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,6 +60,14 @@ logger = logging.getLogger(__name__)
 CONTRACT_MAX_AGE = timedelta(days=30)
 """Stored contract info older than this is looked up again (symbols can change; conids do not)."""
 
+RUN_MAX_AGE_ENV = "IBKR_LEDGER_RUN_MAX_HOURS"
+DEFAULT_RUN_MAX_AGE = timedelta(hours=6)
+"""A ``running`` run started longer ago than this is taken for dead by the account's next run.
+
+A nightly run takes minutes; six hours leaves room for a slow night and still lets the next
+night's run close a run that was killed. ``IBKR_LEDGER_RUN_MAX_HOURS`` (hours, decimals allowed) or
+``Ledger(run_max_age=...)`` sets it."""
+
 _QUOTE_FIELDS = (
     "conid",
     "symbol",
@@ -92,6 +101,33 @@ RUN_COUNT_COLUMNS = (
 )
 
 
+def _run_max_age_from_env() -> timedelta:
+    raw = os.environ.get(RUN_MAX_AGE_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_RUN_MAX_AGE
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = float("nan")
+    if not hours > 0 or hours == float("inf"):
+        raise LedgerError(f"{RUN_MAX_AGE_ENV} must be a positive number of hours, not {raw!r}")
+    return timedelta(hours=hours)
+
+
+def _not_abandoned(snapshot: type[PositionSnapshotRow] = PositionSnapshotRow) -> Any:
+    """SQL condition: the snapshot's run was not abandoned (a snapshot filed without a run counts)."""
+    return ~exists().where(
+        ReconciliationRunRow.account_id == snapshot.account_id,
+        ReconciliationRunRow.run_id == snapshot.run_id,
+        ReconciliationRunRow.status == "abandoned",
+    )
+
+
+def _hours(age: timedelta) -> str:
+    hours = age.total_seconds() / 3600
+    return f"{hours:g}h"
+
+
 def _as_utc(value: datetime | date) -> datetime:
     if isinstance(value, datetime):
         return ensure_utc(value)
@@ -108,7 +144,14 @@ class Ledger:
     Each write method runs in its own transaction, holding the account's write lock.
     """
 
-    def __init__(self, url: str | URL | None = None, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        engine: Engine | None = None,
+        run_max_age: timedelta | None = None,
+    ) -> None:
+        self.run_max_age = run_max_age if run_max_age is not None else _run_max_age_from_env()
         self.url = engine.url if engine is not None else engine_mod.resolve_url(url)
         self.engine = engine if engine is not None else engine_mod.create_ledger_engine(self.url)
         self._write_engine = self.engine.execution_options(**{engine_mod.WRITE_OPTION: True})
@@ -212,11 +255,20 @@ class Ledger:
         broker_positions: Iterable[Position],
         run_id: str,
         taken_at: datetime | None = None,
+        *,
+        not_before: datetime | None = None,
     ) -> ReconcileResult:
-        """Store the broker's positions and write position breaks, in one transaction."""
+        """Store the broker's positions and write position breaks, in one transaction.
+
+        Leave ``taken_at`` out and the ledger files the snapshot under a time it chooses while
+        holding the account's lock: now, not before ``not_before`` (pass the newest trade time of
+        the fills this run ingested), and after every other run's snapshot of the account.
+        """
         account_id = validate_account_id(account_id)
         with self.write(account_id) as session:
-            return reconcile_positions(session, account_id, broker_positions, run_id, taken_at)
+            return reconcile_positions(
+                session, account_id, broker_positions, run_id, taken_at, not_before=not_before
+            )
 
     # --- accounts and runs ------------------------------------------------------------------
 
@@ -262,15 +314,25 @@ class Ledger:
             )
         return len(rows)
 
-    def start_run(self, account_id: str, run_id: str, flow_run_id: str | None = None) -> None:
+    def start_run(
+        self,
+        account_id: str,
+        run_id: str,
+        flow_run_id: str | None = None,
+        *,
+        ended_flow_runs: Collection[str] = (),
+    ) -> list[str]:
         """Record that ``run_id`` started for ``account_id`` (status ``running``).
 
         Starting the same run again (a retry) sets it back to ``running`` and keeps its start time.
+        In the same transaction, the account's other ``running`` runs that can no longer be running
+        are closed as ``abandoned`` (see :meth:`abandon_runs`); returns their run ids.
         """
         account_id = validate_account_id(account_id)
         now = datetime.now(UTC)
         with self.write(account_id) as session:
             ensure_account(session, account_id, now)
+            abandoned = self._abandon(session, account_id, run_id, ended_flow_runs, now)
             stmt = _insert_for(session)(ReconciliationRunRow).values(
                 account_id=account_id,
                 run_id=run_id,
@@ -292,6 +354,101 @@ class Ledger:
                     },
                 )
             )
+        return abandoned
+
+    def running_runs(self, account_id: str) -> list[ReconciliationRunRow]:
+        """The account's runs still recorded ``running``, oldest first (their ``flow_run_id`` lets the
+        caller ask Prefect which of them have ended)."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(ReconciliationRunRow)
+                    .where(
+                        ReconciliationRunRow.account_id == validate_account_id(account_id),
+                        ReconciliationRunRow.status == "running",
+                    )
+                    .order_by(ReconciliationRunRow.started_at)
+                )
+            )
+
+    def abandon_runs(
+        self, account_id: str, *, keep: str | None = None, ended_flow_runs: Collection[str] = ()
+    ) -> list[str]:
+        """Close the account's ``running`` runs that can no longer be running as ``abandoned``.
+
+        A run can no longer be running when its Prefect flow run has ended (its id is in
+        ``ended_flow_runs``: the caller asks Prefect, the ledger does not), or when it started longer
+        than ``run_max_age`` ago. ``keep`` (the caller's own run) is never closed. An abandoned run's
+        positions snapshot stops counting as a reconciliation: it is not the newest snapshot
+        (:meth:`latest_snapshot_at`) and no longer opens the books (the opening moves to the earliest
+        snapshot of a run that was not abandoned, or to the account's next snapshot). Returns the
+        run ids closed.
+        """
+        account_id = validate_account_id(account_id)
+        with self.write(account_id) as session:
+            return self._abandon(session, account_id, keep, ended_flow_runs, datetime.now(UTC))
+
+    def _abandon(
+        self,
+        session: Session,
+        account_id: str,
+        keep: str | None,
+        ended_flow_runs: Collection[str],
+        now: datetime,
+    ) -> list[str]:
+        ended = {str(f) for f in ended_flow_runs}
+        cutoff = now - self.run_max_age
+        stale: dict[str, str] = {}
+        for row in session.scalars(
+            select(ReconciliationRunRow).where(
+                ReconciliationRunRow.account_id == account_id, ReconciliationRunRow.status == "running"
+            )
+        ):
+            if row.run_id == keep:
+                continue
+            if row.flow_run_id is not None and row.flow_run_id in ended:
+                stale[row.run_id] = f"its flow run {row.flow_run_id} is no longer running"
+            elif row.started_at < cutoff:
+                stale[row.run_id] = (
+                    f"started {row.started_at.isoformat()}, older than {_hours(self.run_max_age)}"
+                )
+        if not stale:
+            return []
+        by = f" by run {keep}" if keep else ""
+        for run_id, reason in sorted(stale.items()):
+            session.execute(
+                update(ReconciliationRunRow)
+                .where(
+                    ReconciliationRunRow.account_id == account_id,
+                    ReconciliationRunRow.run_id == run_id,
+                    ReconciliationRunRow.status == "running",
+                )
+                .values(status="abandoned", finished_at=now, error=f"abandoned{by}: {reason}")
+                .execution_options(synchronize_session=False)
+            )
+        opening_run = session.scalar(select(Account.opening_run_id).where(Account.account_id == account_id))
+        if opening_run in stale:
+            earliest = session.execute(
+                select(PositionSnapshotRow.taken_at, PositionSnapshotRow.run_id)
+                .where(PositionSnapshotRow.account_id == account_id, _not_abandoned())
+                .order_by(PositionSnapshotRow.taken_at)
+                .limit(1)
+            ).first()
+            session.execute(
+                update(Account)
+                .where(Account.account_id == account_id)
+                .values(
+                    opening_snapshot_at=None if earliest is None else earliest.taken_at,
+                    opening_run_id=None if earliest is None else earliest.run_id,
+                )
+            )
+        logger.warning(
+            "%s: closed %d run(s) that can no longer be running as abandoned: %s",
+            account_id,
+            len(stale),
+            "; ".join(f"{r} ({why})" for r, why in sorted(stale.items())),
+        )
+        return sorted(stale)
 
     def finish_run(
         self,
@@ -365,11 +522,14 @@ class Ledger:
             return list(session.scalars(query.order_by(FillRow.trade_time, FillRow.execution_id)))
 
     def latest_snapshot_at(self, account_id: str) -> datetime | None:
-        """When the newest broker positions snapshot of ``account_id`` was filed (None: never)."""
+        """When the newest broker positions snapshot of ``account_id`` was filed (None: never).
+
+        Snapshots of abandoned runs do not count: those runs never reported their reconciliation.
+        """
         with self.session() as session:
             return session.scalar(
                 select(func.max(PositionSnapshotRow.taken_at)).where(
-                    PositionSnapshotRow.account_id == validate_account_id(account_id)
+                    PositionSnapshotRow.account_id == validate_account_id(account_id), _not_abandoned()
                 )
             )
 

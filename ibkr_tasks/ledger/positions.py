@@ -1,7 +1,8 @@
 """Ledger positions from fills, broker snapshots, and position breaks.
 
 The ledger position of an (account, conid) is the opening position (from the FIRST broker snapshot
-the ledger saw for that account, recorded in ``accounts.opening_snapshot_at``) plus the signed sum
+the ledger saw for that account, recorded in ``accounts.opening_snapshot_at``; when the run that
+filed it is abandoned, the earliest snapshot of a run that was not, else the next one) plus the signed sum
 of the current (not superseded) fills traded after that snapshot: ``+quantity`` for B, ``-quantity``
 for S, X (option expiry) and N (ForecastEx netting), as ``Fill.signed_quantity`` defines. A fill
 traded exactly at the opening snapshot's time counts as already in the opening position.
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ibkr_tasks.errors import ForeignAccountRows, LedgerError
@@ -151,16 +152,25 @@ def reconcile_positions(
     broker_positions: Iterable[Position],
     run_id: str,
     taken_at: datetime | None = None,
+    *,
+    not_before: datetime | None = None,
 ) -> ReconcileResult:
     """Store the broker's snapshot and write a ``position`` break for every conid that differs.
 
     A conid missing on one side counts as zero there; a zero position is the same as no position.
     The first snapshot of an account defines its opening positions and has no breaks. Open position
     breaks of earlier runs are resolved when the conid now matches, or marked ``superseded`` by this
-    run's break when it still differs. Calling it again for the same run and ``taken_at`` replaces
-    that snapshot and its breaks (idempotent). Runs in the caller's transaction.
+    run's break when it still differs. Runs in the caller's transaction.
+
+    The snapshot's time: without ``taken_at`` the ledger chooses it under the account's lock (see
+    :func:`choose_snapshot_time`): now, but not before ``not_before`` (the newest trade time the
+    caller ingested) and after every snapshot of the account filed by another run, so two runs of
+    one account never pick the same time. Calling it again for the same run replaces that run's
+    snapshot and breaks (a retry). With an explicit ``taken_at``, calling it again for the same run
+    and time replaces that snapshot; another run's snapshot at that time raises LedgerError.
     """
-    taken_at = ensure_utc(taken_at) if taken_at is not None else datetime.now(UTC)
+    if taken_at is not None and not_before is not None:
+        raise ValueError("give the snapshot's time (taken_at) or its lower bound (not_before), not both")
     positions: dict[int, Position] = {}
     foreign: set[str] = set()
     for p in broker_positions:
@@ -174,6 +184,14 @@ def reconcile_positions(
         )
 
     lock_account(session, account_id)
+    replaced_opening = False
+    if taken_at is None:
+        taken_at = choose_snapshot_time(session, account_id, run_id, not_before)
+        # A retry of this run: its earlier snapshot (and, when that was the opening, the opening)
+        # gives way to this one.
+        replaced_opening = _drop_own_snapshots(session, account_id, run_id)
+    else:
+        taken_at = ensure_utc(taken_at)
     ensure_account(session, account_id, taken_at)
     result = ReconcileResult(account_id=account_id, run_id=run_id, taken_at=taken_at)
 
@@ -208,13 +226,16 @@ def reconcile_positions(
     result.snapshot_rows = len(positions)
 
     opening_at = session.scalar(select(Account.opening_snapshot_at).where(Account.account_id == account_id))
-    if opening_at is None or opening_at == taken_at:
+    if opening_at is None or opening_at == taken_at or replaced_opening:
         session.execute(
             update(Account)
             .where(Account.account_id == account_id)
             .values(opening_snapshot_at=taken_at, opening_run_id=run_id)
         )
         result.opening = True
+        # The books open at the broker's word: open position breaks of earlier runs (possible only
+        # when an abandoned run's opening gave way to this one) describe nothing any more.
+        result.resolved = _write_breaks(session, account_id, run_id, [], taken_at)
         return result
 
     ledger = ledger_positions(session, account_id, as_of=taken_at)
@@ -238,6 +259,45 @@ def reconcile_positions(
     result.breaks = broken
     result.resolved = _write_breaks(session, account_id, run_id, broken, taken_at)
     return result
+
+
+def choose_snapshot_time(
+    session: Session, account_id: str, run_id: str, not_before: datetime | None = None
+) -> datetime:
+    """The time ``run_id`` files its positions snapshot of ``account_id`` under.
+
+    Call it holding the account's lock (a ledger write transaction), so that no other run can file
+    a snapshot between the choice and the insert. It is now, or ``not_before`` when that is later
+    (positions are fetched after the trades call, so the snapshot includes every fill that call
+    returned, whatever the broker's clock said about them), and always after every snapshot of the
+    account filed by another run, abandoned runs included (times of one account are unique).
+    """
+    candidates = [datetime.now(UTC)]
+    if not_before is not None:
+        candidates.append(ensure_utc(not_before))
+    newest = session.scalar(
+        select(func.max(PositionSnapshotRow.taken_at)).where(
+            PositionSnapshotRow.account_id == account_id, PositionSnapshotRow.run_id != run_id
+        )
+    )
+    if newest is not None:
+        candidates.append(newest + timedelta(microseconds=1))
+    return max(candidates)
+
+
+def _drop_own_snapshots(session: Session, account_id: str, run_id: str) -> bool:
+    """Delete ``run_id``'s earlier snapshots of the account; True when one of them was the opening."""
+    deleted = _rowcount(
+        session.execute(
+            delete(PositionSnapshotRow).where(
+                PositionSnapshotRow.account_id == account_id, PositionSnapshotRow.run_id == run_id
+            )
+        )
+    )
+    if not deleted:
+        return False
+    opening_run = session.scalar(select(Account.opening_run_id).where(Account.account_id == account_id))
+    return opening_run == run_id
 
 
 def _write_breaks(

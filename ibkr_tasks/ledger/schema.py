@@ -48,7 +48,7 @@ EXECUTION_ID = String(64)
 CURRENCY = String(8)
 
 COMMISSION_STATUSES = ("pending", "provisional", "final")
-RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "abandoned")
 BREAK_STATUSES = ("open", "resolved", "superseded")
 
 

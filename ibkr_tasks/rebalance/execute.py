@@ -398,8 +398,30 @@ async def cancel_own_orders(client: Any, ledger: Any, report: ExecutionReport, *
 def _status_of(exc: BaseException) -> str:
     if isinstance(exc, UnknownPrompt):
         return "prompt_refused"
+    if not isinstance(exc, Exception):  # cancelled mid-request: it may have reached IBKR
+        return "unknown"
     name = type(exc).__name__
     return {"OrderRejected": "rejected", "OrderStateUnknown": "unknown"}.get(name, "error")
+
+
+def _may_have_been_sent(exc: BaseException) -> bool:
+    """Whether the order request may have reached IBKR before placing raised ``exc``.
+
+    Only the failures known to come before the request, or to be IBKR's own refusal, say no: a
+    declined prompt, a rejection (other than a 5xx that may follow an accepted order) and a transport
+    error raised before anything left the client. Every other error, expected or not, may have come
+    after IBKR accepted the order (an answer that fails to parse, a task runner losing the result).
+    """
+    if isinstance(exc, UnknownPrompt):
+        return False
+    if isinstance(exc, OrderError):
+        if "already registered" in str(exc) or isinstance(exc, OrderStateUnknown):
+            return True
+        cause = exc.__cause__
+        return isinstance(cause, APIError) and (cause.status_code or 0) >= 500
+    if isinstance(exc, TransportError):
+        return getattr(exc, "maybe_sent", True) is not False
+    return True
 
 
 async def _found_after_error(
@@ -407,26 +429,19 @@ async def _found_after_error(
 ) -> tuple[str | None, str | None] | None:
     """After a failed placement that may have reached IBKR, look the cOID up once more.
 
-    A gateway answering 502/503/504 (or a timeout) after it accepted the order leaves an order the
-    caller was told failed. Prompts we declined and errors raised before sending need no lookup.
+    A gateway answering 502/503/504 (or a timeout, or any unexpected error after the request) can
+    leave an order at IBKR that the caller was told failed. A cancelled placement is not looked up
+    (it is recorded ``unknown``); nor are prompts we declined and errors raised before sending.
     """
-    if isinstance(exc, UnknownPrompt) or not isinstance(exc, Exception):
-        return None
-    if isinstance(exc, OrderError) and "already registered" not in str(exc):
-        cause = exc.__cause__
-        maybe_sent = isinstance(exc, OrderStateUnknown) or (
-            isinstance(cause, APIError) and (cause.status_code or 0) >= 500
-        )
-        if not maybe_sent:
-            return None
-    elif not isinstance(exc, TransportError) or getattr(exc, "maybe_sent", True) is False:
+    if not isinstance(exc, Exception) or not _may_have_been_sent(exc):
         return None
     finder = getattr(getattr(client, "orders", None), "find_by_coid", None)
     if finder is None:
         return None
     try:
         found = await finder(account_id, coid)
-    except IBKRError:
+    except Exception as lookup_exc:  # the error being handled is the one to report
+        logger.warning("looking up order %s of %s by cOID failed: %s", coid, account_id, lookup_exc)
         return None
     if found is None:
         return None
@@ -445,7 +460,11 @@ async def _place_one(
     run_id: str,
 ) -> None:
     acct = order.account_id
-    await asyncio.to_thread(ledger.record_order, acct, order.coid, ledger_request(order), run_id)
+    try:
+        await asyncio.to_thread(ledger.record_order, acct, order.coid, ledger_request(order), run_id)
+    except Exception as exc:  # e.g. a resumed run whose cOID now carries another request: not sent
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        raise
     try:
         result = await place(client, acct, order.to_request(), order.coid, policy)
     except BaseException as exc:
@@ -468,6 +487,11 @@ async def _place_one(
         outcome.status = _status_of(exc)
         outcome.prompts = len(prompts)
         outcome.error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, Exception) and not isinstance(exc, (OrderError, TransportError)):
+            outcome.error += (
+                "; it may have reached IBKR but is not in live orders or trades under its cOID yet: "
+                "run again with the same run_id (the same cOID is never placed twice)"
+            )
         if isinstance(exc, UnknownPrompt):
             outcome.error += f"\nprompt text ({', '.join(exc.message_ids)}): {exc.text}"
         await asyncio.to_thread(
@@ -592,12 +616,12 @@ async def execute_plan(
         except Exception as exc:  # any failure stops the run; this run's working orders are cancelled
             report.error = outcome.error or f"{type(exc).__name__}: {exc}"
             await cancel_own_orders(
-                client, ledger, report, reason=f"run {plan.run_id} stopped: {outcome.error}"
+                client, ledger, report, reason=f"run {plan.run_id} stopped: {report.error}"
             )
             placed = len(report.placed)
             raise RebalanceFailed(
-                f"order {outcome.coid} ({outcome.side} {outcome.quantity} {outcome.symbol or outcome.conid}) "
-                f"failed: {outcome.error}. {placed} order(s) of this run had been placed; cancel requested "
+                f"order {outcome.coid} ({outcome.side} {_fmt(outcome.quantity)} {outcome.symbol or outcome.conid}) "
+                f"failed: {report.error}. {placed} order(s) of this run had been placed; cancel requested "
                 f"for {len(report.cancelled)}"
                 + (f"; {len(report.cancel_errors)} cancel error(s)" if report.cancel_errors else ""),
                 report=report,

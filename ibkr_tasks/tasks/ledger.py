@@ -52,9 +52,16 @@ async def reconcile_positions(
     positions: Sequence[Position],
     run_id: str,
     taken_at: datetime | None = None,
+    not_before: datetime | None = None,
 ) -> ReconcileResult:
-    """Store the broker's positions and write a break for every conid the ledger disagrees on."""
-    result = await asyncio.to_thread(ledger.reconcile, account_id, list(positions), run_id, taken_at=taken_at)
+    """Store the broker's positions and write a break for every conid the ledger disagrees on.
+
+    Without ``taken_at`` the ledger chooses the snapshot's time under the account's lock, not before
+    ``not_before`` (the newest trade time of the fills the run ingested).
+    """
+    result = await asyncio.to_thread(
+        ledger.reconcile, account_id, list(positions), run_id, taken_at=taken_at, not_before=not_before
+    )
     n = len(result.breaks)
     log = get_run_logger()
     if n:
