@@ -7,6 +7,7 @@ survives prompt chains and a dropped response without placing anything twice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -212,3 +213,76 @@ async def test_served_simulator_504_after_accepting_the_order_resolves_by_coid(c
     finally:
         await s.client.aclose()
         await s.control.aclose()
+
+
+async def many_conids(clock: FakeClock) -> Sim:
+    """A login whose trades of two days hold a few hundred distinct instruments."""
+    scenario = Scenario(
+        seed=3, accounts=2, positions_per_account=300, fills_per_account_per_day=200, history_days=2
+    )
+    scenario.quirks = Quirks(rate_limits=True, penalty_box_seconds=60)
+    s = Sim(scenario, clock)
+    await s.client.ensure_session()
+    return s
+
+
+def assert_contract_facts(s: Sim, fills: Any, accounts: list[str]) -> set[int]:
+    """Every fill carries its instrument's currency and multiplier; returns the distinct conids."""
+    catalog = s.app.state.sim.book.catalog
+    conids = set()
+    for acct in accounts:
+        assert fills[acct].items and not fills[acct].rejected
+        for fill in fills[acct].items:
+            inst = catalog.get(fill.conid)
+            assert (fill.currency, fill.commission_currency) == (inst.currency, inst.currency), fill.conid
+            assert fill.multiplier == inst.multiplier, fill.conid
+            conids.add(fill.conid)
+    return conids
+
+
+async def test_contract_info_of_hundreds_of_conids_costs_one_bulk_request_per_200(clock: FakeClock) -> None:
+    s = await many_conids(clock)
+    try:
+        accounts = await s.trading_accounts()
+        fills = await s.client.fills(accounts, days=2)
+        conids = assert_contract_facts(s, fills, accounts)
+        stats = (await s.control.get("/stats")).json()
+        assert len(conids) > 200  # more than one bulk request's worth
+        assert stats["requests"]["GET /trsrv/secdef"] == math.ceil(len(conids) / 200)
+        assert stats["requests"].get("GET /iserver/contract/{conid}/info", 0) == 0
+        assert stats["rate_limit_violations"] == 0
+        await s.client.fills(accounts, days=2)  # known now: nothing is asked again
+        again = (await s.control.get("/stats")).json()["requests"]
+        assert again["GET /trsrv/secdef"] == stats["requests"]["GET /trsrv/secdef"]
+    finally:
+        await s.client.aclose()
+        await s.control.aclose()
+
+
+async def test_conids_the_bulk_answer_leaves_out_are_asked_one_by_one(clock: FakeClock) -> None:
+    s = await many_conids(clock)
+    try:
+        accounts = await s.trading_accounts()
+        traded = {
+            int(r["conid"])
+            for r in await s.client.transport.request("GET", "/iserver/account/trades", params={"days": 2})
+        }
+        omitted = sorted(traded & {637533641, 195014116, 14204, *list(traded)[:3]})  # future, CAD, EUR, ...
+        assert (await s.control.post("/faults", json={"secdef_omit": omitted})).status_code == 200
+        fills = await s.client.fills(accounts, days=2)
+        assert_contract_facts(s, fills, accounts)
+        requests = (await s.control.get("/stats")).json()["requests"]
+        assert requests["GET /iserver/contract/{conid}/info"] == len(omitted)
+        assert requests["GET /trsrv/secdef"] == math.ceil(len(traded) / 200)
+    finally:
+        await s.client.aclose()
+        await s.control.aclose()
+
+
+async def test_trsrv_stocks_maps_symbols_to_conids(sim: Sim) -> None:
+    answer = await sim.client.transport.request("GET", "/trsrv/stocks", params={"symbols": "AAPL,SHOP,NOPE"})
+    assert answer["NOPE"] == []
+    (aapl,) = answer["AAPL"]
+    assert aapl["assetClass"] == "STK" and aapl["name"] == "APPLE INC" and "chineseName" in aapl
+    assert aapl["contracts"] == [{"conid": 265598, "exchange": "NASDAQ", "isUS": True}]
+    assert answer["SHOP"][0]["contracts"] == [{"conid": 195014116, "exchange": "TSE", "isUS": False}]
