@@ -136,23 +136,26 @@ async def test_dropped_order_response_is_found_by_coid_not_resent(sim: Sim) -> N
     assert len(orders) == 1 and orders[0]["order_id"] == result.order_id
 
 
-async def test_default_policy_refuses_prompts_it_does_not_allow(sim: Sim) -> None:
+async def test_default_policy_confirms_what_a_small_order_is_asked_and_refuses_a_size_warning(
+    sim: Sim,
+) -> None:
+    """The shipped policy answers every prompt a one-share market order can get (no market data,
+    market-order risk) and refuses the size-limit warning of a large one, transmitting nothing."""
+    await sim.control.post("/faults", json={"quirks": {"prompt_chain_min": 5, "prompt_chain_max": 5}})
     acct = (await sim.trading_accounts())[0]
     conid = next(p["conid"] for p in (await sim.truth(acct))["positions"] if p["sec_type"] == "STK")
-    order = OrderRequest(market_id=str(conid), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET)
-    policy = PromptPolicy.default()
-    refused = 0
-    for n in range(6):
-        try:
-            result = await sim.client.place_order(acct, order, coid=f"sim-policy-{n}")
-        except UnknownPrompt as exc:
-            refused += 1
-            assert not policy.allows(exc.message_ids)
-            placed = [o["cOID"] for o in (await sim.truth(acct))["orders"]]
-            assert f"sim-policy-{n}" not in placed  # declined: nothing transmitted
-        else:
-            assert all(policy.allows(p.message_ids) for p in result.prompts)
-    assert refused >= 1  # the simulator's chains include o383/o451, which the shipped policy refuses
+    small = OrderRequest(market_id=str(conid), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET)
+    result = await sim.client.place_order(acct, small, coid="sim-policy-small")
+    assert sorted(mid for p in result.prompts for mid in p.message_ids) == ["o10151", "o354"]
+    large = OrderRequest(
+        market_id=str(conid), order_side=OrderSide.BUY, size=600, order_type=OrderType.MARKET
+    )
+    with pytest.raises(UnknownPrompt) as info:
+        await sim.client.place_order(acct, large, coid="sim-policy-large")
+    assert "o383" in info.value.message_ids and "size exceeds the Size Limit of 500" in info.value.text
+    assert not PromptPolicy.default().allows(info.value.message_ids)
+    placed = [o["cOID"] for o in (await sim.truth(acct))["orders"]]
+    assert "sim-policy-small" in placed and "sim-policy-large" not in placed  # declined: not transmitted
 
 
 async def test_cancel_all_only_touches_one_account(sim: Sim) -> None:
