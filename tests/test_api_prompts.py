@@ -39,3 +39,11 @@ def test_policy_file_can_be_loaded_and_bad_files_are_configuration_errors(tmp_pa
     bad.write_text('{"prompt": {}}')
     with pytest.raises(ConfigurationError, match="prompt policy"):
         PromptPolicy.load(bad)
+
+
+def test_every_prompt_the_simulator_asks_is_known_to_the_shipped_policy() -> None:
+    from ibkr_tasks.sim.app import PROMPTS
+
+    policy = PromptPolicy.default()
+    assert set(PROMPTS) <= policy.known
+    assert policy.allows(["o354", "o10151", "o163", "o403"])  # what ordinary orders are asked

@@ -7,6 +7,7 @@ survives prompt chains and a dropped response without placing anything twice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -135,23 +136,26 @@ async def test_dropped_order_response_is_found_by_coid_not_resent(sim: Sim) -> N
     assert len(orders) == 1 and orders[0]["order_id"] == result.order_id
 
 
-async def test_default_policy_refuses_prompts_it_does_not_allow(sim: Sim) -> None:
+async def test_default_policy_confirms_what_a_small_order_is_asked_and_refuses_a_size_warning(
+    sim: Sim,
+) -> None:
+    """The shipped policy answers every prompt a one-share market order can get (no market data,
+    market-order risk) and refuses the size-limit warning of a large one, transmitting nothing."""
+    await sim.control.post("/faults", json={"quirks": {"prompt_chain_min": 5, "prompt_chain_max": 5}})
     acct = (await sim.trading_accounts())[0]
     conid = next(p["conid"] for p in (await sim.truth(acct))["positions"] if p["sec_type"] == "STK")
-    order = OrderRequest(market_id=str(conid), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET)
-    policy = PromptPolicy.default()
-    refused = 0
-    for n in range(6):
-        try:
-            result = await sim.client.place_order(acct, order, coid=f"sim-policy-{n}")
-        except UnknownPrompt as exc:
-            refused += 1
-            assert not policy.allows(exc.message_ids)
-            placed = [o["cOID"] for o in (await sim.truth(acct))["orders"]]
-            assert f"sim-policy-{n}" not in placed  # declined: nothing transmitted
-        else:
-            assert all(policy.allows(p.message_ids) for p in result.prompts)
-    assert refused >= 1  # the simulator's chains include o383/o451, which the shipped policy refuses
+    small = OrderRequest(market_id=str(conid), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET)
+    result = await sim.client.place_order(acct, small, coid="sim-policy-small")
+    assert sorted(mid for p in result.prompts for mid in p.message_ids) == ["o10151", "o354"]
+    large = OrderRequest(
+        market_id=str(conid), order_side=OrderSide.BUY, size=600, order_type=OrderType.MARKET
+    )
+    with pytest.raises(UnknownPrompt) as info:
+        await sim.client.place_order(acct, large, coid="sim-policy-large")
+    assert "o383" in info.value.message_ids and "size exceeds the Size Limit of 500" in info.value.text
+    assert not PromptPolicy.default().allows(info.value.message_ids)
+    placed = [o["cOID"] for o in (await sim.truth(acct))["orders"]]
+    assert "sim-policy-small" in placed and "sim-policy-large" not in placed  # declined: not transmitted
 
 
 async def test_cancel_all_only_touches_one_account(sim: Sim) -> None:
@@ -212,3 +216,76 @@ async def test_served_simulator_504_after_accepting_the_order_resolves_by_coid(c
     finally:
         await s.client.aclose()
         await s.control.aclose()
+
+
+async def many_conids(clock: FakeClock) -> Sim:
+    """A login whose trades of two days hold a few hundred distinct instruments."""
+    scenario = Scenario(
+        seed=3, accounts=2, positions_per_account=300, fills_per_account_per_day=200, history_days=2
+    )
+    scenario.quirks = Quirks(rate_limits=True, penalty_box_seconds=60)
+    s = Sim(scenario, clock)
+    await s.client.ensure_session()
+    return s
+
+
+def assert_contract_facts(s: Sim, fills: Any, accounts: list[str]) -> set[int]:
+    """Every fill carries its instrument's currency and multiplier; returns the distinct conids."""
+    catalog = s.app.state.sim.book.catalog
+    conids = set()
+    for acct in accounts:
+        assert fills[acct].items and not fills[acct].rejected
+        for fill in fills[acct].items:
+            inst = catalog.get(fill.conid)
+            assert (fill.currency, fill.commission_currency) == (inst.currency, inst.currency), fill.conid
+            assert fill.multiplier == inst.multiplier, fill.conid
+            conids.add(fill.conid)
+    return conids
+
+
+async def test_contract_info_of_hundreds_of_conids_costs_one_bulk_request_per_200(clock: FakeClock) -> None:
+    s = await many_conids(clock)
+    try:
+        accounts = await s.trading_accounts()
+        fills = await s.client.fills(accounts, days=2)
+        conids = assert_contract_facts(s, fills, accounts)
+        stats = (await s.control.get("/stats")).json()
+        assert len(conids) > 200  # more than one bulk request's worth
+        assert stats["requests"]["GET /trsrv/secdef"] == math.ceil(len(conids) / 200)
+        assert stats["requests"].get("GET /iserver/contract/{conid}/info", 0) == 0
+        assert stats["rate_limit_violations"] == 0
+        await s.client.fills(accounts, days=2)  # known now: nothing is asked again
+        again = (await s.control.get("/stats")).json()["requests"]
+        assert again["GET /trsrv/secdef"] == stats["requests"]["GET /trsrv/secdef"]
+    finally:
+        await s.client.aclose()
+        await s.control.aclose()
+
+
+async def test_conids_the_bulk_answer_leaves_out_are_asked_one_by_one(clock: FakeClock) -> None:
+    s = await many_conids(clock)
+    try:
+        accounts = await s.trading_accounts()
+        traded = {
+            int(r["conid"])
+            for r in await s.client.transport.request("GET", "/iserver/account/trades", params={"days": 2})
+        }
+        omitted = sorted(traded & {637533641, 195014116, 14204, *list(traded)[:3]})  # future, CAD, EUR, ...
+        assert (await s.control.post("/faults", json={"secdef_omit": omitted})).status_code == 200
+        fills = await s.client.fills(accounts, days=2)
+        assert_contract_facts(s, fills, accounts)
+        requests = (await s.control.get("/stats")).json()["requests"]
+        assert requests["GET /iserver/contract/{conid}/info"] == len(omitted)
+        assert requests["GET /trsrv/secdef"] == math.ceil(len(traded) / 200)
+    finally:
+        await s.client.aclose()
+        await s.control.aclose()
+
+
+async def test_trsrv_stocks_maps_symbols_to_conids(sim: Sim) -> None:
+    answer = await sim.client.transport.request("GET", "/trsrv/stocks", params={"symbols": "AAPL,SHOP,NOPE"})
+    assert answer["NOPE"] == []
+    (aapl,) = answer["AAPL"]
+    assert aapl["assetClass"] == "STK" and aapl["name"] == "APPLE INC" and "chineseName" in aapl
+    assert aapl["contracts"] == [{"conid": 265598, "exchange": "NASDAQ", "isUS": True}]
+    assert answer["SHOP"][0]["contracts"] == [{"conid": 195014116, "exchange": "TSE", "isUS": False}]

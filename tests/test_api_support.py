@@ -41,14 +41,41 @@ def gateway(accounts: tuple[str, ...] = (ACCT, OTHER)) -> Iterator[respx.MockRou
         router.get("/portfolio/accounts").respond(
             200, json=[{"id": a, "accountId": a, "currency": "USD", "type": "DEMO"} for a in accounts]
         )
-        # Contract info of any conid is a stock unless a test swaps this route's side effect
-        # (router["contract_info"].mock(side_effect=...)).
+        # Bulk contract info answers every conid as a USD stock, and contract info of any conid is a
+        # stock, unless a test swaps a route's side effect (router["secdef"].mock(side_effect=...)).
+        router.get("/trsrv/secdef", name="secdef").mock(side_effect=secdef_stocks)
         router.get(url__regex=r".*/iserver/contract/(?P<conid>\d+)/info$", name="contract_info").mock(
             side_effect=lambda request, conid: httpx.Response(
                 200, json={"con_id": int(conid), "instrument_type": "STK", "multiplier": None}
             )
         )
         yield router
+
+
+def secdef_row(conid: int, **extra: Any) -> dict[str, Any]:
+    """One element of ``/trsrv/secdef``'s ``secdef`` list (a USD stock unless ``extra`` says otherwise)."""
+    row: dict[str, Any] = {
+        "conid": conid,
+        "currency": "USD",
+        "assetClass": "STK",
+        "ticker": f"S{conid}",
+        "name": f"STOCK {conid}",
+        "listingExchange": "NASDAQ.NMS",
+        "multiplier": 0.0,
+        "undConid": 0,
+        "isEventContract": False,
+    }
+    row.update(extra)
+    return row
+
+
+def secdef_conids(request: httpx.Request) -> list[int]:
+    """The conids a ``/trsrv/secdef`` request asked about."""
+    return [int(c) for c in request.url.params["conids"].split(",")]
+
+
+def secdef_stocks(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"secdef": [secdef_row(c) for c in secdef_conids(request)]})
 
 
 def requests_to(router: respx.MockRouter, method: str, path: str) -> list[httpx.Request]:

@@ -7,6 +7,7 @@ One Prefect test server for the session (``prefect_harness``); the simulator run
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -389,18 +390,20 @@ def test_prefect_never_walks_the_fills_and_positions_handed_to_tasks(
 def test_contract_info_is_looked_up_once_across_nights(
     gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first run keeps the contract info it looked up in the ledger; the next run seeds the
-    client with it and asks IBKR only about instruments it has not seen."""
-    info = "GET /iserver/contract/{conid}/info"
+    """The first run looks up the contract info of every traded instrument in bulk (one
+    ``/trsrv/secdef`` request per 200 conids, none one by one) and keeps it in the ledger; the next run
+    seeds the client with it and asks IBKR only about instruments it has not seen."""
+    bulk, info = "GET /trsrv/secdef", "GET /iserver/contract/{conid}/info"
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with running_simulator(CLEAN) as sim:
         monkeypatch.setenv("IBKR_API_URL", sim.api_url)
         first = run_flow(days=1, ledger_url=ledger_url)
-        looked_up = sim.stats()["requests"].get(info, 0)
+        bulk_first = sim.stats()["requests"].get(bulk, 0)
         again = run_flow(days=1, ledger_url=ledger_url)
-        assert sim.stats()["requests"].get(info, 0) == looked_up
+        assert sim.stats()["requests"].get(bulk, 0) == bulk_first
+        assert sim.stats()["requests"].get(info, 0) == 0
         assert compare_ledger_with_truth(ledger_url, sim).ok
     assert first.state.is_completed() and again.state.is_completed()
     traded = count(ledger_url, "select count(distinct conid) from fills")
-    assert looked_up == traded > 0
+    assert traded > 0 and bulk_first == math.ceil(traded / 200)
     assert count(ledger_url, "select count(*) from contracts") == traded

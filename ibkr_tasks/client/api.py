@@ -205,9 +205,11 @@ class IBKRClient:
         explicitly because IBKR documents two different defaults.
 
         IBKR's trades rows carry neither currency nor multiplier. With ``resolve_contracts`` (default)
-        the contract info of every distinct conid is looked up once per client (cached: conids are
-        permanent) to fill ``currency``/``commission_currency`` and the multiplier; without it only
-        contracts whose multiplier cannot be inferred (futures...) are looked up.
+        the contract info of every distinct conid not yet known to this client is looked up in bulk
+        (``/trsrv/secdef``, 200 conids per request; one by one only for what it does not answer;
+        cached: conids are permanent) to fill ``currency``/``commission_currency`` and the
+        multiplier; without it only contracts whose multiplier cannot be inferred (futures...) are
+        looked up.
         """
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_TRADE_DAYS:
             raise ConfigurationError(

@@ -1,7 +1,12 @@
 """Contract lookups with a permanent cache (conids never change, docs/ibkr-api.md#contracts).
 
-Used for multipliers the trades payload does not carry (futures), and for the YES/NO conids of
+Used for the currency and multiplier the trades payload does not carry, and for the YES/NO conids of
 event contracts.
+
+Many conids at once (:meth:`ContractBook.infos`) are asked in bulk: ``GET /trsrv/secdef?conids=...``
+answers up to :data:`SECDEF_BATCH` conids per request. Only the conids it leaves out, or answers
+without what a fill needs (currency, asset class, and a multiplier unless the asset class is one whose
+multiplier is 1 by definition), are asked one by one with ``GET /iserver/contract/{conid}/info``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from ibkr_tasks.models import (
     EventContractPair,
     parse_contract_info,
 )
+from ibkr_tasks.models.multipliers import ONE_MULTIPLIER_SEC_TYPES
 
-__all__ = ["ContractBook", "multipliers_of"]
+__all__ = ["SECDEF_BATCH", "ContractBook", "info_from_secdef", "multipliers_of"]
 
 logger = logging.getLogger(__name__)
 
 _LOOKUP_CONCURRENCY = 8
+SECDEF_BATCH = 200
+"""Most conids ``/trsrv/secdef`` answers in one request (docs/ibkr-api.md#contracts)."""
+SECDEF_PATH = "/trsrv/secdef"
 
 
 def multipliers_of(infos: Mapping[int, ContractInfo]) -> dict[int, Decimal]:
@@ -44,6 +53,44 @@ def _int_or_none(value: Any) -> int | None:
         return None if value in (None, "") else int(str(value).strip())
     except ValueError:
         return None
+
+
+def info_from_secdef(row: Mapping[str, Any]) -> ContractInfo:
+    """A :class:`ContractInfo` from one element of ``/trsrv/secdef``'s ``secdef`` list.
+
+    The answer is camelCase (``conid``, ``ticker``, ``assetClass``, ``listingExchange``, ``undConid``,
+    ``putOrCall``, ``expiry``; ``multiplier`` a number, 0 or null for stocks). ``raw`` holds the same
+    facts under the names of ``/iserver/contract/{conid}/info`` plus the untouched answer under
+    ``"secdef"``, so that :func:`parse_contract_info` of a stored ``raw`` (the ledger's ``contracts``
+    table) gives this info back.
+    """
+    conid = _int_or_none(row.get("conid"))
+    if conid is None:
+        raise ValueError("secdef row has no conid")
+    sec_type = row.get("assetClass")
+    raw: dict[str, Any] = {
+        "con_id": conid,
+        "symbol": row.get("ticker"),
+        "instrument_type": sec_type.upper() if isinstance(sec_type, str) else None,
+        "exchange": row.get("listingExchange"),
+        "company_name": row.get("name"),
+        "currency": row.get("currency"),
+        "multiplier": row.get("multiplier"),
+        "underlying_con_id": row.get("undConid"),
+        "maturity_date": row.get("expiry"),
+        "right": row.get("putOrCall"),
+        "strike": row.get("strike"),
+        "is_event_contract": row.get("isEventContract"),
+        "secdef": dict(row),
+    }
+    return parse_contract_info(raw)
+
+
+def _complete(info: ContractInfo) -> bool:
+    """True when a secdef answer carries what fills need; otherwise the per-conid info is asked."""
+    if not info.currency or not info.sec_type:
+        return False
+    return info.multiplier is not None or info.sec_type in ONE_MULTIPLIER_SEC_TYPES
 
 
 class ContractBook:
@@ -136,22 +183,80 @@ class ContractBook:
         return results
 
     async def infos(self, conids: Iterable[int]) -> dict[int, ContractInfo]:
-        """Contract info of each of ``conids`` that can be looked up (failures are logged, left out)."""
+        """Contract info of each of ``conids`` that can be looked up (failures are logged, left out).
+
+        Unknown conids cost ``ceil(n / SECDEF_BATCH)`` ``/trsrv/secdef`` requests; only those it does
+        not answer completely are looked up one by one (``/iserver/contract/{conid}/info``).
+        """
         wanted = list(dict.fromkeys(int(c) for c in conids))
         missing = [c for c in wanted if c not in self._info]
         if missing:
-            # Concurrent lookups; the transport's rate limiter still paces them.
-            gate = asyncio.Semaphore(_LOOKUP_CONCURRENCY)
-
-            async def one(conid: int) -> None:
-                async with gate:
-                    try:
-                        await self.contract_info(conid)
-                    except (APIError, TransportError, ParseError, ValueError) as exc:
-                        logger.warning("contract info for conid %s unavailable: %s", conid, exc)
-
-            await asyncio.gather(*(one(c) for c in missing))
+            unanswered = await self._bulk(missing)
+            if unanswered:
+                logger.info(
+                    "contract info: %d of %d conids not answered in bulk, asked one by one",
+                    len(unanswered),
+                    len(missing),
+                )
+                await self._one_by_one(unanswered)
         return {c: self._info[c] for c in wanted if c in self._info}
+
+    async def _bulk(self, conids: list[int]) -> list[int]:
+        """Ask ``/trsrv/secdef`` about ``conids`` in batches; cache complete answers and return the rest."""
+        batches = [conids[i : i + SECDEF_BATCH] for i in range(0, len(conids), SECDEF_BATCH)]
+        answered = await asyncio.gather(*(self._secdef_batch(batch) for batch in batches))
+        found: dict[int, ContractInfo] = {}
+        for part in answered:
+            found.update(part)
+        for conid, info in found.items():
+            self._info.setdefault(conid, info)
+        return [c for c in conids if c not in found]
+
+    async def _secdef_batch(self, conids: list[int]) -> dict[int, ContractInfo]:
+        """One ``/trsrv/secdef`` request: the complete answers among ``conids`` (a failure answers none)."""
+        asked = set(conids)
+        try:
+            data = await self.transport.request(
+                "GET", SECDEF_PATH, params={"conids": ",".join(str(c) for c in conids)}
+            )
+        except (APIError, TransportError, ParseError) as exc:
+            logger.warning("bulk contract info for %d conids unavailable: %s", len(conids), exc)
+            return {}
+        rows = data.get("secdef") if isinstance(data, Mapping) else None
+        if not isinstance(rows, list):
+            error = data.get("error") if isinstance(data, Mapping) else None
+            logger.warning(
+                "bulk contract info for %d conids: unexpected answer %s",
+                len(conids),
+                error or str(data)[:200],
+            )
+            return {}
+        found: dict[int, ContractInfo] = {}
+        for row in rows:
+            if not isinstance(row, Mapping):
+                continue
+            try:
+                info = info_from_secdef(row)
+            except ValueError as exc:
+                logger.warning("secdef row does not parse (%s): %s", exc, str(row)[:200])
+                continue
+            if info.conid in asked and _complete(info):
+                found[info.conid] = info
+        return found
+
+    async def _one_by_one(self, conids: list[int]) -> None:
+        """``/iserver/contract/{conid}/info`` for each of ``conids``, a few at a time (the transport's
+        rate limiter still paces them); failures are logged and left out."""
+        gate = asyncio.Semaphore(_LOOKUP_CONCURRENCY)
+
+        async def one(conid: int) -> None:
+            async with gate:
+                try:
+                    await self.contract_info(conid)
+                except (APIError, TransportError, ParseError, ValueError) as exc:
+                    logger.warning("contract info for conid %s unavailable: %s", conid, exc)
+
+        await asyncio.gather(*(one(c) for c in conids))
 
     async def multipliers(self, conids: Iterable[int]) -> dict[int, Decimal]:
         """Known multipliers of ``conids`` from contract info; conids whose lookup fails are left out."""

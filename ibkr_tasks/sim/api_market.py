@@ -229,9 +229,22 @@ async def trsrv_secdef(st: SimState, req: Request, p: dict[str, str]) -> Respons
             inst = st.book.catalog.get(int(c))
         except (TypeError, ValueError):
             inst = None
-        if inst is not None:
+        if inst is not None and inst.conid not in st.faults.secdef_omit:
             out.append(render.trsrv_secdef(inst))
     return respond({"secdef": out})
+
+
+async def trsrv_stocks(st: SimState, req: Request, p: dict[str, str]) -> Response:
+    """``GET /trsrv/stocks?symbols=AAPL,MSFT``: symbol -> [{name, chineseName, assetClass, contracts}]
+    (a symbol the catalogue does not know answers an empty list)."""
+    symbols = [s.strip().upper() for s in req.query_params.get("symbols", "").split(",") if s.strip()]
+    if not symbols:
+        return error("Bad Request: symbols is required", 400)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for symbol in symbols:
+        stocks = [i for i in st.book.catalog.search(symbol) if i.sec_type == "STK"]
+        out[symbol] = [render.trsrv_stock(inst) for inst in stocks]
+    return respond(out)
 
 
 async def forecast_details(st: SimState, req: Request, p: dict[str, str]) -> Response:

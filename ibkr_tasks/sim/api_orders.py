@@ -22,15 +22,53 @@ from ibkr_tasks.sim.state import (
     to_decimal,
 )
 
-# Reply-prompt texts by message id (o354, o163 as IBKR words them, docs/ibkr-api.md#prompts; the others paraphrase
-# the question each id stands for in ibind's _MESSAGE_ID_TO_QUESTION_TYPE).
+# Reply prompts by message id, worded as IBKR words them (docs/ibkr-api.md#prompts): the ids and texts
+# of IBKR's list of suppressible messages; o354 as captured; o10151 known only by its opening sentence
+# (the rest is the simulator's, ending like the others). Placeholders: {order} ("BUY 650 AAPL
+# NASDAQ.NMS"), {value} and {currency} (the order's value estimate), {size_limit}, {value_limit}.
+ARE_YOU_SURE = "Are you sure you want to submit this order?"
+SIZE_LIMIT = Decimal(500)
+VALUE_LIMIT = Decimal(500_000)
 PROMPTS: dict[str, str] = {
-    "o163": 'The following order "{order}" price exceeds \nthe Percentage constraint of 3%.\nAre you sure you want to submit this order?',
-    "o354": "You are submitting an order without market data. We strongly recommend against this as it may result in erroneous and unexpected trades.\nAre you sure you want to submit this order?",
-    "o383": 'The following order "{order}" size exceeds the Size Limit of 500.\nAre you sure you want to submit this order?',
-    "o451": 'The following order "{order}" value estimate of 1,000,000.00 USD exceeds \nthe Total Value Limit of 500,000 USD.\nAre you sure you want to submit this order?',
-    "o10151": "Important note: Market orders may be executed at a price significantly different from the last price.\nAre you sure you want to submit this order?",
+    "o163": 'The following order "{order}" price exceeds \nthe Percentage constraint of 3%.\n' + ARE_YOU_SURE,
+    "o354": "You are submitting an order without market data. We strongly recommend against this as it may "
+    "result in erroneous and unexpected trades.\n" + ARE_YOU_SURE,
+    "o383": 'The following order "{order}" size exceeds the Size Limit of {size_limit}.\n' + ARE_YOU_SURE,
+    "o403": "This order will most likely trigger and fill immediately.\n" + ARE_YOU_SURE,
+    "o451": 'The following order "{order}" value estimate of {value} {currency} exceeds \nthe Total Value '
+    "Limit of {value_limit} {currency}.\n" + ARE_YOU_SURE,
+    "o10151": "A Market Order is an instruction to trade your order at any available price.\n" + ARE_YOU_SURE,
 }
+
+
+def _order_facts(st: SimState, ticket: dict[str, Any], inst: Instrument, qty: Decimal) -> dict[str, Any]:
+    """What the prompts of an order depend on, at the simulator's now."""
+    bid, ask, last = st.book.catalog.quote(inst, st.clock.now())
+    limit = to_decimal(ticket.get("price")) if ticket.get("orderType") == "LMT" else None
+    buy = ticket.get("side") == "BUY"
+    return {
+        "type": ticket.get("orderType"),
+        "limit": limit,
+        "last": last,
+        "crosses": limit is not None and (limit >= ask if buy else limit <= bid),
+        "quantity": qty,
+        "value": qty * (limit if limit is not None else last) * inst.multiplier,
+    }
+
+
+def fitting_prompts(facts: dict[str, Any]) -> list[str]:
+    """The prompts IBKR could ask about this order, in ``PROMPTS`` order: never a market-order
+    question for a limit order, never a limit-price question for a market order."""
+    limit, last = facts["limit"], facts["last"]
+    fits = {
+        "o163": limit is not None and last > 0 and abs(limit - last) / last > Decimal("0.03"),
+        "o354": True,
+        "o383": facts["quantity"] > SIZE_LIMIT,
+        "o403": facts["type"] == "LMT" and facts["crosses"],
+        "o451": facts["value"] > VALUE_LIMIT,
+        "o10151": facts["type"] == "MKT",
+    }
+    return [mid for mid in PROMPTS if fits[mid]]
 
 
 # ----------------------------------------------------------------------------------- orders
@@ -115,8 +153,15 @@ def _transmit(
 
 def _prompt(st: SimState, pending: PendingReply, message_id: str) -> Response:
     inst = _ticket_instrument(st, pending.ticket)
-    desc = f"{pending.ticket.get('side')} {render.fmt_qty(pending.quantity)} {inst.symbol if inst else ''}"
-    text = PROMPTS[message_id].format(order=desc.strip())
+    assert inst is not None  # the ticket was validated before any prompt
+    facts = _order_facts(st, pending.ticket, inst, pending.quantity)
+    text = PROMPTS[message_id].format(
+        order=f"{pending.ticket.get('side')} {render.fmt_qty(pending.quantity)} {inst.symbol} {inst.exchange}",
+        value=f"{facts['value']:,.2f}",
+        currency=inst.currency,
+        size_limit=f"{SIZE_LIMIT:,}",
+        value_limit=f"{VALUE_LIMIT:,}",
+    )
     st.session.replies[pending.reply_id] = pending
     st.session.current_reply = pending.reply_id
     return respond(
@@ -146,7 +191,8 @@ async def place_order(st: SimState, req: Request, p: dict[str, str]) -> Response
         return error(f"Order couldn't be submitted: Local order ID={coid} is already registered.")
     q = st.quirks
     hops = st.rng_orders.randint(q.prompt_chain_min, q.prompt_chain_max) if q.prompt_chain_max else 0
-    ids = [m for m in PROMPTS if m not in st.session.suppressed]
+    fitting = fitting_prompts(_order_facts(st, ticket, inst, qty))
+    ids = [m for m in fitting if m not in st.session.suppressed]
     st.rng_orders.shuffle(ids)
     chain = ids[:hops]
     if not chain:

@@ -20,6 +20,7 @@ from ibkr_tasks.sim.api_market import (
     secdef_search,
     snapshot,
     trsrv_secdef,
+    trsrv_stocks,
 )
 from ibkr_tasks.sim.api_orders import (
     PROMPTS,
@@ -101,6 +102,7 @@ ROUTES: list[Route] = [
     _route("GET", "/iserver/secdef/info", secdef_info, iserver=True),
     _route("GET", "/iserver/contract/{conid}/info", contract_info, iserver=True),
     _route("GET|POST", "/trsrv/secdef", trsrv_secdef),
+    _route("GET", "/trsrv/stocks", trsrv_stocks),
     _route("GET", "/forecast/contract/details", forecast_details),
 ]
 

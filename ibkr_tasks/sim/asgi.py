@@ -287,6 +287,11 @@ class SimApp:
             st.faults.fail_next_requests = int(body["fail_next_requests"])
         if "fail_accounts" in body:
             st.faults.fail_accounts = {str(a) for a in body["fail_accounts"] or []}
+        if "secdef_omit" in body:
+            try:
+                st.faults.secdef_omit = {int(c) for c in body["secdef_omit"] or []}
+            except (TypeError, ValueError):
+                return error("secdef_omit must be a list of conids", 400)
         if body.get("release_penalty_box"):
             st.limiter.release()
         if "quirks" in body:
@@ -305,6 +310,7 @@ class SimApp:
                 "drop_next_order_response": st.faults.drop_next_order_responses,
                 "fail_next_requests": st.faults.fail_next_requests,
                 "fail_accounts": sorted(st.faults.fail_accounts),
+                "secdef_omit": sorted(st.faults.secdef_omit),
                 "quirks": st.quirks.model_dump(mode="json"),
             }
         )

@@ -703,6 +703,18 @@ def trsrv_secdef(inst: Instrument) -> dict[str, Any]:
     }
 
 
+def trsrv_stock(inst: Instrument) -> dict[str, Any]:
+    """One element of a symbol's list in GET /trsrv/stocks (exchange without the ``.NMS`` suffix)."""
+    return {
+        "name": inst.company_name,
+        "chineseName": "",
+        "assetClass": inst.sec_type,
+        "contracts": [
+            {"conid": inst.conid, "exchange": inst.exchange.split(".", 1)[0], "isUS": inst.country == "US"}
+        ],
+    }
+
+
 # ----------------------------------------------------------------------------------- truth
 def truth(book: Book, acct: Account, now: datetime) -> dict[str, Any]:
     """GET /sim/truth/{accountId} (decimals as strings; the format is in docs/simulator.md)."""

@@ -60,6 +60,7 @@ class Faults:
     drop_next_order_responses: int = 0
     fail_next_requests: int = 0
     fail_accounts: set[str] = field(default_factory=set)  # every request naming one answers 500
+    secdef_omit: set[int] = field(default_factory=set)  # conids /trsrv/secdef leaves out
 
 
 class SimState:
