@@ -315,19 +315,19 @@ class Fuzz:
 
 
 def table(rows: list[Row]) -> str:
-    head = f"{'scenario':<44} {'tried':>6} {'failed':>6} {'lost':>5} {'duplicated':>10} {'429s':>5} {'running':>7}"
+    head = f"{'scenario':<48} {'tried':>6} {'failed':>6} {'lost':>5} {'duplicated':>10} {'429s':>5} {'running':>7}"
     lines = [head, "-" * len(head)]
     for r in rows:
         running = "-" if r.running_rows is None else str(r.running_rows)
         lines.append(
-            f"{r.scenario:<44} {r.tried:>6} {r.failed:>6} {r.lost:>5} {r.duplicated:>10} "
+            f"{r.scenario:<48} {r.tried:>6} {r.failed:>6} {r.lost:>5} {r.duplicated:>10} "
             f"{r.responses_429:>5} {running:>7}"
         )
     storms = [r for r in rows if r.scenario.startswith("storm:")]
     if storms:
         lines.append("-" * len(head))
         lines.append(
-            f"{f'storms total ({len(storms)} storms)':<44} {sum(r.tried for r in storms):>6} "
+            f"{f'storms total ({len(storms)} storms)':<48} {sum(r.tried for r in storms):>6} "
             f"{sum(r.failed for r in storms):>6} {sum(r.lost for r in storms):>5} "
             f"{sum(r.duplicated for r in storms):>10} {sum(r.responses_429 for r in storms):>5} {'-':>7}"
         )
