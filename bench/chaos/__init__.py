@@ -1,0 +1,1 @@
+"""Chaos runs of the nightly reconciliation (``make chaos``; see docs/chaos.md)."""
