@@ -269,6 +269,8 @@ class IBKRClient:
                 grouped[owner] = ParseResult(
                     items=parsed.items, duplicates=parsed.duplicates, conflicting=parsed.conflicting
                 )
+            else:
+                grouped.unattributed_duplicates = parsed.duplicates
             for rejected in parsed.rejected:
                 self._route_rejected(grouped, rejected)
         if grouped.other_accounts:

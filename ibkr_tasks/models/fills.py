@@ -126,12 +126,17 @@ class FillsByAccount(dict[str, ParseResult[Fill]]):
       has a nullable account id for exactly this);
     - ``other_accounts``: how many rows belonged to accounts that were not asked for (FA and
       multi-account logins return every account's executions). They are never handed to a requested
-      account.
+      account;
+    - ``unattributed_duplicates``: exact copies among the unattributed rows (kept once).
+
+    Every row of the answer is counted once: in an account's ``items``, ``rejected`` or
+    ``duplicates``, in ``unattributed`` or ``unattributed_duplicates``, or in ``other_accounts``.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.unattributed: list[RejectedRow] = []
+        self.unattributed_duplicates = 0
         self.other_accounts: dict[str, int] = {}
 
 
