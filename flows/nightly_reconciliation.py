@@ -37,6 +37,7 @@ from pydantic import Field
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.background import BackgroundClient
+from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import AccountInfo, Fill, ParseResult
 from ibkr_tasks.prefect_limits import configure_rate_limits
@@ -174,7 +175,8 @@ async def nightly_reconciliation(
     """Reconcile IBKR fills, commissions and positions into the ledger for every account.
 
     Args:
-        accounts: account ids to reconcile; all accounts of the login when omitted.
+        accounts: account ids to reconcile; all accounts of the login when omitted (an empty list
+            is an error, not "all").
         days: how many days of executions to fetch (1..7; IBKR keeps no more).
         ledger_url: SQLAlchemy URL of the ledger; ``IBKR_LEDGER_URL`` or ``sqlite:///ibkr_ledger.db`` by default.
         fail_on_breaks: end the run Failed when any account has a break.
@@ -182,6 +184,10 @@ async def nightly_reconciliation(
         max_concurrency: accounts processed at once (IBKR's rate limits apply underneath).
     """
     logger = get_run_logger()
+    if accounts is not None and not accounts:
+        raise ConfigurationError(
+            "accounts=[] names no account to reconcile; leave it out to reconcile every account of the login"
+        )
     settings = await aresolve_settings(credentials)
     flow_run_id = flow_run.get_id()
     run_id = flow_run_id or f"local-{uuid.uuid4()}"

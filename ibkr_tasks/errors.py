@@ -99,6 +99,10 @@ class ForeignAccountRows(LedgerError, AccountMismatch):
     """Rows of another account were handed to an account's ingest: the caller filtered wrongly."""
 
 
+class UnsupportedDatabase(LedgerError, ConfigurationError):
+    """The ledger URL names a database (or driver) the ledger does not support; SQLite and PostgreSQL are."""
+
+
 class RequestFailed(TransportError):
     """A request got no HTTP answer (timeout, connection error) after the allowed retries.
 

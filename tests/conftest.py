@@ -31,7 +31,7 @@ os.environ.setdefault(
 )  # run logs must reach the API (secret checks read them)
 # Tests must never pick up a real token or account from the developer's shell.
 for _name in list(os.environ):
-    if _name.startswith("IBKR_") and _name not in {"IBKR_TEST_PG_URL"}:
+    if _name.startswith("IBKR_") and _name not in {"IBKR_TEST_PG_URL", "IBKR_FUZZ_EXAMPLES"}:
         del os.environ[_name]
 
 PG_ADMIN_URL = os.environ.get("IBKR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -121,7 +121,9 @@ def test_junk_in_any_field_never_sinks_the_batch() -> None:
     rows: list[Any] = [good]
     for key in list(good):
         for junk in junk_values:
-            rows.append({**good, key: junk})
+            # a conid of its own (unless the conid is the junk): one conid twice would be a conflict
+            rows.append({**good, "conid": 1000 + len(rows), key: junk})
     rows += [None, 3, "row"]
     result = parse_positions(rows, "DU1234567")
+    assert result.duplicates == result.conflicting == 0
     assert len(result.items) + len(result.rejected) == len(rows)

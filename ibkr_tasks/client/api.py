@@ -51,7 +51,7 @@ from ibkr_tasks.models import (
     parse_positions,
 )
 from ibkr_tasks.models.multipliers import ONE_MULTIPLIER_SEC_TYPES, OPTION_SEC_TYPES, positive_or_none
-from ibkr_tasks.models.numbers import parse_decimal
+from ibkr_tasks.models.numbers import parse_conid, parse_decimal
 
 __all__ = ["MAX_POSITION_PAGES", "MAX_TRADE_DAYS", "POSITIONS_PAGE_SIZE", "IBKRClient"]
 
@@ -62,15 +62,30 @@ MAX_POSITION_PAGES = 1000  # 100,000 positions: beyond that the server is ignori
 MAX_TRADE_DAYS = 7
 
 
+def _conid_or_none(row: Any) -> int | None:
+    """The row's conid if the parser would accept it (a conid it rejects is never looked up)."""
+    if not isinstance(row, Mapping):
+        return None
+    try:
+        return parse_conid(row.get("conid"))
+    except ValueError:
+        return None
+
+
 def _conids_of(rows: Iterable[Any]) -> list[int]:
-    conids = []
-    for row in rows:
-        if isinstance(row, Mapping):
-            try:
-                conids.append(int(str(row.get("conid"))))
-            except ValueError:
-                continue
+    conids = [conid for conid in map(_conid_or_none, rows) if conid is not None]
     return list(dict.fromkeys(conids))
+
+
+def _log_duplicates(what: str, result: ParseResult[Any]) -> None:
+    if result.duplicates or result.conflicting:
+        logger.warning(
+            "%s: %d exact copy(ies) of a row counted once; %d row(s) sharing a key with different "
+            "contents quarantined",
+            what,
+            result.duplicates,
+            result.conflicting,
+        )
 
 
 def _error_of(data: Any) -> str | None:
@@ -186,6 +201,7 @@ class IBKRClient:
             raise APIError(f"positions of {acct}: more than {MAX_POSITION_PAGES} full pages", path=path)
         multipliers = await self._multipliers_needed(rows, sec_type_keys=("assetClass", "secType"))
         result = parse_positions(rows, acct, multipliers=multipliers)
+        _log_duplicates(f"positions of {acct}", result)
         foreign = sorted({r.account_id for r in result.rejected if r.account_id and r.account_id != acct})
         if foreign:
             raise AccountMismatch(
@@ -230,12 +246,14 @@ class IBKRClient:
         if not isinstance(data, list):
             raise ParseError(f"trades answer is not a list: {str(data)[:200]}")
         grouped = FillsByAccount()
-        for acct in wanted:
-            grouped[acct] = ParseResult()
+        # Each account's rows are parsed on their own, so that its result counts its own duplicates.
+        rows_of: dict[str | None, list[Any]] = {acct: [] for acct in wanted}
+        rows_of[None] = []  # rows that do not say whose they are: rejected, to be quarantined
         ours: list[Any] = []
         for row in data:
             owner = fill_account_id(row) if isinstance(row, Mapping) else None
-            if owner is None or owner in grouped:
+            if owner in rows_of:
+                rows_of[owner].append(row)
                 ours.append(row)
             else:
                 grouped.other_accounts[owner] = grouped.other_accounts.get(owner, 0) + 1
@@ -246,11 +264,17 @@ class IBKRClient:
         else:
             multipliers = await self._multipliers_needed(ours, sec_type_keys=("sec_type", "secType"))
             currencies = {}
-        parsed = parse_fills(ours, multipliers=multipliers, currencies=currencies)
-        for fill in parsed.items:
-            grouped[fill.account_id].items.append(fill)
-        for rejected in parsed.rejected:
-            self._route_rejected(grouped, rejected)
+        for owner, rows in rows_of.items():
+            parsed = parse_fills(rows, multipliers=multipliers, currencies=currencies)
+            _log_duplicates(f"trades of {owner or 'no account'}", parsed)
+            if owner is not None:
+                grouped[owner] = ParseResult(
+                    items=parsed.items, duplicates=parsed.duplicates, conflicting=parsed.conflicting
+                )
+            else:
+                grouped.unattributed_duplicates = parsed.duplicates
+            for rejected in parsed.rejected:
+                self._route_rejected(grouped, rejected)
         if grouped.other_accounts:
             logger.info("trades: ignored rows of accounts not asked for: %s", grouped.other_accounts)
         return grouped
@@ -278,10 +302,9 @@ class IBKRClient:
             sec_type = next((str(row[k]).upper() for k in sec_type_keys if row.get(k)), "")
             if not sec_type or sec_type in ONE_MULTIPLIER_SEC_TYPES or sec_type in OPTION_SEC_TYPES:
                 continue
-            try:
-                conids.append(int(str(row.get("conid"))))
-            except ValueError:
-                continue
+            conid = _conid_or_none(row)
+            if conid is not None:
+                conids.append(conid)
         if not conids:
             return {}
         return await self.contracts.multipliers(conids)

@@ -36,7 +36,11 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
-    url = engine_mod.resolve_url(args.url)
+    try:
+        url = engine_mod.resolve_url(args.url)
+    except IBKRError as exc:  # not a URL, or a database the ledger does not support
+        print(f"ibkr-tasks db: {exc}", file=sys.stderr)
+        return 1
     shown = url.render_as_string(hide_password=True)
     engine = engine_mod.create_ledger_engine(url)
     try:

@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 import ibkr_tasks
-from ibkr_tasks.errors import LedgerError
+from ibkr_tasks.errors import LedgerError, UnsupportedDatabase
 from ibkr_tasks.ledger.jsonable import json_default
 
 DEFAULT_URL = "sqlite:///ibkr_ledger.db"
@@ -42,16 +43,36 @@ def _migrations_dir() -> Path:
 MIGRATIONS_DIR = _migrations_dir()
 
 
+SUPPORTED_DATABASES = (
+    "SQLite (sqlite:///path/to/ledger.db) and PostgreSQL through psycopg 3 "
+    "(postgresql://user@host/database or postgresql+psycopg://...)"
+)
+# backend -> the drivers the ledger works with (None: the backend's default driver)
+_DRIVERS = {"sqlite": {None, "pysqlite"}, "postgresql": {"psycopg"}}
+
+
 def resolve_url(url: str | URL | None = None) -> URL:
     """The database URL to use: ``url``, else ``IBKR_LEDGER_URL``, else the SQLite default.
 
     ``postgresql://`` and ``postgres://`` are read as ``postgresql+psycopg://`` (psycopg 3 is the
-    driver this package installs).
+    driver this package installs). Any other database or driver raises
+    :class:`~ibkr_tasks.errors.UnsupportedDatabase` naming the supported ones.
     """
     raw = url if url is not None else (os.environ.get("IBKR_LEDGER_URL") or DEFAULT_URL)
-    parsed = make_url(raw) if isinstance(raw, str) else raw
+    try:
+        parsed = make_url(raw) if isinstance(raw, str) else raw
+    except ArgumentError:
+        # (The text is not repeated: it may hold a password.)
+        raise UnsupportedDatabase(
+            f"the ledger URL is not a database URL; the ledger supports {SUPPORTED_DATABASES}"
+        ) from None
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg")
+    backend, _, driver = parsed.drivername.partition("+")
+    if (driver or None) not in _DRIVERS.get(backend, set()):
+        raise UnsupportedDatabase(
+            f"the ledger does not support {parsed.drivername!r} URLs; it supports {SUPPORTED_DATABASES}"
+        )
     return parsed
 
 

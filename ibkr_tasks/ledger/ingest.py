@@ -24,6 +24,8 @@ payload keeps its known value.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +40,7 @@ from sqlalchemy.orm import Session
 from ibkr_tasks.accounts import is_paper_account
 from ibkr_tasks.errors import ForeignAccountRows
 from ibkr_tasks.ledger.bulk import upsert
-from ibkr_tasks.ledger.jsonable import digest, to_jsonable
+from ibkr_tasks.ledger.jsonable import digest
 from ibkr_tasks.ledger.locks import lock_account
 from ibkr_tasks.ledger.schema import (
     Account,
@@ -49,9 +51,10 @@ from ibkr_tasks.ledger.schema import (
     QuarantineRow,
     table,
 )
+from ibkr_tasks.models.common import RejectedRow
 
 if TYPE_CHECKING:
-    from ibkr_tasks.models import Fill, RejectedRow
+    from ibkr_tasks.models import Fill
 
 DEFAULT_BATCH_SIZE = 2000
 DEFAULT_SOURCE = "iserver_trades"
@@ -110,6 +113,10 @@ class IngestResult:
     commissions_changed: int = 0
     quarantined: int = 0
     commission_breaks: list[CommissionBreak] = field(default_factory=list)
+    # Fills handed in more than once under one execution id: exact copies (booked once), and
+    # differing versions (each quarantined, none booked). Not columns of ``reconciliation_runs``.
+    duplicates: int = 0
+    conflicting: int = 0
 
     @property
     def fills_seen(self) -> int:
@@ -278,23 +285,76 @@ def ingest_fills(
     account. A list is checked completely before anything is written; a streamed iterable is checked
     batch by batch, so the caller's transaction must be rolled back on the error (``Ledger.ingest``
     does that), leaving nothing written either way.
+
+    An execution id handed in twice is booked once when both are the same (``duplicates``); with
+    different contents neither is booked and both are quarantined (``conflicting``). A list is
+    checked as a whole; a streamed iterable batch by batch (a repeat in a later batch then counts as
+    a change of the stored fill).
     """
     now = now or datetime.now(UTC)
     rejected = list(rejected)
     _check_rejected_account(account_id, rejected)
-    if isinstance(fills, Sequence):
+    result = IngestResult(account_id=account_id)
+    whole = isinstance(fills, Sequence)
+    if whole:
         _check_account(account_id, fills)
+        fills = _settle_duplicates(fills, result, rejected)
 
     lock_account(session, account_id)
     ensure_account(session, account_id, now)
     insert = _insert_for(session)
-    result = IngestResult(account_id=account_id)
     size = max_batch_size(session, batch_size)
     for chunk in _chunks(fills, size):
         _check_account(account_id, chunk)
+        if not whole:
+            chunk = _settle_duplicates(chunk, result, rejected)
         _ingest_chunk(session, insert, account_id, chunk, run_id, source, now, result)
     result.quarantined = quarantine_rows(session, rejected, run_id, now=now)
     return result
+
+
+def _settle_duplicates(
+    fills: Sequence[Fill], result: IngestResult, rejected: list[RejectedRow]
+) -> list[Fill]:
+    """``fills`` with each execution id once: an exact copy of an earlier fill is counted in
+    ``result.duplicates`` and left out; an execution id that comes with different contents is left
+    out altogether, each version appended to ``rejected`` (to be quarantined) and counted in
+    ``result.conflicting``. (An upsert cannot write one row twice, and keeping the last version
+    would drop the others without a trace.)"""
+    counts = Counter(f.execution_id for f in fills)
+    if len(counts) == len(fills):
+        return list(fills)
+    versions: dict[str, list[Fill]] = {}
+    for fill in fills:
+        if counts[fill.execution_id] > 1:
+            seen = versions.setdefault(fill.execution_id, [])
+            if any(fill == other for other in seen):
+                result.duplicates += 1
+            else:
+                seen.append(fill)
+    for execution_id, seen in versions.items():
+        if len(seen) > 1:
+            result.conflicting += len(seen)
+            rejected.extend(
+                RejectedRow(
+                    kind="fill",
+                    account_id=fill.account_id,
+                    key=execution_id,
+                    reason=f"execution id {execution_id!r} was handed in {len(seen)} times with different "
+                    "contents; none of them is booked",
+                    raw=fill.raw,
+                )
+                for fill in seen
+            )
+    kept: list[Fill] = []
+    for fill in fills:
+        if counts[fill.execution_id] == 1:
+            kept.append(fill)
+        else:
+            seen = versions[fill.execution_id]
+            if len(seen) == 1 and seen[0] is fill:
+                kept.append(fill)
+    return kept
 
 
 def _ingest_chunk(
@@ -307,7 +367,7 @@ def _ingest_chunk(
     now: datetime,
     result: IngestResult,
 ) -> None:
-    # The last occurrence of an execution id in a batch wins (an upsert cannot touch a row twice).
+    # Each execution id is in the batch once (``_settle_duplicates``).
     by_id: dict[str, Fill] = {f.execution_id: f for f in chunk}
     families = sorted({f.execution_family for f in by_id.values()})
 
@@ -496,6 +556,15 @@ def _commission_change(
     )
 
 
+_KEY_LENGTH = QuarantineRow.__table__.c.key.type.length
+_UNSTORABLE_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _column_text(text: str) -> str:
+    """``text`` with what a text column cannot hold (NUL, unpaired surrogates) written as escapes."""
+    return _UNSTORABLE_TEXT.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def quarantine_rows(
     session: Session,
     rejected: Iterable[RejectedRow],
@@ -505,20 +574,22 @@ def quarantine_rows(
 ) -> int:
     """Store rejected rows in ``quarantine`` (one statement); the same raw row twice stays one row.
 
-    Returns how many distinct rows were handed in (each is in quarantine afterwards).
+    Returns how many distinct rows were handed in (each is in quarantine afterwards). Whatever a row
+    holds, it is stored: the raw row as exact JSON text, a NUL or unpaired surrogate in the key or
+    reason as an escape, a key longer than the column cut to its length.
     """
     now = now or datetime.now(UTC)
     rows: dict[str, dict[str, Any]] = {}
     for r in rejected:
-        raw = to_jsonable(r.raw)
-        row_hash = digest(r.kind, r.account_id, raw)
+        # ``raw`` is stored as received (ExactJSON); the digest is of the same content.
+        row_hash = digest(r.kind, r.account_id, r.raw)
         rows[row_hash] = {
             "row_hash": row_hash,
             "account_id": r.account_id,
             "kind": r.kind,
-            "key": r.key,
-            "reason": r.reason,
-            "raw": raw,
+            "key": None if r.key is None else _column_text(r.key)[:_KEY_LENGTH],
+            "reason": _column_text(r.reason),
+            "raw": r.raw,
             "first_seen_run": run_id,
             "first_seen_at": now,
         }

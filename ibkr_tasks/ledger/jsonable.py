@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -48,4 +49,33 @@ def to_jsonable(value: Any) -> Any:
 
 def digest(*parts: Any) -> str:
     """A stable hex digest of ``parts`` (their canonical JSON)."""
-    return hashlib.blake2b(dumps(parts).encode("utf-8"), digest_size=20).hexdigest()
+    return hashlib.blake2b(_storable(dumps, parts).encode("utf-8"), digest_size=20).hexdigest()
+
+
+_EXACT = json.JSONEncoder(separators=(",", ":"), default=json_default, ensure_ascii=False)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _storable(encode: Any, value: Any) -> str:
+    """``encode(value)`` as text every database and UTF-8 driver takes: an unpaired surrogate (which
+    ``json.loads`` produces from an escape like ``"\\ud800"``) is written back as that escape; NUL and
+    other control characters are escaped by JSON itself."""
+    try:
+        text = encode(value)
+    except (ValueError, RecursionError) as exc:  # an integer too long to write out, a cycle
+        text = encode(f"<payload that cannot be written as JSON: {type(exc).__name__}: {str(exc)[:200]}>")
+    return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def exact_json(value: Any) -> str:
+    """A payload as compact JSON text that reads back (``json.loads``) to the same value.
+
+    Keys stay in the order received. Integers keep every digit and floats their shortest ``repr``.
+    NaN and Infinity, which JSON has no spelling for, are written ``NaN``/``Infinity``/``-Infinity``
+    (as Python and JSON5 spell them), so the text says exactly what was received.
+    """
+    return _storable(_EXACT.encode, value)

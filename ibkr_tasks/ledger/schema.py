@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ibkr_tasks.ledger.types import Amount, JSONDoc, UTCDateTime
+from ibkr_tasks.ledger.types import Amount, ExactJSON, JSONDoc, UTCDateTime
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -282,6 +282,9 @@ class QuarantineRow(Base):
 
     ``row_hash`` identifies the raw row (kind, account and payload), so receiving the same bad row
     again does not add a second row. ``account_id`` is NULL when the row does not say whose it is.
+    ``raw`` is the row exactly as received, as JSON text (:class:`~ibkr_tasks.ledger.types.ExactJSON`):
+    a bad row may hold what a JSON column cannot (NaN, a NUL character, a bare number SQLite would
+    turn into a float).
     """
 
     __tablename__ = "quarantine"
@@ -293,7 +296,7 @@ class QuarantineRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     key: Mapped[str | None] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
-    raw: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    raw: Mapped[Any] = mapped_column(ExactJSON, nullable=True)
     first_seen_run: Mapped[str | None] = mapped_column(RUN_ID)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -8,21 +8,30 @@
   SQLite a naive UTC text value. Python always gets an aware UTC ``datetime`` back and naive ones
   are refused on the way in (a naive time is ambiguous, and ambiguity in a ledger is a bug).
 - :data:`JSONDoc`: JSON, stored as JSONB on PostgreSQL.
+- :class:`ExactJSON`: a payload kept exactly as received, as JSON text in a ``TEXT`` column (see
+  :func:`~ibkr_tasks.ledger.jsonable.exact_json`); for rows that JSONB cannot hold (NaN, NUL) and
+  for bare values that SQLite's JSON column would turn into floats.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Numeric, String
+from sqlalchemy import JSON, DateTime, Numeric, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-PRECISION = 28
-SCALE = 10
+from ibkr_tasks.ledger.jsonable import exact_json
+from ibkr_tasks.models.bounds import AMOUNT_PRECISION, AMOUNT_SCALE
+
+# The parsers check amounts against the same numbers (ibkr_tasks.models.bounds), so that a value
+# this column cannot hold is rejected when its row is parsed.
+PRECISION = AMOUNT_PRECISION
+SCALE = AMOUNT_SCALE
 _QUANTUM = Decimal(1).scaleb(-SCALE)
 _ONE = Decimal(1)
 
@@ -154,3 +163,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 JSONDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 """A JSON document column type (JSONB on PostgreSQL)."""
+
+
+class ExactJSON(TypeDecorator[Any]):
+    """A payload as received, stored as JSON text (``TEXT``) and read back to the same Python value."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else exact_json(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)

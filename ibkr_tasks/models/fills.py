@@ -26,10 +26,24 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.errors import ConfigurationError
-from ibkr_tasks.models.common import ParseResult, RejectedRow
+from ibkr_tasks.models.bounds import (
+    CurrencyText,
+    ExchangeText,
+    ExecutionIdText,
+    LedgerAmount,
+    LedgerInt,
+    OrderIdText,
+    OrderRefText,
+    Payload,
+    Revision,
+    SecTypeText,
+    SymbolText,
+)
+from ibkr_tasks.models.common import ParseResult, RejectedRow, is_copy, reason_of, sort_out_duplicates
 from ibkr_tasks.models.multipliers import derive_multiplier, is_event_contract_row, resolve_multiplier
 from ibkr_tasks.models.numbers import (
     parse_amount_with_currency,
+    parse_conid,
     parse_decimal,
     parse_epoch_ms,
     parse_market_value,
@@ -54,31 +68,35 @@ _ACCOUNT_KEYS = ("account", "accountCode", "acctId", "account_id")
 
 
 class Fill(BaseModel):
-    """One execution of one account. Amounts are Decimal; ``trade_time`` is aware UTC."""
+    """One execution of one account. Amounts are Decimal; ``trade_time`` is aware UTC.
+
+    Every field is within what the ledger can store (:mod:`ibkr_tasks.models.bounds`): a row with a
+    value beyond it does not become a Fill, so it cannot fail an ingest.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    execution_id: str
-    execution_family: str
-    revision: int
+    execution_id: ExecutionIdText
+    execution_family: ExecutionIdText
+    revision: Revision
     account_id: str
-    conid: int
-    symbol: str | None = None
-    sec_type: str | None = None
+    conid: LedgerInt
+    symbol: SymbolText | None = None
+    sec_type: SecTypeText | None = None
     side: FillSide
-    quantity: Decimal
-    price: Decimal
-    multiplier: Decimal
-    net_amount: Decimal | None = None
-    currency: str | None = None
-    commission: Decimal | None = None
-    commission_currency: str | None = None
+    quantity: LedgerAmount
+    price: LedgerAmount
+    multiplier: LedgerAmount
+    net_amount: LedgerAmount | None = None
+    currency: CurrencyText | None = None
+    commission: LedgerAmount | None = None
+    commission_currency: CurrencyText | None = None
     trade_time: datetime
-    order_ref: str | None = None
-    order_id: str | None = None
-    exchange: str | None = None
+    order_ref: OrderRefText | None = None
+    order_id: OrderIdText | None = None
+    exchange: ExchangeText | None = None
     is_event_contract: bool = False
-    raw: dict[str, Any]
+    raw: Payload
 
     @field_validator("trade_time")
     @classmethod
@@ -108,19 +126,24 @@ class FillsByAccount(dict[str, ParseResult[Fill]]):
       has a nullable account id for exactly this);
     - ``other_accounts``: how many rows belonged to accounts that were not asked for (FA and
       multi-account logins return every account's executions). They are never handed to a requested
-      account.
+      account;
+    - ``unattributed_duplicates``: exact copies among the unattributed rows (kept once).
+
+    Every row of the answer is counted once: in an account's ``items``, ``rejected`` or
+    ``duplicates``, in ``unattributed`` or ``unattributed_duplicates``, or in ``other_accounts``.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.unattributed: list[RejectedRow] = []
+        self.unattributed_duplicates = 0
         self.other_accounts: dict[str, int] = {}
 
 
 def split_execution_id(execution_id: str) -> tuple[str, int]:
     """``"0000e0d5.6576fd38.01.02"`` -> ``("0000e0d5.6576fd38.01", 2)``."""
     family, dot, last = execution_id.rpartition(".")
-    if dot and family and last.isdigit():
+    if dot and family and last.isascii() and last.isdigit():
         return family, int(last)
     return execution_id, 0
 
@@ -155,13 +178,10 @@ def _conid(row: Mapping[str, Any]) -> int:
     value = row.get("conid")
     if value in (None, ""):
         conid_ex = row.get("conidEx") or row.get("conidex")
-        value = str(conid_ex).split("@", 1)[0] if conid_ex else None
-    if value is None or isinstance(value, bool):
+        value = conid_ex.split("@", 1)[0] if isinstance(conid_ex, str) else conid_ex
+    if value in (None, ""):
         raise ValueError("row has no conid")
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"conid {value!r} is not an integer") from None
+    return parse_conid(value)
 
 
 def _commission(row: Mapping[str, Any], currency: str | None) -> tuple[Decimal | None, str | None]:
@@ -287,25 +307,55 @@ def parse_fills(
     multipliers: Mapping[int, Decimal] | None = None,
     currencies: Mapping[int, str] | None = None,
 ) -> ParseResult[Fill]:
-    """Parse trades rows; every row ends up either in ``items`` or in ``rejected`` (with its reason).
+    """Parse trades rows; every row ends up in ``items``, in ``rejected`` (with its reason), or (an exact
+    copy of another row with the same execution id) counted in ``duplicates``.
+
+    Rows that share an account and execution id but differ are all rejected: the answer contradicts
+    itself about that execution, and keeping either would be a guess.
 
     ``multipliers`` maps conid -> multiplier from contract info, for contracts (e.g. futures) whose
     multiplier cannot be inferred from the row; ``currencies`` maps conid -> contract currency.
     """
     result: ParseResult[Fill] = ParseResult()
-    for row in rows:
+    rows, conflicts, result.duplicates = sort_out_duplicates(rows, _duplicate_key)
+    for index, row in enumerate(rows):
+        if is_copy(row):
+            continue
+        if index in conflicts:
+            result.conflicting += 1
+            result.rejected.append(
+                _rejected(
+                    row,
+                    f"execution id {_duplicate_key(row)[1]!r} arrives {conflicts[index]} times in this answer "
+                    "with different contents; none of them is booked",
+                )
+            )
+            continue
         try:
             result.items.append(parse_fill(row, multipliers=multipliers, currencies=currencies))
         except (ValueError, ArithmeticError, TypeError) as exc:
             # Rows are untrusted input: whatever is wrong with one row must not sink the batch.
-            is_mapping = isinstance(row, Mapping)
-            result.rejected.append(
-                RejectedRow(
-                    kind="fill",
-                    account_id=fill_account_id(row) if is_mapping else None,
-                    key=_text(row, "execution_id") if is_mapping else None,
-                    reason=str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}",
-                    raw=row,
-                )
-            )
+            result.rejected.append(_rejected(row, reason_of(exc)))
     return result
+
+
+def _duplicate_key(row: Any) -> Any:
+    """Rows with the same (account, execution id) are the same execution: the ledger's key."""
+    if not isinstance(row, Mapping):
+        return None
+    try:
+        execution_id = _text(row, "execution_id")
+    except ValueError:
+        return None
+    return None if execution_id is None else (fill_account_id(row), execution_id)
+
+
+def _rejected(row: Any, reason: str) -> RejectedRow:
+    is_mapping = isinstance(row, Mapping)
+    try:
+        key = _text(row, "execution_id") if is_mapping else None
+    except ValueError:
+        key = None
+    return RejectedRow(
+        kind="fill", account_id=fill_account_id(row) if is_mapping else None, key=key, reason=reason, raw=row
+    )

@@ -17,9 +17,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ibkr_tasks.models.bounds import check_int64
+
 __all__ = [
     "MarketValue",
     "parse_amount_with_currency",
+    "parse_conid",
     "parse_decimal",
     "parse_epoch_ms",
     "parse_market_value",
@@ -68,6 +71,31 @@ def parse_decimal(value: Any) -> Decimal:
         # "1e999999999" is a valid Decimal whose int() or quantize() would take forever.
         raise ValueError(f"number {value!r} is out of range for an amount, price, size or time")
     return result
+
+
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_conid(value: Any) -> int:
+    """A contract id: a JSON integer or a string of ASCII digits, within the ledger's 64-bit range.
+
+    Raises ``ValueError`` for anything else (floats, booleans, ``"1_000"``, full-width digits, ...).
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"conid {value!r} is not an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DIGITS.fullmatch(text):
+            raise ValueError(f"conid {value[:40]!r} is not an integer")
+        if len(text) > 25:
+            raise ValueError(f"conid {text[:25]}... is outside the ledger's 64-bit integer range")
+        value = int(text)
+    elif not isinstance(value, int):
+        raise ValueError(f"conid {value!r} is not an integer")
+    try:
+        return check_int64(value)
+    except ValueError as exc:
+        raise ValueError(f"conid {exc}") from None
 
 
 def parse_amount_with_currency(value: Any) -> tuple[Decimal, str | None]:

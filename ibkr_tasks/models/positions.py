@@ -18,31 +18,40 @@ from pydantic import BaseModel, ConfigDict
 
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.errors import ConfigurationError
-from ibkr_tasks.models.common import ParseResult, RejectedRow
+from ibkr_tasks.models.bounds import (
+    AssetClassText,
+    CurrencyText,
+    LedgerAmount,
+    LedgerInt,
+    Payload,
+    PositionSymbolText,
+)
+from ibkr_tasks.models.common import ParseResult, RejectedRow, is_copy, reason_of, sort_out_duplicates
 from ibkr_tasks.models.multipliers import derive_multiplier, is_event_contract_row, resolve_multiplier
-from ibkr_tasks.models.numbers import parse_decimal
+from ibkr_tasks.models.numbers import parse_conid, parse_decimal
 
 __all__ = ["Position", "parse_position", "parse_positions", "position_account_id"]
 
 
 class Position(BaseModel):
-    """One position of one account as the broker reports it."""
+    """One position of one account as the broker reports it (within what the ledger can store:
+    :mod:`ibkr_tasks.models.bounds`)."""
 
     model_config = ConfigDict(frozen=True)
 
     account_id: str
-    conid: int
-    position: Decimal
-    avg_cost: Decimal | None = None
-    avg_price: Decimal | None = None
-    mkt_price: Decimal | None = None
-    mkt_value: Decimal | None = None
-    currency: str | None = None
-    multiplier: Decimal
-    asset_class: str | None = None
-    symbol: str | None = None
+    conid: LedgerInt
+    position: LedgerAmount
+    avg_cost: LedgerAmount | None = None
+    avg_price: LedgerAmount | None = None
+    mkt_price: LedgerAmount | None = None
+    mkt_value: LedgerAmount | None = None
+    currency: CurrencyText | None = None
+    multiplier: LedgerAmount
+    asset_class: AssetClassText | None = None
+    symbol: PositionSymbolText | None = None
     is_event_contract: bool = False
-    raw: dict[str, Any]
+    raw: Payload
 
 
 def position_account_id(row: Mapping[str, Any]) -> str | None:
@@ -91,13 +100,7 @@ def parse_position(
         raise ValueError(f"row has no usable acctId; cannot prove it belongs to {expected}")
     if row_account != expected:
         raise ValueError(f"row belongs to account {row_account}, not {expected}")
-    conid_value = row.get("conid")
-    try:
-        conid = int(str(conid_value).strip()) if conid_value not in (None, "") else None
-    except ValueError:
-        conid = None
-    if conid is None or isinstance(conid_value, bool):
-        raise ValueError(f"conid {conid_value!r} is not an integer")
+    conid = parse_conid(row.get("conid"))
     if row.get("position") in (None, ""):
         raise ValueError("row has no position")
     position = _optional_decimal(row, "position")
@@ -139,22 +142,57 @@ def parse_position(
 def parse_positions(
     rows: Iterable[Any], account_id: str, *, multipliers: Mapping[int, Decimal] | None = None
 ) -> ParseResult[Position]:
-    """Parse positions rows of ``account_id``; unparseable or foreign rows go to ``rejected``."""
+    """Parse positions rows of ``account_id``; unparseable or foreign rows go to ``rejected``.
+
+    A conid reported twice with the same content counts once (``duplicates``); reported with
+    different contents, every version is rejected (``conflicting``): the broker contradicts itself.
+    """
     result: ParseResult[Position] = ParseResult()
-    for row in rows:
+    rows, conflicts, result.duplicates = sort_out_duplicates(rows, _duplicate_key)
+    for index, row in enumerate(rows):
+        if is_copy(row):
+            continue
+        if index in conflicts:
+            result.conflicting += 1
+            conid = _duplicate_key(row)[1]
+            result.rejected.append(
+                _rejected(
+                    row,
+                    f"conid {conid} arrives {conflicts[index]} times in the positions of "
+                    f"{account_id.strip().upper()} with different contents; none of them is used",
+                )
+            )
+            continue
         try:
             result.items.append(parse_position(row, account_id, multipliers=multipliers))
         except (ValueError, ArithmeticError, TypeError) as exc:
             # Rows are untrusted input: whatever is wrong with one row must not sink the batch.
-            is_mapping = isinstance(row, Mapping)
-            conid = row.get("conid") if is_mapping else None
-            result.rejected.append(
-                RejectedRow(
-                    kind="position",
-                    account_id=position_account_id(row) if is_mapping else None,
-                    key=None if conid in (None, "") else str(conid),
-                    reason=str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}",
-                    raw=row,
-                )
-            )
+            result.rejected.append(_rejected(row, reason_of(exc)))
     return result
+
+
+def _duplicate_key(row: Any) -> Any:
+    """Rows of one account with the same conid report the same position."""
+    if not isinstance(row, Mapping):
+        return None
+    try:
+        conid = parse_conid(row.get("conid"))
+    except ValueError:
+        return None
+    return position_account_id(row), conid
+
+
+def _rejected(row: Any, reason: str) -> RejectedRow:
+    is_mapping = isinstance(row, Mapping)
+    conid = row.get("conid") if is_mapping else None
+    try:
+        key = None if conid in (None, "") else str(conid)[:128]
+    except ValueError:  # an integer too long to write out
+        key = None
+    return RejectedRow(
+        kind="position",
+        account_id=position_account_id(row) if is_mapping else None,
+        key=key,
+        reason=reason,
+        raw=row,
+    )
