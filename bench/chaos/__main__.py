@@ -29,13 +29,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.chaos.harness import (
+    CHAOS_HEARTBEAT_SECONDS,
     ROOT,
     Driver,
     RunResult,
     _prefect_env,
+    install_crash_automation,
     ledger_figures,
     paper_accounts,
     postgres_database,
@@ -44,6 +47,7 @@ from bench.chaos.harness import (
     running_rows,
     sim_counts,
     temp_dir,
+    wait_for_crashed,
     wait_out_penalty_box,
 )
 from bench.chaos.storms import STORMS, Storm
@@ -99,6 +103,9 @@ class Chaos:
         self.env = _prefect_env(prefect_home) | {
             "PREFECT_API_URL": api_url,
             "IBKR_ACCESS_TOKEN": "chaos-gateway",  # a local gateway takes any placeholder
+            # Heartbeats, as the deployments send them: a killed run is then marked Crashed by the
+            # automation, and the next run of its accounts closes its ledger rows as abandoned.
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(CHAOS_HEARTBEAT_SECONDS),
         }
         self.api_url = api_url
         self.seed = seed
@@ -163,7 +170,13 @@ class Chaos:
                     f"  [{name}] run {attempts}: kill -9 #{row.tried} at {result.seconds:.2f} s "
                     f"(reconciliation_runs rows 'running': {running_rows(ledger_url)})"
                 )
-            # The clean rerun: later, as the next night would be (out of the penalty box, trades spacing kept).
+            # The clean rerun: later, as the next night would be (out of the penalty box, trades spacing
+            # kept, and the killed runs marked Crashed by the heartbeat automation, as in production).
+            last_kill = datetime.now(UTC).isoformat()
+            still = wait_for_crashed(self.api_url, last_kill)
+            log(f"  [{name}] killed runs still RUNNING on the Prefect server before the rerun: {still}")
+            if still:
+                notes.append(f"{still} killed flow run(s) not marked Crashed in time")
             time.sleep(5.5)
             wait_out_penalty_box(sim)
             final = self.run(sim, ledger_url)
@@ -263,12 +276,14 @@ class Chaos:
 
 
 class Fuzz:
-    """``IBKR_FUZZ_EXAMPLES=N pytest tests/test_fuzz_ingest.py``, started first and run alongside the rest
-    (it needs no simulator and no Prefect server); :meth:`row` waits for it."""
+    """``IBKR_FUZZ_EXAMPLES=N pytest tests/test_fuzz_ingest.py``, one process per database, started first
+    and run alongside the rest (it needs no simulator and no Prefect server); :meth:`rows` waits for it."""
+
+    DATABASES = ("sqlite", "postgresql")
 
     def __init__(self, examples: int, timeout: float) -> None:
         self.examples, self.timeout = examples, timeout
-        self.proc: subprocess.Popen[str] | None = None
+        self.procs: dict[str, subprocess.Popen[str]] = {}
         self.started = time.monotonic()
         if not (ROOT / FUZZ_FILE).exists():
             return
@@ -276,38 +291,43 @@ class Fuzz:
         env["IBKR_FUZZ_EXAMPLES"] = str(examples)
         if "IBKR_TEST_PG_URL" in os.environ:
             env["IBKR_TEST_PG_URL"] = os.environ["IBKR_TEST_PG_URL"]
-        cmd = [sys.executable, "-m", "pytest", FUZZ_FILE, "-q", "-p", "no:cacheprovider"]
-        log(f"  [fuzz] started alongside: IBKR_FUZZ_EXAMPLES={examples} pytest {FUZZ_FILE}")
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        for db in self.DATABASES:
+            cmd = [sys.executable, "-m", "pytest", FUZZ_FILE, "-q", "-p", "no:cacheprovider", "-k", db]
+            log(f"  [fuzz] started alongside: IBKR_FUZZ_EXAMPLES={examples} pytest {FUZZ_FILE} -k {db}")
+            self.procs[db] = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
 
-    def row(self) -> Row:
-        row = Row("fuzz ingest (hypothesis)", tried=self.examples)
-        if self.proc is None:
-            row.failed = 1
+    def rows(self) -> list[Row]:
+        if not self.procs:
+            row = Row("fuzz ingest (hypothesis)", tried=self.examples, failed=1)
             row.note = f"{FUZZ_FILE} does not exist in this tree: the fuzz test is not there to run"
             log(f"  [fuzz] {row.note}")
-            return row
-        try:
-            out, _ = self.proc.communicate(timeout=max(1.0, self.started + self.timeout - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            row.failed = 1
-            row.note = f"did not finish in {self.timeout:.0f} s"
-            return row
-        last = (out.strip().splitlines() or ["(no output)"])[-1]
-        log(f"  [fuzz] {last} ({time.monotonic() - self.started:.0f} s)")
-        if self.proc.returncode != 0:
-            row.failed = 1
-            row.note = f"pytest exit {self.proc.returncode}: {last}"
-            log(out[-4000:])
-        return row
+            return [row]
+        rows = []
+        for db, proc in self.procs.items():
+            row = Row(f"fuzz ingest (hypothesis), {db}", tried=self.examples)
+            rows.append(row)
+            try:
+                out, _ = proc.communicate(timeout=max(1.0, self.started + self.timeout - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                row.failed = 1
+                row.note = f"{db}: did not finish in {self.timeout:.0f} s"
+                continue
+            last = (out.strip().splitlines() or ["(no output)"])[-1]
+            log(f"  [fuzz] {db}: {last} ({time.monotonic() - self.started:.0f} s)")
+            if proc.returncode != 0 or " passed" not in last:
+                row.failed = 1
+                row.note = f"{db}: pytest exit {proc.returncode}: {last}"
+                log(out[-4000:])
+        return rows
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
             self.proc.wait()
 
 
@@ -340,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed of the kill moments (default: random)")
     parser.add_argument("--kills", type=int, default=20, help="kill -9s per database")
     parser.add_argument("--fuzz-examples", type=int, default=10_000)
-    parser.add_argument("--fuzz-timeout", type=float, default=540.0, help="seconds, from the start")
+    parser.add_argument("--fuzz-timeout", type=float, default=1500.0, help="seconds, from the start")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the kill and storm parts")
     parser.add_argument(
         "--only",
@@ -365,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                 prefect_home.mkdir()
                 log("starting a Prefect server for the runs ...")
                 api_url = stack.enter_context(prefect_server(prefect_home))
+                install_crash_automation(api_url)
                 chaos = Chaos(api_url, prefect_home, seed, started + args.budget)
                 # The two kill series run side by side (each its own simulator and ledger).
                 series = {}
@@ -388,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows += chaos.storms(f"sqlite:///{home / 'storms.db'}", STORMS)
         if fuzz is not None:
             log("waiting for the fuzz test ...")
-            rows.append(fuzz.row())
+            rows += fuzz.rows()
     finally:
         if fuzz is not None:
             fuzz.stop()

@@ -143,6 +143,7 @@ class Driver:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         self.ready_at: float | None = None
+        self.eof = False  # the child's output ended (its None was taken off the queue)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -156,7 +157,9 @@ class Driver:
             line = self.lines.get(timeout=max(timeout, 0.0))
         except queue.Empty:
             return ""
-        if line is not None:
+        if line is None:
+            self.eof = True
+        else:
             self.output.append(line)
         return line
 
@@ -206,7 +209,7 @@ class Driver:
         return result
 
     def _drain(self) -> None:
-        while self._pump(5.0) is not None:
+        while not self.eof and self._pump(5.0) is not None:
             pass
 
     def _elapsed(self) -> float:
@@ -295,16 +298,50 @@ def running_rows(ledger_url: str) -> int:
         engine.dispose()
 
 
-def prefect_running_flow_runs(api_url: str) -> int:
+def prefect_running_flow_runs(api_url: str, started_before: str | None = None) -> int:
     """Flow runs the Prefect server still shows RUNNING (a run killed with -9 stays so unless something
-    marks it Crashed)."""
-    response = httpx.post(
-        f"{api_url}/flow_runs/count",
-        json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}},
-        timeout=30,
-    )
+    marks it Crashed); only those started before ``started_before`` (ISO time) when given."""
+    runs: dict[str, object] = {"state": {"type": {"any_": ["RUNNING"]}}}
+    if started_before is not None:
+        runs["start_time"] = {"before_": started_before}
+    response = httpx.post(f"{api_url}/flow_runs/count", json={"flow_runs": runs}, timeout=30)
     response.raise_for_status()
     return int(response.json())
+
+
+# Heartbeats every 30 s (Prefect allows no less) and a 45 s window: production uses 60 s and 600 s;
+# the chaos run shortens both so that a killed run is marked Crashed within a minute.
+CHAOS_HEARTBEAT_SECONDS = 30
+CHAOS_CRASH_AFTER_SECONDS = 45
+
+
+def install_crash_automation(api_url: str) -> None:
+    """The automation ``ibkr-tasks setup`` creates (flow runs whose heartbeats stop become Crashed),
+    with the chaos run's short window."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from ibkr_tasks.setup import crash_automation
+
+    async def create() -> None:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            async with get_client() as client:
+                await client.create_automation(
+                    crash_automation(CHAOS_CRASH_AFTER_SECONDS, heartbeat_seconds=CHAOS_HEARTBEAT_SECONDS)
+                )
+
+    asyncio.run(create())
+
+
+def wait_for_crashed(api_url: str, started_before: str, limit: float = 90.0) -> int:
+    """Wait until the server shows no flow run started before ``started_before`` RUNNING (the
+    automation marks killed ones Crashed); the number still RUNNING when ``limit`` ran out."""
+    deadline = time.monotonic() + limit
+    while (running := prefect_running_flow_runs(api_url, started_before)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return running
 
 
 def wait_out_penalty_box(sim: SimulatorHandle, limit: float = 60.0) -> None:
