@@ -47,10 +47,15 @@ FlexStatementKind = Literal["activity", "trade_confirmation"]
 FlexSide = Literal["B", "S"]
 
 
-def row_digest(element: str, attributes: Mapping[str, str]) -> str:
-    """A stable short hash of a row (element name + sorted attributes): the key of a row that has
-    none of IBKR's ids, so importing the same statement twice finds the same key."""
-    digest = hashlib.sha256(element.encode())
+def row_digest(
+    element: str, attributes: Mapping[str, str], *, account_id: str | None = None, occurrence: int = 0
+) -> str:
+    """A stable short hash of a row (element, account, sorted attributes, and which occurrence of an
+    identical row in its statement this is): the key of a row that has none of IBKR's ids.
+
+    Importing the same statement twice gives the same keys; two identical rows in one statement
+    (three equal fees on the same day happen) get different keys."""
+    digest = hashlib.sha256(f"{element}\x00{account_id or ''}\x00{occurrence}".encode())
     for name in sorted(attributes):
         digest.update(b"\x00" + name.encode() + b"=" + str(attributes[name]).encode())
     return digest.hexdigest()[:24]
@@ -75,6 +80,12 @@ class _FlexRow(BaseModel):
     account_id: str
     raw: dict[str, str] = Field(repr=False)
     """The row's attributes exactly as the statement printed them."""
+    occurrence: int = 0
+    """For a row without any IBKR id: how many identical rows came before it in its statement
+    (part of :attr:`key`, so repeated identical rows stay distinct)."""
+
+    def _digest_key(self, element: str) -> str:
+        return row_digest(element, self.raw, account_id=self.account_id, occurrence=self.occurrence)
 
     @field_validator("account_id")
     @classmethod
@@ -116,7 +127,8 @@ class FlexExecution(_FlexRow):
     does not carry the column."""
     commission_currency: str | None = None
     taxes: Decimal | None = None
-    trade_time: datetime
+    trade_time: datetime | None
+    """Aware UTC; ``None`` only when the query prints no time for the trade (then see ``trade_date``)."""
     trade_date: date
     report_date: date | None = None
     settle_date: date | None = None
@@ -153,7 +165,7 @@ class FlexExecution(_FlexRow):
             return f"trade:{self.trade_id}"
         if self.transaction_id:
             return f"txn:{self.transaction_id}"
-        return f"row:{row_digest('execution', self.raw)}"
+        return f"row:{self._digest_key('execution')}"
 
 
 class FlexCancellation(_FlexRow):
@@ -199,7 +211,7 @@ class FlexCancellation(_FlexRow):
     def key(self) -> str:
         if self.transaction_id:
             return f"cancel:{self.transaction_id}"
-        return f"cancel:{row_digest('cancellation', self.raw)}"
+        return f"cancel:{self._digest_key('cancellation')}"
 
 
 class FlexCashTransaction(_FlexRow):
@@ -235,7 +247,7 @@ class FlexCashTransaction(_FlexRow):
         """``transactionID`` when printed, else a digest of the row (idempotent re-imports)."""
         if self.transaction_id:
             return self.transaction_id
-        return f"row:{row_digest('cash', self.raw)}"
+        return f"row:{self._digest_key('cash')}"
 
 
 class FlexOpenPosition(_FlexRow):
@@ -316,6 +328,8 @@ class FlexResponse(BaseModel):
     statements: list[FlexStatement] = Field(default_factory=list)
     rejected: list[RejectedRow] = Field(default_factory=list)
     """Rows found outside any ``FlexStatement`` that could not be attributed."""
+    skipped: dict[str, int] = Field(default_factory=dict)
+    """Rows outside any ``FlexStatement`` (e.g. a stray ``AccountInformation``), counted by element."""
 
     @property
     def executions(self) -> list[FlexExecution]:
