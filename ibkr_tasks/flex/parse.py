@@ -473,7 +473,7 @@ def iter_flex(
     source_name: str | None = None,
     date_format: str | None = None,
     on_response: Callable[[FlexResponse], None] | None = None,
-) -> Iterator[tuple[FlexStatement | None, FlexRow | None]]:
+) -> Iterator[tuple[FlexStatement, FlexRow | None]]:
     """Stream a Flex response: yields ``(statement header, row)`` for every row of every statement,
     then ``(statement header, None)`` when that statement ends (also for a statement without rows).
 
@@ -645,15 +645,11 @@ def parse_flex(
     """
     header: list[FlexResponse] = []
     statements: list[tuple[FlexStatement, dict[str, list[Any]]]] = []
-    loose: list[RejectedRow] = []  # nothing yields these today; kept so the type is complete
     current: FlexStatement | None = None
     buckets: dict[str, list[Any]] = {}
     for statement, row in iter_flex(
         source, source_name=source_name, date_format=date_format, on_response=header.append
     ):
-        if statement is None:
-            loose.append(row)  # type: ignore[arg-type]
-            continue
         if statement is not current:
             current = statement
             buckets = {
@@ -664,10 +660,11 @@ def parse_flex(
                 "rejected": [],
             }
             statements.append((statement, buckets))
-        buckets[_bucket(row)].append(row)
+        if row is not None:
+            buckets[_bucket(row)].append(row)
     response = header[0] if header else FlexResponse()
     return response.model_copy(
-        update={"statements": [_finish(statement, rows) for statement, rows in statements], "rejected": loose}
+        update={"statements": [_finish(statement, rows) for statement, rows in statements]}
     )
 
 
