@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/pacing.py
 	$(PY) bench/ledger_ingest.py
 	$(PY) bench/reconcile.py
+	$(PY) bench/flex_parse.py
 
 sim: $(STAMP)
 	$(VENV)/bin/ibkr-tasks sim --port 5000 --seed 7 --accounts 3
