@@ -239,7 +239,7 @@ class FlexCashTransaction(_FlexRow):
 
     @field_validator("datetime")
     @classmethod
-    def _check_time(cls, value: datetime | None) -> datetime | None:
+    def _check_time(cls, value: dt.datetime | None) -> dt.datetime | None:
         return _aware(value)
 
     @property

@@ -22,6 +22,7 @@ Rules (each has a test in ``tests/test_flex_parse.py``; docs/flex.md explains th
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import xml.etree.ElementTree as ET
@@ -29,8 +30,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.errors import ConfigurationError
@@ -62,7 +64,7 @@ _EXECUTION_ELEMENTS = {"Trade": "activity", "TradeConfirm": "trade_confirmation"
 _CANCEL_TYPES = {"TRADECANCEL", "FRACSHARECANCEL"}
 _CORRECT_TYPES = {"TRADECORRECT"}
 _NOT_DATES = {"", "MULTI", "N/A"}
-_SIDE = {"BUY": "B", "SELL": "S", "BOT": "B", "SLD": "S", "B": "B", "S": "S"}
+_SIDE: dict[str, Literal["B", "S"]] = {"BUY": "B", "SELL": "S", "BOT": "B", "SLD": "S", "B": "B", "S": "S"}
 _CHUNK = 1 << 16
 _CONTAINERS = {"FlexQueryResponse", "FlexStatements"}
 
@@ -150,7 +152,7 @@ class _Reader:
             value = attrs.get(name)
             if value is not None and value.strip().upper() not in _NOT_DATES:
                 try:
-                    return self._with_order(lambda v=value: self.dates.date(v))
+                    return self._with_order(partial(self.dates.date, value))
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
         return None
@@ -160,11 +162,11 @@ class _Reader:
         if value is None or value.strip().upper() in _NOT_DATES:
             return None
         try:
-            return self._with_order(lambda: self.dates.datetime(value))
+            return self._with_order(partial(self.dates.datetime, value))
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
 
-    def trade_time(self, attrs: Mapping[str, str], trade_date: date | None) -> tuple[Any, date | None]:
+    def trade_time(self, attrs: Mapping[str, str], trade_date: dt.date | None) -> tuple[Any, dt.date | None]:
         """(aware UTC trade time or None, trade date) from ``dateTime``, else ``tradeDate`` + ``tradeTime``."""
         stamp = self.datetime(attrs, "dateTime")
         if stamp is not None and stamp.at is not None:
@@ -194,7 +196,7 @@ def _account(attrs: Mapping[str, str], statement: FlexStatement) -> str:
         raise ValueError(str(exc)) from None
 
 
-def _side(attrs: Mapping[str, str], quantity: Decimal, *, cancel: bool) -> str:
+def _side(attrs: Mapping[str, str], quantity: Decimal, *, cancel: bool) -> Literal["B", "S"]:
     text = (_text(attrs, "buySell") or "").upper()
     text = text.replace("(CA.)", "").replace("(CA)", "").strip()
     if not text:
@@ -684,7 +686,7 @@ def _finish(statement: FlexStatement, rows: dict[str, list[Any]]) -> FlexStateme
     executions: list[FlexExecution] = rows["executions"]
     cancellations: list[FlexCancellation] = rows["cancellations"]
     if cancellations:
-        by_trade = {
+        by_trade: dict[tuple[str, str | None], int] = {
             (row.account_id, row.trade_id): index for index, row in enumerate(executions) if row.trade_id
         }
         paired: list[FlexCancellation] = []

@@ -214,6 +214,8 @@ class FlexWebService:
             params["fd"] = from_date.strftime("%Y%m%d")
             params["td"] = to_date.strftime("%Y%m%d")
         delay, throttle = self.polling.retry_delay, self.polling.throttle_delay
+        code: str | None = None
+        message: str | None = None
         for attempt in range(1, self.polling.max_attempts + 1):
             response = await self._get(f"{self.settings.url}/SendRequest", params, "SendRequest")
             fields = _envelope(response.content)
@@ -227,7 +229,7 @@ class FlexWebService:
                     "Flex statement requested for query %s (reference %s)", query, fields["ReferenceCode"]
                 )
                 return FlexReference(fields["ReferenceCode"], url)
-            code = fields.get("ErrorCode", "")
+            code, message = fields.get("ErrorCode", ""), fields.get("ErrorMessage")
             if code in THROTTLE_CODES or code in RETRY_CODES:
                 wait = throttle if code in THROTTLE_CODES else delay
                 logger.warning(
@@ -240,9 +242,7 @@ class FlexWebService:
                     delay = min(delay * self.polling.backoff, self.polling.max_delay)
                 continue
             _raise_for(fields, "SendRequest")
-        raise FlexServiceUnavailable(
-            code, fields.get("ErrorMessage"), "Gave up after the allowed attempts; try later."
-        )
+        raise FlexServiceUnavailable(code, message, "Gave up after the allowed attempts; try later.")
 
     async def get_statement(self, reference: FlexReference, *, to: IO[bytes] | Path | None = None) -> bytes:
         """GetStatement, polled until the statement is ready. Returns the XML (or writes it to ``to``

@@ -17,6 +17,7 @@ Everything returned here is aware UTC. Slash dates are ambiguous between month-f
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
@@ -213,11 +214,11 @@ class FlexDateReader:
         local = datetime.combine(day, clock).replace(tzinfo=_zone(match.group("zone")))
         return ParsedDateTime(day, local.astimezone(UTC))
 
-    def date(self, value: str) -> date:
+    def date(self, value: str) -> dt.date:
         """A date-only field (a date/time printed there is tolerated: its date is taken)."""
         return self.datetime(value).date
 
-    def combine(self, day: date, value: str) -> datetime:
+    def combine(self, day: dt.date, value: str) -> dt.datetime:
         """A date plus a separate time field (``tradeDate`` + ``tradeTime``) -> aware UTC."""
         match = _TIME_RE.match(value.strip())
         if not match:
