@@ -21,7 +21,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from ibkr_tasks.client.settings import DEFAULT_API_URL, IBKRSettings
+from ibkr_tasks.client.settings import DEFAULT_API_URL, FlexSettings, IBKRSettings
 from ibkr_tasks.errors import ConfigurationError
 
 
@@ -74,6 +74,18 @@ class IBKRCredentials(Block):
         default=None, description="URL that returns a bearer (auth_mode=sidecar)."
     )
     sidecar_token: SecretStr | None = Field(default=None, description="Bearer the sidecar itself requires.")
+    flex_token: SecretStr | None = Field(default=None, description="Flex Web Service token (statements).")
+    flex_query_id: str | None = Field(default=None, description="Flex Query id of the Activity statement.")
+    flex_url: str | None = Field(
+        default=None, description="Flex Web Service URL; empty = IBKR's (the simulator's /flex in tests)."
+    )
+
+    def to_flex_settings(self) -> FlexSettings:
+        """The Flex Web Service settings this block holds (token, query id, URL)."""
+        values: dict[str, object] = {"token": self.flex_token, "query_id": self.flex_query_id}
+        if self.flex_url:
+            values["url"] = self.flex_url
+        return FlexSettings(**values)
 
     def to_settings(self) -> IBKRSettings:
         """The plain client settings this block describes (no Prefect needed past this point)."""

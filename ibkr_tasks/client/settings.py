@@ -185,3 +185,52 @@ class IBKRSettings(BaseSettings):
         if self.ca_bundle is not None:
             return ssl.create_default_context(cafile=str(self.ca_bundle))
         return True
+
+
+DEFAULT_FLEX_URL = "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"
+"""IBKR's Flex Web Service v3 (SendRequest lives under it; GetStatement is at the URL SendRequest
+returns). https://www.ibkrguides.com/clientportal/performanceandstatements/flex3.htm"""
+
+
+class FlexSettings(BaseSettings):
+    """Flex Web Service settings from ``IBKR_FLEX_*`` environment variables or keyword arguments.
+
+    ``IBKR_FLEX_URL`` (IBKR's service by default; the simulator's ``/flex`` in tests and the demo),
+    ``IBKR_FLEX_TOKEN`` (a secret: never logged, never in an error) and ``IBKR_FLEX_QUERY_ID``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IBKR_FLEX_", extra="ignore", validate_default=True)
+
+    url: str = Field(default=DEFAULT_FLEX_URL, description="Flex Web Service base URL (…/FlexWebService).")
+    token: SecretStr | None = Field(default=None, description="Flex Web Service token (Reports > Settings).")
+    query_id: str | None = Field(default=None, description="Default Flex Query id.")
+    timeout: float = Field(default=60.0, gt=0, description="Per-request timeout in seconds.")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                (".".join(str(p) for p in err["loc"]) or "settings") + ": " + err["msg"]
+                for err in exc.errors(include_input=False, include_url=False)
+            )
+            raise ConfigurationError(f"invalid Flex settings: {problems}") from None
+
+    @field_validator("url")
+    @classmethod
+    def _check_flex_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"IBKR_FLEX_URL must be an http(s) URL such as {DEFAULT_FLEX_URL}, got {value!r}"
+            )
+        return value.rstrip("/")
+
+    @field_validator("query_id")
+    @classmethod
+    def _check_query_id(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.strip().isdigit():
+            raise ValueError("IBKR_FLEX_QUERY_ID must be the numeric Query ID shown in Flex Queries")
+        return value.strip()

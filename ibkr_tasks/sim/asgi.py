@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from ibkr_tasks.sim import render
 from ibkr_tasks.sim.app import match
 from ibkr_tasks.sim.clock import SimClock
+from ibkr_tasks.sim.flex import flex_control, flex_endpoint
 from ibkr_tasks.sim.scenario import Quirks, Scenario
 from ibkr_tasks.sim.state import (
     API_PREFIX,
@@ -69,8 +70,13 @@ class SimApp:
             response = await self._api(request, path[len(API_PREFIX) :])
         elif path.startswith("/sim/"):
             response = await self._control(request, path[len("/sim") :])
+        elif path.startswith("/flex/"):
+            response = await flex_endpoint(self.sim, request, path[len("/flex") :])
         else:
-            response = error(f"Not Found: {path} (the API lives under {API_PREFIX}, control under /sim)", 404)
+            response = error(
+                f"Not Found: {path} (the API lives under {API_PREFIX}, Flex under /flex, control under /sim)",
+                404,
+            )
         await response(scope, receive, send)
 
     # ------------------------------------------------------------------ the API pipeline
@@ -209,6 +215,8 @@ class SimApp:
             return await self._advance(st, request)
         if method == "POST" and path == "/faults":
             return await self._faults(st, request)
+        if method in ("GET", "POST") and path == "/flex":
+            return await flex_control(st, request)
         return error(f"Not Found: {method} /sim{path}", 404)
 
     @staticmethod
