@@ -226,6 +226,14 @@ async def run(jitter_ms: float, transports: int, seed: int) -> int:
             f"\nlimiter: {backend.late_wakeups} late wake-ups (event loop or CPU busy; each costs a slot), "
             f"{backend.displacements} waiting requests pushed back one slot"
         )
+    store = clients[0].limiter.store
+    if store is None:
+        print("cross-process pacing file: off (IBKR_PACING_DIR=off)")
+    else:
+        print(
+            f"cross-process pacing file {store.path}: locked {store.transactions} times (slow limits only), "
+            f"{store.busy_seconds * 1000:.1f} ms in all, {store.problems} problems"
+        )
     ok = total_violations == 0 and worst_saturated >= 0.95
     print(
         f"violations of IBKR's exact limits: {total_violations}; lowest ratio among saturated limits: "

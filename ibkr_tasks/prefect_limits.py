@@ -28,6 +28,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+from ibkr_tasks.client.clock import Sleep
+from ibkr_tasks.client.pacing_store import PacingStore, new_owner
 from ibkr_tasks.client.ratelimit import ENDPOINT_RULES, BoundLimit, RateLimiter, get_limiter
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import ConfigurationError
@@ -79,10 +81,25 @@ def limit_specs(limiter: RateLimiter) -> list[LimitSpec]:
 
 
 class PrefectBackend:
-    """A :class:`~ibkr_tasks.client.ratelimit.LimiterBackend` that waits on Prefect's server."""
+    """A :class:`~ibkr_tasks.client.ratelimit.LimiterBackend` that waits on Prefect's server.
 
-    def __init__(self, *, timeout_seconds: float | None = 600) -> None:
+    With a ``store`` (the limiter's :class:`~ibkr_tasks.client.pacing_store.PacingStore`), a request
+    under a slow limit then also takes its instant in the machine's pacing file, after the server
+    granted the slot: so a process of this machine pacing without Prefect (a script run by hand, a
+    deployment with ``IBKR_RATE_LIMIT_BACKEND=local``) and this one still keep the spacing between them.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float | None = 600,
+        store: PacingStore | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.timeout_seconds = timeout_seconds
+        self.store = store
+        self.sleep = sleep
+        self.owner = new_owner()
 
     async def acquire(self, limits: Sequence[BoundLimit]) -> None:
         from prefect.concurrency.asyncio import rate_limit
@@ -91,6 +108,13 @@ class PrefectBackend:
         await rate_limit(
             [gcl_name(b.key) for b in limits], occupy=1, timeout_seconds=self.timeout_seconds, strict=True
         )
+        store = self.store
+        if store is not None:
+            shared = [(b.key, b.spacing) for b in limits if store.shares(b.limit.interval)]
+            if shared:
+                t = store.reserve(shared, self.owner)
+                if (delay := t - store.wall()) > 0:
+                    await self.sleep(delay)
 
     @asynccontextmanager
     async def concurrency(self, key: str, max_concurrent: int) -> AsyncIterator[None]:
@@ -172,7 +196,7 @@ async def configure_rate_limits(settings: IBKRSettings, mode: BackendMode | None
         logger.info("Prefect rate limits for %s not found; pacing in-process", limiter.key_prefix)
         return _use_local(limiter)
     if not isinstance(limiter.backend, PrefectBackend):
-        limiter.backend = PrefectBackend()
+        limiter.backend = PrefectBackend(store=limiter.store)
     logger.info("pacing IBKR requests on Prefect global concurrency limits (%s)", limiter.key_prefix)
     return "prefect"
 
@@ -181,7 +205,7 @@ def _use_local(limiter: RateLimiter) -> str:
     if isinstance(limiter.backend, PrefectBackend):
         from ibkr_tasks.client.ratelimit import InProcessBackend
 
-        limiter.backend = InProcessBackend(clock=limiter.clock, sleep=limiter.sleep)
+        limiter.backend = InProcessBackend(clock=limiter.clock, sleep=limiter.sleep, store=limiter.store)
     return "local"
 
 

@@ -33,6 +33,9 @@ os.environ.setdefault(
 for _name in list(os.environ):
     if _name.startswith("IBKR_") and _name not in {"IBKR_TEST_PG_URL", "IBKR_FUZZ_EXAMPLES"}:
         del os.environ[_name]
+# Processes of one test session share the pacing of IBKR's slow endpoints through this directory
+# (as processes of one machine do); other sessions running at the same time get their own.
+os.environ["IBKR_PACING_DIR"] = tempfile.mkdtemp(prefix="ibkr-tasks-pacing-")
 
 PG_ADMIN_URL = os.environ.get("IBKR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

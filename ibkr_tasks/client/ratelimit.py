@@ -15,6 +15,10 @@ slow endpoint limit does not hold up the global limit for others (it only reserv
 One limiter exists per (host, user) in a process (:func:`get_limiter`), shared by every Transport.
 The waiting itself is done by a :class:`LimiterBackend`; the in-process backend is the default and the
 Prefect layer can plug in one backed by Prefect global concurrency limits to share pacing across workers.
+
+The slow limits (one request per second or slower) also hold across the processes of one machine: their
+reservations go through a :class:`~ibkr_tasks.client.pacing_store.PacingStore` file that every process
+sees (``IBKR_PACING_DIR``), whichever backend is used. The fast limits never touch it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ibkr_tasks.client.clock import Clock, Sleep
+from ibkr_tasks.client.pacing_store import PacingStore, Transaction, new_owner, store_for
 from ibkr_tasks.client.settings import IBKRSettings
 
 logger = logging.getLogger("ibkr_tasks.client")
@@ -255,11 +260,21 @@ class InProcessBackend:
     Priority requests (order placement, replies to order prompts, cancels: IBKR wants prompt replies at
     once) take the earliest instant that no other priority or already-sending request holds; a waiting
     ordinary request they displace reserves again when it wakes.
+
+    With a ``store``, a request under a slow limit (see :meth:`PacingStore.shares`) also keeps that
+    limit's spacing from the instants other processes reserved in the store, and records its own
+    there; they are obstacles nothing can move. ``store.wall`` and ``clock`` are read together to
+    translate between the file's wall-clock instants and this backend's clock.
     """
 
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, store: PacingStore | None = None
+    ) -> None:
         self.clock = clock
         self.sleep = sleep
+        self.store = store
+        self.owner = new_owner()
+        """This backend's writer id in the store (its own entries are on its timelines already)."""
         self._lock = threading.Lock()
         self._timelines: dict[str, _Timeline] = {}
         self._slots: dict[str, int] = {}
@@ -270,11 +285,34 @@ class InProcessBackend:
         """How often a waiting request was pushed back by a priority (or late) one."""
 
     def _reserve(self, limits: Sequence[BoundLimit], not_before: float, urgent: bool = False) -> _Reservation:
+        store = self.store
+        shared = [b for b in limits if store is not None and store.shares(b.limit.interval)]
+        if store is None or not shared:
+            return self._reserve_here(limits, not_before, urgent, None, ())
+        # The file lock is taken before the thread lock, and only by requests under a slow limit.
+        with store.transaction() as txn:
+            return self._reserve_here(limits, not_before, urgent, txn, shared)
+
+    def _reserve_here(
+        self,
+        limits: Sequence[BoundLimit],
+        not_before: float,
+        urgent: bool,
+        txn: Transaction | None,
+        shared: Sequence[BoundLimit],
+    ) -> _Reservation:
         # A caller that already waited for its turn (it woke late, or was displaced) keeps its place
         # in line: it reserves like a priority request, pushing later waiters back by one slot.
         priority = urgent or any(bound.priority for bound in limits)
         with self._lock:
             now = self.clock()
+            # Other processes' reservations of the slow limits, on this backend's clock.
+            offset = 0.0
+            foreign: dict[str, list[float]] = {}
+            if txn is not None and txn.shared:
+                offset = txn.store.wall() - now
+                for bound in shared:
+                    foreign[bound.key] = [w - offset for w in txn.times(bound.key, exclude_owner=self.owner)]
             t = max(now, not_before)
             for bound in limits:
                 self._timelines.setdefault(bound.key, _Timeline()).prune(now - bound.spacing)
@@ -288,13 +326,16 @@ class InProcessBackend:
                 moved = False
                 for bound in limits:
                     blocking = [
-                        r
+                        r.t
                         for r in self._timelines[bound.key].near(t, bound.spacing)
                         if not (priority and r.movable)
                     ]
+                    blocking += [f for f in foreign.get(bound.key, ()) if abs(f - t) < bound.spacing - 1e-9]
                     if blocking:
-                        latest = max(r.t for r in blocking)
-                        t = math.ceil((latest + bound.spacing) / grid - 1e-6) * grid
+                        latest = max(blocking)
+                        t = max(
+                            latest + bound.spacing, math.ceil((latest + bound.spacing) / grid - 1e-6) * grid
+                        )
                         moved = True
             entry = _Reservation(t, tuple(limits), priority)
             if priority:
@@ -303,6 +344,9 @@ class InProcessBackend:
                         self._displace(other)
             for bound in limits:
                 self._timelines[bound.key].add(entry)
+            if txn is not None:
+                for bound in shared:
+                    txn.add(bound.key, t + offset, bound.spacing, self.owner)
             return entry
 
     def _displace(self, entry: _Reservation) -> None:
@@ -420,12 +464,15 @@ class RateLimiter:
         margin: float = DEFAULT_MARGIN,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        store: PacingStore | None = None,
     ) -> None:
         if not 0 <= margin < 1:
             raise ValueError("margin must be in [0, 1)")
         self.global_limit = global_limit
         self.key_prefix = key_prefix
-        self.backend: LimiterBackend = backend or InProcessBackend(clock=clock, sleep=sleep)
+        self.store = store
+        """Where the slow limits are shared with other processes of the machine (None: this process only)."""
+        self.backend: LimiterBackend = backend or InProcessBackend(clock=clock, sleep=sleep, store=store)
         self.rules = tuple(rules)
         self.margin = margin
         self.clock = clock
@@ -434,8 +481,14 @@ class RateLimiter:
 
     @classmethod
     def for_settings(cls, settings: IBKRSettings, **kwargs: object) -> RateLimiter:
-        """A limiter with the global limit and key that ``settings`` call for (not registered)."""
+        """A limiter with the global limit and key that ``settings`` call for (not registered).
+
+        On real time it shares the slow limits through ``IBKR_PACING_DIR`` (unless given ``store=``);
+        a limiter on an injected clock (virtual time) does not: the file holds real instants.
+        """
         kwargs.setdefault("margin", settings.rate_margin)
+        if "store" not in kwargs and kwargs.get("clock", time.monotonic) is time.monotonic:
+            kwargs["store"] = store_for(settings.pacing_dir)
         return cls(
             global_limit_for(settings),
             key_prefix=f"ibkr:{settings.host}:{settings.limiter_user}",

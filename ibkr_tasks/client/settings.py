@@ -89,6 +89,12 @@ class IBKRSettings(BaseSettings):
         description="Safety margin of the pacing: requests are spaced this fraction wider than IBKR's limits. "
         "Raise it (e.g. 0.1) when network delays vary a lot; the penalty box costs 10-15 minutes.",
     )
+    pacing_dir: str | None = Field(
+        default=None,
+        description="Directory where the processes of this machine share the pacing of IBKR's slow endpoints "
+        "(1 request per second or slower), so a run started right after another keeps their spacing. "
+        "Default $XDG_STATE_HOME/ibkr-tasks/pacing (~/.local/state/ibkr-tasks/pacing); 'off' turns it off.",
+    )
     refresh_margin: float = Field(
         default=120.0, ge=0, description="Refresh OAuth2/sidecar tokens this many seconds before they expire."
     )
