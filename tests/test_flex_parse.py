@@ -579,7 +579,7 @@ def _big_statement(path: Path, count: int) -> None:
 
 def test_streaming_memory_does_not_grow_with_the_statement(tmp_path: Path) -> None:
     peaks = {}
-    for count in (1_000, 8_000):
+    for count in (100, 1_000, 8_000):  # the first pass warms up lazy imports and caches
         path = tmp_path / f"s{count}.xml"
         _big_statement(path, count)
         tracemalloc.start()
@@ -587,4 +587,6 @@ def test_streaming_memory_does_not_grow_with_the_statement(tmp_path: Path) -> No
         peaks[count] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert seen == count
-    assert peaks[8_000] < peaks[1_000] * 1.5, peaks
+    # Kept rows would cost about 6 KB each: 7,000 more rows, some 40 MB more. Streaming adds next to nothing
+    # (what the rest of the suite has cached moves the absolute figures, so compare the growth).
+    assert peaks[8_000] - peaks[1_000] < 1_000_000, peaks
