@@ -61,13 +61,27 @@ class Gateway:
     async def ensure_portfolio_accounts(self) -> list[dict[str, Any]]:
         return [{"id": a, "accountId": a} for a in (ACCOUNT, OTHER, FOREIGN)]
 
-    async def request(self, method: str, path: str, **_: Any) -> Any:
+    async def request(self, method: str, path: str, params: Any = None, **_: Any) -> Any:
         if path == "/iserver/account/trades":
             return self.trades
         if path == f"/portfolio/{ACCOUNT}/positions/0":
             return self.positions
         if path.startswith(f"/portfolio/{ACCOUNT}/positions/"):
             return []
+        if path == "/trsrv/secdef":  # bulk contract info; every third conid is left to the per-conid lookup
+            conids = [int(c) for c in str(params["conids"]).split(",")]
+            return {
+                "secdef": [
+                    {
+                        "conid": c,
+                        "currency": "USD",
+                        "assetClass": ("STK", "FUT", "OPT")[c % 3],
+                        "multiplier": "50",
+                    }
+                    for c in conids
+                    if c % 7
+                ]
+            }
         match = re.fullmatch(r"/iserver/contract/(-?\d+)/info", path)
         if match:
             conid = int(match.group(1))
