@@ -29,6 +29,7 @@ OAUTH2_TOKEN_URL = "https://api.ibkr.com/oauth2/api/v1/token"  # noqa: S105 (a U
 OAUTH2_SSO_URL = "https://api.ibkr.com/gw/api/v1/sso-sessions"
 
 AuthMode = Literal["bearer", "oauth2", "sidecar"]
+TradesScope = Literal["auto", "login", "account"]
 
 
 class IBKRSettings(BaseSettings):
@@ -88,6 +89,12 @@ class IBKRSettings(BaseSettings):
         lt=1,
         description="Safety margin of the pacing: requests are spaced this fraction wider than IBKR's limits. "
         "Raise it (e.g. 0.1) when network delays vary a lot; the penalty box costs 10-15 minutes.",
+    )
+    trades_scope: TradesScope = Field(
+        default="auto",
+        description="How fills are asked for: 'login' one trades request for the whole login, 'account' one "
+        "per account (accountId; IBKR allows 1 per 5 s), 'auto' one where the login is an FA master whose "
+        "answer covers its sub-accounts and one per account otherwise (docs/client.md#trades-scope).",
     )
     refresh_margin: float = Field(
         default=120.0, ge=0, description="Refresh OAuth2/sidecar tokens this many seconds before they expire."
