@@ -10,9 +10,13 @@ or against the simulator with ``make demo``. The run:
 
 1. opens the brokerage session (ssodh/init + /iserver/accounts preflight);
 2. discovers the login's accounts (FA sub-accounts included) unless ``accounts`` is given;
-3. makes ONE trades call for all accounts (IBKR allows 1 per 5 s) and splits the fills by account;
-4. per account, concurrently and inside IBKR's rate limits: ingest fills and commissions (idempotent),
-   page through the positions, reconcile them against the ledger, report;
+3. collects the fills of every account, as the trades scope says (``trades_scope``, IBKR_TRADES_SCOPE;
+   ``auto``: ONE trades call for an FA master's sub-accounts, one per account, paced at IBKR's 1 per
+   5 s, on a login that is not an FA master), and splits them by account;
+4. per account, concurrently and inside IBKR's rate limits: page through the positions; if a trades
+   answer for the whole login held no row for the account but its positions moved since the last
+   snapshot, ask for its trades by ``accountId`` (ibkr_tasks.reconcile); ingest fills and commissions
+   (idempotent), reconcile the positions against the ledger, report;
 5. publishes a summary table, a break report per account, progress, and the events
    ``ibkr.reconciliation.break`` / ``ibkr.reconciliation.completed`` for automations.
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from prefect import flow
@@ -37,9 +42,11 @@ from pydantic import Field
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.background import BackgroundClient
+from ibkr_tasks.client.settings import TradesScope
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import AccountInfo, Fill, ParseResult
 from ibkr_tasks.prefect_limits import configure_rate_limits
+from ibkr_tasks.reconcile import fills_to_recheck
 from ibkr_tasks.reporting import (
     PROGRESS_KEY,
     AccountOutcome,
@@ -89,17 +96,29 @@ async def _reconcile_account(
     client: BackgroundClient,
     ledger: Ledger,
     account_id: str,
-    fills: ParseResult[Fill] | None,
+    fills_by_account: Mapping[str, ParseResult[Fill]] | None,
     run_id: str,
     flow_run_id: str | None,
+    days: int,
 ) -> AccountOutcome:
-    """ingest -> positions -> reconcile for one account; failures are caught and reported, not raised."""
+    """positions -> (self-check) -> ingest -> reconcile for one account; failures are caught and
+    reported, not raised."""
     logger = get_run_logger()
     outcome = AccountOutcome(account_id=account_id)
     await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
-        if fills is None:
+        fills = fills_by_account.get(account_id) if fills_by_account is not None else None
+        if fills_by_account is None or fills is None:
             raise RuntimeError(f"fills for {account_id} could not be collected")
+        positions = await fetch_positions(client, account_id)
+        outcome.positions = len(positions.items)
+        reason = await asyncio.to_thread(
+            fills_to_recheck, ledger, account_id, fills_by_account, positions.items
+        )
+        if reason:
+            logger.warning("%s: %s; asking for its trades by account id", account_id, reason)
+            own = await collect_fills(client, [account_id], days=days, scope="account")
+            fills = own[account_id]
         outcome.fills_seen = len(fills.items)
         outcome.commissions_pending = sum(1 for f in fills.items if f.commission is None)
         # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
@@ -108,8 +127,6 @@ async def _reconcile_account(
             ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected)
         )
         _apply_ingest(outcome, ingested)
-        positions = await fetch_positions(client, account_id)
-        outcome.positions = len(positions.items)
         if positions.rejected:
             quarantined = await ingest_fills(
                 ledger, account_id, [], run_id, rejected=opaque(positions.rejected)
@@ -170,6 +187,7 @@ async def nightly_reconciliation(
     fail_on_breaks: bool = False,
     credentials: str | None = None,
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 16,
+    trades_scope: TradesScope | None = None,
 ) -> dict[str, Any] | State:
     """Reconcile IBKR fills, commissions and positions into the ledger for every account.
 
@@ -180,6 +198,9 @@ async def nightly_reconciliation(
         fail_on_breaks: end the run Failed when any account has a break.
         credentials: name of a saved ``IBKRCredentials`` block; the ``IBKR_*`` environment otherwise.
         max_concurrency: accounts processed at once (IBKR's rate limits apply underneath).
+        trades_scope: how the fills are asked for: ``auto`` (one trades request for an FA master's
+            sub-accounts, one per account otherwise), ``login`` (one request) or ``account`` (one per
+            account); ``IBKR_TRADES_SCOPE`` (default ``auto``) when omitted.
     """
     logger = get_run_logger()
     settings = await aresolve_settings(credentials)
@@ -218,7 +239,7 @@ async def nightly_reconciliation(
             # ledger: the trades call then looks up only new instruments (IBKR's 10 req/s is shared).
             known_contracts = await _remembered_contracts(client, ledger)
             try:
-                fills = await collect_fills(client, targets, days=days)
+                fills = await collect_fills(client, targets, days=days, scope=trades_scope)
                 await _keep_contracts(client, ledger, known_contracts)
                 unattributed = list(getattr(fills, "unattributed", ()))
                 if unattributed:  # rows that name no account of ours: kept, never dropped
@@ -237,9 +258,10 @@ async def nightly_reconciliation(
                     client,
                     ledger,
                     account_id,
-                    fills.get(account_id) if collect_error is None else None,
+                    fills if collect_error is None else None,
                     run_id,
                     flow_run_id,
+                    days,
                 )
             if collect_error and outcome.error:
                 outcome.error = f"collecting fills failed: {collect_error}"
