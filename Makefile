@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(PY) bench/pacing.py
 	$(PY) bench/ledger_ingest.py
 	$(PY) bench/reconcile.py
+	$(PY) bench/contract_info.py
+	$(PY) -c 'import ibind' 2>/dev/null || $(PY) -m pip install -e '.[peer]'
+	$(PY) bench/peer_ibind.py
 
 sim: $(STAMP)
 	$(VENV)/bin/ibkr-tasks sim --port 5000 --seed 7 --accounts 3

@@ -100,13 +100,21 @@ async def _reconcile_account(
     run_id: str,
     flow_run_id: str | None,
     days: int,
+    *,
+    own_trades: bool = False,
 ) -> AccountOutcome:
-    """positions -> (self-check) -> ingest -> reconcile for one account; failures are caught and
-    reported, not raised."""
+    """(own trades) -> positions -> (self-check) -> ingest -> reconcile for one account; failures are
+    caught and reported, not raised. ``own_trades``: the account's trades are asked for here, by
+    ``accountId``, not found in ``fills_by_account``."""
     logger = get_run_logger()
     outcome = AccountOutcome(account_id=account_id)
     await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
+        if own_trades:
+            fills_by_account = await collect_fills(client, [account_id], days=days, scope="account")
+            unattributed = list(getattr(fills_by_account, "unattributed", ()))
+            if unattributed:  # rows that name no account: kept, never dropped
+                outcome.quarantined += await quarantine_rows(ledger, opaque(unattributed), run_id)
         fills = fills_by_account.get(account_id) if fills_by_account is not None else None
         if fills_by_account is None or fills is None:
             raise RuntimeError(f"fills for {account_id} could not be collected")
@@ -231,19 +239,29 @@ async def nightly_reconciliation(
         progress_id = await acreate_progress_artifact(
             progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled in run {run_id}"
         )
-        fills: dict[str, ParseResult[Fill]] = {}
+        fills: Mapping[str, ParseResult[Fill]] = {}
+        own_trades: set[str] = set()
         collect_error: str | None = None
         unattributed_quarantined = 0
+        known_contracts: set[int] = set()
         if targets:
             # Contract info (currency, multiplier) of instruments seen on earlier nights comes from the
             # ledger: the trades call then looks up only new instruments (IBKR's 10 req/s is shared).
             known_contracts = await _remembered_contracts(client, ledger)
             try:
-                fills = await collect_fills(client, targets, days=days, scope=trades_scope)
-                await _keep_contracts(client, ledger, known_contracts)
-                unattributed = list(getattr(fills, "unattributed", ()))
-                if unattributed:  # rows that name no account of ours: kept, never dropped
-                    unattributed_quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
+                # The accounts one trades request serves (an FA master's sub-accounts) are collected
+                # here; every other account asks for its own trades when its turn comes, so its
+                # positions are fetched while the next account waits for IBKR's 1 trades request per 5 s.
+                requests = await client.trades_requests(targets, trades_scope)
+                shared = [
+                    a for a in targets if any(r.account_id is None and a in r.accounts for r in requests)
+                ]
+                own_trades = set(targets) - set(shared)
+                if shared:
+                    fills = await collect_fills(client, shared, days=days, scope=trades_scope)
+                    unattributed = list(getattr(fills, "unattributed", ()))
+                    if unattributed:  # rows that name no account of ours: kept, never dropped
+                        unattributed_quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
             except Exception as exc:
                 collect_error = f"{type(exc).__name__}: {exc}"
                 logger.error("collecting fills failed: %s", collect_error)
@@ -258,10 +276,11 @@ async def nightly_reconciliation(
                     client,
                     ledger,
                     account_id,
-                    fills if collect_error is None else None,
+                    None if collect_error is not None and account_id not in own_trades else fills,
                     run_id,
                     flow_run_id,
                     days,
+                    own_trades=account_id in own_trades,
                 )
             if collect_error and outcome.error:
                 outcome.error = f"collecting fills failed: {collect_error}"
@@ -272,6 +291,7 @@ async def nightly_reconciliation(
             return outcome
 
         outcomes = list(await asyncio.gather(*(one(a) for a in targets)))
+        await _keep_contracts(client, ledger, known_contracts)
 
     for account_id in unknown:
         outcomes.append(

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, get_args
@@ -62,6 +63,7 @@ __all__ = [
     "TRADES_SCOPES",
     "IBKRClient",
     "ScopedFills",
+    "TradesRequest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,17 @@ def _error_of(data: Any) -> str | None:
 
 
 TRADES_SCOPES: tuple[str, ...] = get_args(TradesScope)
+
+
+@dataclass(frozen=True)
+class TradesRequest:
+    """One ``/iserver/account/trades`` request of a trades scope: ``account_id`` is sent as
+    ``accountId`` (None: the whole login, as selected); ``accounts`` are the accounts it answers for;
+    ``select`` is the account to select first (an FA master), if any."""
+
+    account_id: str | None
+    accounts: frozenset[str]
+    select: str | None = None
 
 
 class ScopedFills(FillsByAccount):
@@ -261,16 +274,16 @@ class IBKRClient:
         wanted = list(dict.fromkeys(validate_account_id(a) for a in account_ids))
         if not wanted:
             raise ConfigurationError("fills() needs at least one account id")
-        scope = scope or self.trades_scope
-        if scope not in TRADES_SCOPES:
-            raise ConfigurationError(f"trades scope must be one of {', '.join(TRADES_SCOPES)}, got {scope!r}")
+        plan = await self.trades_requests(wanted, scope)
         await self.transport.ensure_iserver_accounts()
-        plan = await self._trades_plan(wanted, scope)
         grouped = ScopedFills()
         for acct in wanted:
             grouped[acct] = ParseResult()
         ours: list[Any] = []
-        for n, (account_id, covered) in enumerate(plan, 1):
+        for n, request in enumerate(plan, 1):
+            account_id, covered = request.account_id, request.accounts
+            if request.select is not None and self._selected_account() != request.select:
+                await self.select_account(request.select)
             data = await self._trades_request(account_id, days)
             if account_id is None:
                 grouped.login_wide.update(covered)
@@ -300,21 +313,29 @@ class IBKRClient:
             logger.info("trades: ignored rows of accounts not asked for: %s", grouped.other_accounts)
         return grouped
 
-    async def _trades_plan(self, wanted: list[str], scope: str) -> list[tuple[str | None, frozenset[str]]]:
-        """The trades requests that cover ``wanted``: ``(accountId or None, accounts it answers for)``."""
+    async def trades_requests(
+        self, account_ids: Sequence[str] | str, scope: TradesScope | None = None
+    ) -> list[TradesRequest]:
+        """The trades requests :meth:`fills` would make for ``account_ids`` under ``scope`` (default:
+        the client's ``trades_scope``), in order; nothing is sent but the account discovery."""
+        if isinstance(account_ids, str):
+            account_ids = [account_ids]
+        wanted = list(dict.fromkeys(validate_account_id(a) for a in account_ids))
+        scope = scope or self.trades_scope
+        if scope not in TRADES_SCOPES:
+            raise ConfigurationError(f"trades scope must be one of {', '.join(TRADES_SCOPES)}, got {scope!r}")
         if scope == "login":
-            return [(None, frozenset(wanted))]
-        per_account: list[tuple[str | None, frozenset[str]]] = [(a, frozenset([a])) for a in wanted]
+            return [TradesRequest(None, frozenset(wanted))]
+        per_account = [TradesRequest(a, frozenset([a])) for a in wanted]
         if scope == "account":
             return per_account
+        await self.transport.ensure_iserver_accounts()
         master, children = await self._fa_master()
         shared = [a for a in wanted if a in children]
         if master is None or len(shared) < 2:  # one request per account costs no more
             return per_account
-        if self._selected_account() != master:
-            await self.select_account(master)
-        rest = [(a, frozenset([a])) for a in wanted if a not in children]
-        return [(None, frozenset(shared)), *rest]
+        rest = [TradesRequest(a, frozenset([a])) for a in wanted if a not in children]
+        return [TradesRequest(None, frozenset(shared), select=master), *rest]
 
     async def _fa_master(self) -> tuple[str | None, frozenset[str]]:
         """The login's FA master (``hasChildAccounts`` in ``/iserver/accounts``) and its sub-accounts."""
