@@ -392,10 +392,12 @@ def test_contract_info_is_looked_up_once_across_nights(
 ) -> None:
     """The first run looks up the contract info of every traded instrument in bulk (one
     ``/trsrv/secdef`` request per 200 conids, none one by one) and keeps it in the ledger; the next run
-    seeds the client with it and asks IBKR only about instruments it has not seen."""
+    seeds the client with it and asks IBKR only about instruments it has not seen. (An FA login: its
+    one trades answer holds every account's instruments. A login that is not an FA master looks up
+    each account's new instruments with its own trades answer, while the next one waits its turn.)"""
     bulk, info = "GET /trsrv/secdef", "GET /iserver/contract/{conid}/info"
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with running_simulator(CLEAN) as sim:
+    with running_simulator(CLEAN.model_copy(update={"fa": True})) as sim:
         monkeypatch.setenv("IBKR_API_URL", sim.api_url)
         first = run_flow(days=1, ledger_url=ledger_url)
         bulk_first = sim.stats()["requests"].get(bulk, 0)
