@@ -38,8 +38,11 @@ bench: $(STAMP)
 	$(PY) bench/ledger_ingest.py
 	$(PY) bench/reconcile.py
 	$(PY) bench/flex_parse.py
+	$(PY) bench/contract_info.py
+	$(PY) -c 'import ibind' 2>/dev/null || $(PY) -m pip install -e '.[peer]'
+	$(PY) bench/peer_ibind.py
 
-# Not part of `make test` (~10 min): kill -9 during nightly runs on SQLite and PostgreSQL, the fault
+# Not part of `make test` (~15-25 min): kill -9 during nightly runs on SQLite and PostgreSQL, the fault
 # storms, 10,000 fuzzed payloads; prints one table, exits non-zero on anything lost, duplicated or wrong.
 # CHAOS_ARGS="--seed N" repeats a run's kill moments (see docs/chaos.md).
 chaos: $(STAMP)

@@ -1,6 +1,6 @@
 """What contract info costs in one trades call: requests and wall time, against the simulator.
 
-One login with two paper accounts whose trades of two days hold about 300 distinct instruments, none
+One FA login (its one trades answer covers both sub-accounts) with two paper accounts whose trades of two days hold about 300 distinct instruments, none
 known to the client beforehand (a first night). The simulator runs in its own process with IBKR's
 global and per-endpoint rate limits enforced (429 + penalty box) and 30 ms latency per request.
 Measured: one ``IBKRClient.fills(..., days=2)`` call after the session is open: its wall time, the
@@ -39,6 +39,7 @@ def scenario(positions: int, fills: int) -> Scenario:
     return Scenario(
         seed=3,
         accounts=2,
+        fa=True,
         positions_per_account=positions,
         fills_per_account_per_day=fills,
         history_days=2,

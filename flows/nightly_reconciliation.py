@@ -10,9 +10,13 @@ or against the simulator with ``make demo``. The run:
 
 1. opens the brokerage session (ssodh/init + /iserver/accounts preflight);
 2. discovers the login's accounts (FA sub-accounts included) unless ``accounts`` is given;
-3. makes ONE trades call for all accounts (IBKR allows 1 per 5 s) and splits the fills by account;
-4. per account, concurrently and inside IBKR's rate limits: ingest fills and commissions (idempotent),
-   page through the positions, reconcile them against the ledger, report;
+3. collects the fills of every account, as the trades scope says (``trades_scope``, IBKR_TRADES_SCOPE;
+   ``auto``: ONE trades call for an FA master's sub-accounts, one per account, paced at IBKR's 1 per
+   5 s, on a login that is not an FA master), and splits them by account;
+4. per account, concurrently and inside IBKR's rate limits: page through the positions; if a trades
+   answer for the whole login held no row for the account but its positions moved since the last
+   snapshot, ask for its trades by ``accountId`` (ibkr_tasks.reconcile); ingest fills and commissions
+   (idempotent), reconcile the positions against the ledger, report;
 5. publishes a summary table, a break report per account, progress, and the events
    ``ibkr.reconciliation.break`` / ``ibkr.reconciliation.completed`` for automations.
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from prefect import flow
@@ -37,10 +42,12 @@ from pydantic import Field
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.background import BackgroundClient
+from ibkr_tasks.client.settings import TradesScope
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import AccountInfo, Fill, ParseResult
 from ibkr_tasks.prefect_limits import configure_rate_limits
+from ibkr_tasks.reconcile import fills_to_recheck
 from ibkr_tasks.reporting import (
     PROGRESS_KEY,
     AccountOutcome,
@@ -90,17 +97,37 @@ async def _reconcile_account(
     client: BackgroundClient,
     ledger: Ledger,
     account_id: str,
-    fills: ParseResult[Fill] | None,
+    fills_by_account: Mapping[str, ParseResult[Fill]] | None,
     run_id: str,
     flow_run_id: str | None,
+    days: int,
+    *,
+    own_trades: bool = False,
 ) -> AccountOutcome:
-    """ingest -> positions -> reconcile for one account; failures are caught and reported, not raised."""
+    """(own trades) -> positions -> (self-check) -> ingest -> reconcile for one account; failures are
+    caught and reported, not raised. ``own_trades``: the account's trades are asked for here, by
+    ``accountId``, not found in ``fills_by_account``."""
     logger = get_run_logger()
     outcome = AccountOutcome(account_id=account_id)
     await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
-        if fills is None:
+        if own_trades:
+            fills_by_account = await collect_fills(client, [account_id], days=days, scope="account")
+            unattributed = list(getattr(fills_by_account, "unattributed", ()))
+            if unattributed:  # rows that name no account: kept, never dropped
+                outcome.quarantined += await quarantine_rows(ledger, opaque(unattributed), run_id)
+        fills = fills_by_account.get(account_id) if fills_by_account is not None else None
+        if fills_by_account is None or fills is None:
             raise RuntimeError(f"fills for {account_id} could not be collected")
+        positions = await fetch_positions(client, account_id)
+        outcome.positions = len(positions.items)
+        reason = await asyncio.to_thread(
+            fills_to_recheck, ledger, account_id, fills_by_account, positions.items
+        )
+        if reason:
+            logger.warning("%s: %s; asking for its trades by account id", account_id, reason)
+            own = await collect_fills(client, [account_id], days=days, scope="account")
+            fills = own[account_id]
         outcome.fills_seen = len(fills.items)
         outcome.commissions_pending = sum(1 for f in fills.items if f.commission is None)
         # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
@@ -109,8 +136,6 @@ async def _reconcile_account(
             ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected)
         )
         _apply_ingest(outcome, ingested)
-        positions = await fetch_positions(client, account_id)
-        outcome.positions = len(positions.items)
         if positions.rejected:
             quarantined = await ingest_fills(
                 ledger, account_id, [], run_id, rejected=opaque(positions.rejected)
@@ -171,6 +196,7 @@ async def nightly_reconciliation(
     fail_on_breaks: bool = False,
     credentials: str | None = None,
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 16,
+    trades_scope: TradesScope | None = None,
 ) -> dict[str, Any] | State:
     """Reconcile IBKR fills, commissions and positions into the ledger for every account.
 
@@ -182,6 +208,9 @@ async def nightly_reconciliation(
         fail_on_breaks: end the run Failed when any account has a break.
         credentials: name of a saved ``IBKRCredentials`` block; the ``IBKR_*`` environment otherwise.
         max_concurrency: accounts processed at once (IBKR's rate limits apply underneath).
+        trades_scope: how the fills are asked for: ``auto`` (one trades request for an FA master's
+            sub-accounts, one per account otherwise), ``login`` (one request) or ``account`` (one per
+            account); ``IBKR_TRADES_SCOPE`` (default ``auto``) when omitted.
     """
     logger = get_run_logger()
     if accounts is not None and not accounts:
@@ -216,19 +245,29 @@ async def nightly_reconciliation(
         progress_id = await acreate_progress_artifact(
             progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled in run {run_id}"
         )
-        fills: dict[str, ParseResult[Fill]] = {}
+        fills: Mapping[str, ParseResult[Fill]] = {}
+        own_trades: set[str] = set()
         collect_error: str | None = None
         unattributed_quarantined = 0
+        known_contracts: set[int] = set()
         if targets:
             # Contract info (currency, multiplier) of instruments seen on earlier nights comes from the
             # ledger: the trades call then looks up only new instruments (IBKR's 10 req/s is shared).
             known_contracts = await _remembered_contracts(client, ledger)
             try:
-                fills = await collect_fills(client, targets, days=days)
-                await _keep_contracts(client, ledger, known_contracts)
-                unattributed = list(getattr(fills, "unattributed", ()))
-                if unattributed:  # rows that name no account of ours: kept, never dropped
-                    unattributed_quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
+                # The accounts one trades request serves (an FA master's sub-accounts) are collected
+                # here; every other account asks for its own trades when its turn comes, so its
+                # positions are fetched while the next account waits for IBKR's 1 trades request per 5 s.
+                requests = await client.trades_requests(targets, trades_scope)
+                shared = [
+                    a for a in targets if any(r.account_id is None and a in r.accounts for r in requests)
+                ]
+                own_trades = set(targets) - set(shared)
+                if shared:
+                    fills = await collect_fills(client, shared, days=days, scope=trades_scope)
+                    unattributed = list(getattr(fills, "unattributed", ()))
+                    if unattributed:  # rows that name no account of ours: kept, never dropped
+                        unattributed_quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
             except Exception as exc:
                 collect_error = f"{type(exc).__name__}: {exc}"
                 logger.error("collecting fills failed: %s", collect_error)
@@ -243,9 +282,11 @@ async def nightly_reconciliation(
                     client,
                     ledger,
                     account_id,
-                    fills.get(account_id) if collect_error is None else None,
+                    None if collect_error is not None and account_id not in own_trades else fills,
                     run_id,
                     flow_run_id,
+                    days,
+                    own_trades=account_id in own_trades,
                 )
             if collect_error and outcome.error:
                 outcome.error = f"collecting fills failed: {collect_error}"
@@ -256,6 +297,7 @@ async def nightly_reconciliation(
             return outcome
 
         outcomes = list(await asyncio.gather(*(one(a) for a in targets)))
+        await _keep_contracts(client, ledger, known_contracts)
 
     for account_id in unknown:
         outcomes.append(

@@ -1,7 +1,9 @@
-"""Fills from ONE /iserver/account/trades call, grouped by account, over the real Transport."""
+"""Fills from /iserver/account/trades, per trades scope, grouped by account, over the real Transport."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +13,7 @@ import respx
 from test_api_support import (
     ACCT,
     OTHER,
+    body,
     gateway,
     make_client,
     payload,
@@ -63,15 +66,92 @@ async def test_fills_of_another_account_are_excluded(router: respx.MockRouter, c
     assert fills.other_accounts == {OTHER: 1, "DU999": 1}
 
 
-async def test_one_trades_call_serves_every_requested_account(
+async def test_login_scope_makes_one_call_for_every_requested_account(
     router: respx.MockRouter, clock: FakeClock
 ) -> None:
     route = router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01"), trade(OTHER, "b.01.01")])
-    fills = await make_client(clock).fills([ACCT, OTHER, "DU5555555"], days=7)
+    fills = await make_client(clock).fills([ACCT, OTHER, "DU5555555"], days=7, scope="login")
     assert route.call_count == 1
     assert "accountId" not in route.calls[0].request.url.params
     assert [f.execution_id for f in fills[OTHER].items] == ["b.01.01"]
     assert fills["DU5555555"].items == []
+    assert fills.login_wide == {ACCT, OTHER, "DU5555555"}
+
+
+def answer_for_account_id(request: httpx.Request) -> httpx.Response:
+    """A multi-account login: each request answers only the account it names."""
+    account = request.url.params.get("accountId", ACCT)  # ACCT is the selected account
+    return httpx.Response(200, json=[trade(account, f"{account}.01.01")])
+
+
+async def test_multi_account_login_gets_one_paced_call_per_account(
+    router: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an FA master: ``auto`` asks for each account by ``accountId``, at IBKR's 1 per 5 s."""
+    route = router.get(TRADES).mock(side_effect=answer_for_account_id)
+    started = clock()
+    with caplog.at_level("INFO", logger="ibkr_tasks.client.api"):
+        fills = await make_client(clock).fills([ACCT, OTHER], days=1)
+    assert [c.request.url.params.get("accountId") for c in route.calls] == [ACCT, OTHER]
+    assert [f.execution_id for f in fills[ACCT].items] == [f"{ACCT}.01.01"]
+    assert [f.execution_id for f in fills[OTHER].items] == [f"{OTHER}.01.01"]
+    assert fills.login_wide == set()
+    assert clock() - started >= 5.0  # the second trades request waited for IBKR's pacing
+    assert "trades 2/2" in caplog.text  # progress is logged
+
+
+async def test_account_scope_never_makes_a_login_wide_call(clock: FakeClock) -> None:
+    with fa_gateway() as router:
+        route = router.get(TRADES).mock(side_effect=answer_for_account_id)
+        await make_client(clock, trades_scope="account").fills([ACCT, OTHER])
+    assert [c.request.url.params.get("accountId") for c in route.calls] == [ACCT, OTHER]
+
+
+MASTER = "DF1234567"
+
+
+@contextmanager
+def fa_gateway(selected: str = MASTER) -> Iterator[respx.MockRouter]:
+    """An FA master login: ``hasChildAccounts`` on the master, its clients name it as ``parent``."""
+    with gateway() as router:
+        accounts = [MASTER, ACCT, OTHER]
+        router.get("/iserver/accounts").respond(
+            200,
+            json={
+                "accounts": accounts,
+                "selectedAccount": selected,
+                "acctProps": {a: {"hasChildAccounts": a == MASTER} for a in accounts},
+            },
+        )
+        router.get("/portfolio/accounts").respond(
+            200,
+            json=[
+                {"id": a, "accountId": a, "faclient": a != MASTER, "parent": {"accountId": MASTER}}
+                for a in accounts
+            ],
+        )
+        yield router
+
+
+async def test_fa_master_login_gets_one_call_for_its_sub_accounts(clock: FakeClock) -> None:
+    with fa_gateway() as router:
+        route = router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01"), trade(OTHER, "b.01.01")])
+        switch = router.post("/iserver/account").respond(200, json={"set": True})
+        fills = await make_client(clock).fills([ACCT, OTHER])
+    assert route.call_count == 1 and "accountId" not in route.calls[0].request.url.params
+    assert switch.call_count == 0  # the master is already selected
+    assert [f.execution_id for f in fills[OTHER].items] == ["b.01.01"]
+    assert fills.login_wide == {ACCT, OTHER}
+
+
+async def test_fa_master_is_selected_before_the_one_call(clock: FakeClock) -> None:
+    """A sub-account selected (by an earlier ``accountId``, or by the user): the master is selected
+    again first, or the one call would answer for that sub-account only."""
+    with fa_gateway(selected=ACCT) as router:
+        router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01"), trade(OTHER, "b.01.01")])
+        switch = router.post("/iserver/account").respond(200, json={"set": True, "acctId": MASTER})
+        await make_client(clock).fills([ACCT, OTHER])
+    assert [body(c.request) for c in switch.calls] == [{"acctId": MASTER}]
 
 
 async def test_rows_without_account_go_to_unattributed(router: respx.MockRouter, clock: FakeClock) -> None:

@@ -392,10 +392,12 @@ def test_contract_info_is_looked_up_once_across_nights(
 ) -> None:
     """The first run looks up the contract info of every traded instrument in bulk (one
     ``/trsrv/secdef`` request per 200 conids, none one by one) and keeps it in the ledger; the next run
-    seeds the client with it and asks IBKR only about instruments it has not seen."""
+    seeds the client with it and asks IBKR only about instruments it has not seen. (An FA login: its
+    one trades answer holds every account's instruments. A login that is not an FA master looks up
+    each account's new instruments with its own trades answer, while the next one waits its turn.)"""
     bulk, info = "GET /trsrv/secdef", "GET /iserver/contract/{conid}/info"
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with running_simulator(CLEAN) as sim:
+    with running_simulator(CLEAN.model_copy(update={"fa": True})) as sim:
         monkeypatch.setenv("IBKR_API_URL", sim.api_url)
         first = run_flow(days=1, ledger_url=ledger_url)
         bulk_first = sim.stats()["requests"].get(bulk, 0)
@@ -407,3 +409,86 @@ def test_contract_info_is_looked_up_once_across_nights(
     traded = count(ledger_url, "select count(distinct conid) from fills")
     assert traded > 0 and bulk_first == math.ceil(traded / 200)
     assert count(ledger_url, "select count(*) from contracts") == traded
+
+
+def trading_accounts(sim: SimulatorHandle) -> list[str]:
+    """Every account of the simulated login that holds positions (not an FA master's own entry)."""
+    import httpx
+
+    rows = httpx.get(f"{sim.base_url}/sim/accounts", timeout=30).json()
+    return [r["account_id"] for r in rows if r["kind"] != "master"]
+
+
+LOGINS = {
+    # An FA master: one trades request answers for its client sub-accounts.
+    "fa": Scenario(
+        seed=13,
+        accounts=3,
+        fa=True,
+        positions_per_account=8,
+        fills_per_account_per_day=6,
+        history_days=1,
+        quirks=Quirks(rate_limits=True, penalty_box_seconds=30, late_commissions=0.3),
+    ),
+    # Several accounts under one username, no FA master: a trades request answers for the selected
+    # account only, so each account is asked for by accountId.
+    "multi-account": Scenario(
+        seed=13,
+        accounts=2,
+        positions_per_account=8,
+        fills_per_account_per_day=6,
+        history_days=1,
+        quirks=Quirks(rate_limits=True, penalty_box_seconds=30, late_commissions=0.3),
+    ),
+}
+
+
+@pytest.mark.parametrize("login", list(LOGINS))
+def test_ledger_equals_truth_for_every_account_of_both_kinds_of_login(
+    login: str, gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario = LOGINS[login]
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_simulator(scenario) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        accounts = trading_accounts(sim)
+        assert len(accounts) == scenario.accounts
+        first = run_flow(days=1, ledger_url=ledger_url)
+        assert first.state.is_completed(), first.state.message
+        assert all(first.account(a)["fills_seen"] > 0 for a in accounts), first.summary
+        sim.advance(days=1)
+        second = run_flow(days=2, ledger_url=ledger_url)
+        assert second.state.is_completed() and second.total("breaks") == 0, second.summary
+        report = compare_ledger_with_truth(ledger_url, sim, accounts)
+        assert report.ok, report.summary()
+        stats = sim.stats()
+    trades = stats["requests"]["GET /iserver/account/trades"]
+    # auto scope: one request per run for the FA master's sub-accounts, one per account otherwise
+    assert trades == (2 if login == "fa" else 2 * scenario.accounts)
+    assert stats["responses_429"] == 0
+
+
+def test_self_check_asks_by_account_id_when_a_login_wide_answer_missed_an_account(
+    gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced to ONE trades request on a login that is not an FA master, the answer is the selected
+    account's only. The next night the other account's positions have moved with no trades row to
+    show for it: the run asks for its trades by accountId instead of reporting breaks."""
+    scenario = LOGINS["multi-account"]
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_simulator(scenario) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        selected, other = trading_accounts(sim)
+        first = run_flow(days=1, ledger_url=ledger_url, trades_scope="login")
+        assert first.state.is_completed(), first.state.message
+        # nothing to compare with on the first night: the snapshot becomes the opening position
+        assert first.account(other)["fills_seen"] == 0
+        sim.advance(days=1)
+        second = run_flow(days=2, ledger_url=ledger_url, trades_scope="login")
+        assert second.state.is_completed(), second.state.message
+        assert second.total("breaks") == 0, second.summary
+        assert second.account(other)["fills_seen"] > 0
+        report = compare_ledger_with_truth(ledger_url, sim, [selected, other])
+        assert report.ok, report.summary()
+        stats = sim.stats()
+    assert stats["requests"]["GET /iserver/account/trades"] == 3  # 1 + (1 + the account's own)

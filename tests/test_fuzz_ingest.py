@@ -238,7 +238,7 @@ def test_every_row_is_booked_quarantined_or_accounted_for(
 
     async def fetch() -> tuple[Any, Any]:
         client = IBKRClient(Gateway(trades, positions))
-        fills = await client.fills([ACCOUNT, OTHER], days=1)
+        fills = await client.fills([ACCOUNT, OTHER], days=1, scope="login")  # one generated answer
         try:
             held = await client.positions(ACCOUNT)
         except AccountMismatch:

@@ -157,6 +157,47 @@ async def test_trades_days_window_and_account_filter() -> None:
     assert len(days) == 5
 
 
+async def trade_accounts(c: httpx.AsyncClient, **params: Any) -> set[str]:
+    rows = (await c.get(f"{API}/iserver/account/trades", params={"days": 7, **params})).json()
+    return {r["account"] for r in rows}
+
+
+async def test_multi_account_login_answers_trades_for_the_selected_account_only() -> None:
+    """Not an FA master: the trades answer is the selected account's; ``POST /iserver/account`` and a
+    trades ``accountId`` select another one (and it stays selected)."""
+    app = create_app(Scenario(accounts=3, fills_per_account_per_day=6), **FakeTime().kwargs())
+    first, second, third = (a.account_id for a in app.sim.book.trading_accounts())
+    async with sim_client(app) as c:
+        assert (await c.get(f"{API}/iserver/accounts")).json()["selectedAccount"] == first
+        assert await trade_accounts(c) == {first}
+        switched = (await c.post(f"{API}/iserver/account", json={"acctId": second})).json()
+        assert switched == {"set": True, "acctId": second}
+        assert await trade_accounts(c) == {second}
+        assert (await c.get(f"{API}/iserver/accounts")).json()["selectedAccount"] == second
+        assert await trade_accounts(c, accountId=third) == {third}
+        assert await trade_accounts(c) == {third}
+        await c.post(f"{API}/iserver/auth/ssodh/init", json={"publish": True, "compete": True})
+        await c.get(f"{API}/iserver/accounts")
+        assert await trade_accounts(c) == {first}  # a new brokerage session selects the default again
+        bad = await c.get(f"{API}/iserver/account/trades", params={"accountId": "DU0000000"})
+        assert bad.status_code == 400
+
+
+async def test_fa_master_answers_trades_for_its_sub_accounts() -> None:
+    app = create_app(Scenario(accounts=3, fa=True, live_account=True), **FakeTime().kwargs())
+    book = app.sim.book
+    master = next(a.account_id for a in book.accounts.values() if a.kind == "master")
+    clients = {a.account_id for a in book.trading_accounts() if a.faclient}
+    async with sim_client(app) as c:
+        assert (await c.get(f"{API}/iserver/accounts")).json()["selectedAccount"] == master
+        assert await trade_accounts(c) == clients  # the live account is not one of the master's clients
+        one = next(iter(clients))
+        assert await trade_accounts(c, accountId=one) == {one}
+        assert await trade_accounts(c) == {one}  # the sub-account stays selected ...
+        await c.post(f"{API}/iserver/account", json={"acctId": master})
+        assert await trade_accounts(c) == clients  # ... until the master is selected again
+
+
 def _ticket(**kw: Any) -> dict[str, Any]:
     base = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 10}
     base.update(kw)

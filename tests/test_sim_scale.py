@@ -22,7 +22,12 @@ API = "/v1/api"
 @pytest.mark.slow
 async def test_scale_100_accounts_1000_positions_500_fills_per_day() -> None:
     scenario = Scenario(
-        accounts=100, positions_per_account=1000, fills_per_account_per_day=500, history_days=1, seed=1
+        accounts=100,
+        fa=True,
+        positions_per_account=1000,
+        fills_per_account_per_day=500,
+        history_days=1,
+        seed=1,
     )
     app = create_app(scenario, **FakeTime().kwargs())
     # As `ibkr-tasks sim` does: the long-lived book is frozen out of the collector's scans, so a full
@@ -39,8 +44,9 @@ async def _drive(app: object) -> None:
     accounts = [a.account_id for a in app.sim.book.trading_accounts()]  # type: ignore[attr-defined]
     assert len(accounts) == 100
     async with sim_client(app, timeout=120) as c:
-        assert len((await c.get(f"{API}/iserver/accounts")).json()["accounts"]) == 100
-        assert len((await c.get(f"{API}/portfolio/accounts")).json()) == 100
+        # the FA master and its 100 client accounts; its trades answer covers them all
+        assert len((await c.get(f"{API}/iserver/accounts")).json()["accounts"]) == 101
+        assert len((await c.get(f"{API}/portfolio/accounts")).json()) == 101
         body = (await c.get(f"{API}/iserver/account/trades", params={"days": 1})).content
         rows = body.count(b'"execution_id"')  # counting is enough here; parsing 34 MB is the client's cost
         assert rows >= 100 * 500 * 0.9  # the fills of today (start is 15:00 UTC: most of the day)

@@ -4,8 +4,9 @@ The client knows nothing of Prefect or SQL; it turns HTTP answers into models fr
 :mod:`ibkr_tasks.models` and applies these rules (the IBKR facts behind them: docs/ibkr-api.md):
 
 - positions: pages of 100 from page 0 until a short or empty page (there is no total);
-- fills: ONE ``/iserver/account/trades?days=N`` call serves every requested account; rows are grouped
-  by account and another account's executions are never returned for an account;
+- fills: ``/iserver/account/trades?days=N`` answers for the selected account; the trades scope decides
+  between one request for an FA master's sub-accounts and one per account (``accountId``); rows are
+  grouped by account and another account's executions are never returned for an account;
 - orders, prompts, cancels: see :mod:`ibkr_tasks.client.orders`;
 - market data: see :mod:`ibkr_tasks.client.marketdata`; contracts: :mod:`ibkr_tasks.client.contracts`.
 
@@ -19,15 +20,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, get_args
 
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.client.contracts import ContractBook, multipliers_of
 from ibkr_tasks.client.marketdata import MarketData
 from ibkr_tasks.client.orders import OrderDesk, TransportLike
 from ibkr_tasks.client.prompts import PromptPolicy
+from ibkr_tasks.client.settings import TradesScope
 from ibkr_tasks.errors import AccountMismatch, APIError, ConfigurationError, ParseError
 from ibkr_tasks.models import (
     DEFAULT_SNAPSHOT_FIELDS,
@@ -53,7 +56,15 @@ from ibkr_tasks.models import (
 from ibkr_tasks.models.multipliers import ONE_MULTIPLIER_SEC_TYPES, OPTION_SEC_TYPES, positive_or_none
 from ibkr_tasks.models.numbers import parse_conid, parse_decimal
 
-__all__ = ["MAX_POSITION_PAGES", "MAX_TRADE_DAYS", "POSITIONS_PAGE_SIZE", "IBKRClient"]
+__all__ = [
+    "MAX_POSITION_PAGES",
+    "MAX_TRADE_DAYS",
+    "POSITIONS_PAGE_SIZE",
+    "TRADES_SCOPES",
+    "IBKRClient",
+    "ScopedFills",
+    "TradesRequest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +105,29 @@ def _error_of(data: Any) -> str | None:
     return None
 
 
+TRADES_SCOPES: tuple[str, ...] = get_args(TradesScope)
+
+
+@dataclass(frozen=True)
+class TradesRequest:
+    """One ``/iserver/account/trades`` request of a trades scope: ``account_id`` is sent as
+    ``accountId`` (None: the whole login, as selected); ``accounts`` are the accounts it answers for;
+    ``select`` is the account to select first (an FA master), if any."""
+
+    account_id: str | None
+    accounts: frozenset[str]
+    select: str | None = None
+
+
+class ScopedFills(FillsByAccount):
+    """:class:`FillsByAccount` that also says which accounts a request without ``accountId`` served
+    (``login_wide``): an empty answer for one of those may only mean the answer did not cover it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.login_wide: set[str] = set()
+
+
 class IBKRClient:
     """Async client for the Client Portal Web API. Use ``async with IBKRClient.from_settings() as c``."""
 
@@ -105,8 +139,12 @@ class IBKRClient:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         preflight_pause: float = 0.5,
+        trades_scope: TradesScope | None = None,
     ) -> None:
         self.transport = transport
+        settings = getattr(transport, "settings", None)
+        self.trades_scope: TradesScope = trades_scope or getattr(settings, "trades_scope", None) or "auto"
+        self._selected: tuple[Any, str] | None = None
         self.contracts = ContractBook(transport)
         self.market_data = MarketData(transport, sleep=sleep, clock=clock, preflight_pause=preflight_pause)
         self.orders = OrderDesk(
@@ -212,13 +250,28 @@ class IBKRClient:
 
     # ------------------------------------------------------------------ fills
     async def fills(
-        self, account_ids: Sequence[str] | str, *, days: int = 1, resolve_contracts: bool = True
-    ) -> FillsByAccount:
-        """Executions of the last ``days`` days (1..7) for each of ``account_ids``, from ONE call.
+        self,
+        account_ids: Sequence[str] | str,
+        *,
+        days: int = 1,
+        resolve_contracts: bool = True,
+        scope: TradesScope | None = None,
+    ) -> ScopedFills:
+        """Executions of the last ``days`` days (1..7) for each of ``account_ids``.
 
-        Returns ``{account_id: ParseResult[Fill]}`` (a :class:`FillsByAccount`, also carrying
-        ``unattributed`` rejected rows and ``other_accounts`` counts). The days are always sent
-        explicitly because IBKR documents two different defaults.
+        Returns ``{account_id: ParseResult[Fill]}`` (a :class:`ScopedFills`, also carrying
+        ``unattributed`` rejected rows, ``other_accounts`` counts and ``login_wide``: the accounts
+        served by a request without ``accountId``). The days are always sent explicitly because IBKR
+        documents two different defaults.
+
+        IBKR answers ``/iserver/account/trades`` for the *selected* account; ``scope`` (default: the
+        client's ``trades_scope``, ``IBKR_TRADES_SCOPE``) says how the accounts are covered:
+
+        - ``login``: one request without ``accountId``; right only when that answer covers every
+          account asked for;
+        - ``account``: one request per account with ``accountId`` (IBKR paces them at 1 per 5 s);
+        - ``auto``: one request for the sub-accounts of an FA master (the master is selected first if
+          it is not), one per account for everything else, as ``/iserver/accounts`` describes the login.
 
         IBKR's trades rows carry neither currency nor multiplier. With ``resolve_contracts`` (default)
         the contract info of every distinct conid not yet known to this client is looked up in bulk
@@ -237,26 +290,31 @@ class IBKRClient:
         wanted = list(dict.fromkeys(validate_account_id(a) for a in account_ids))
         if not wanted:
             raise ConfigurationError("fills() needs at least one account id")
+        plan = await self.trades_requests(wanted, scope)
         await self.transport.ensure_iserver_accounts()
-        path = "/iserver/account/trades"
-        data = await self.transport.request("GET", path, params={"days": days})
-        error = _error_of(data)
-        if error is not None:
-            raise APIError(f"trades: {error}", path=path)
-        if not isinstance(data, list):
-            raise ParseError(f"trades answer is not a list: {str(data)[:200]}")
-        grouped = FillsByAccount()
+        grouped = ScopedFills()
         # Each account's rows are parsed on their own, so that its result counts its own duplicates.
         rows_of: dict[str | None, list[Any]] = {acct: [] for acct in wanted}
         rows_of[None] = []  # rows that do not say whose they are: rejected, to be quarantined
         ours: list[Any] = []
-        for row in data:
-            owner = fill_account_id(row) if isinstance(row, Mapping) else None
-            if owner in rows_of:
-                rows_of[owner].append(row)
-                ours.append(row)
-            else:
-                grouped.other_accounts[owner] = grouped.other_accounts.get(owner, 0) + 1
+        for n, request in enumerate(plan, 1):
+            account_id, covered = request.account_id, request.accounts
+            if request.select is not None and self._selected_account() != request.select:
+                await self.select_account(request.select)
+            data = await self._trades_request(account_id, days)
+            if account_id is None:
+                grouped.login_wide.update(covered)
+            kept = 0
+            for row in data:
+                owner = fill_account_id(row) if isinstance(row, Mapping) else None
+                if owner is None or owner in covered:
+                    rows_of[owner].append(row)
+                    ours.append(row)
+                    kept += 1
+                else:
+                    grouped.other_accounts[owner] = grouped.other_accounts.get(owner, 0) + 1
+            if len(plan) > 1:
+                logger.info("trades %d/%d (%s): %d row(s)", n, len(plan), account_id or "whole login", kept)
         if resolve_contracts:
             infos = await self.contracts.infos(_conids_of(ours))
             multipliers = multipliers_of(infos)
@@ -279,6 +337,81 @@ class IBKRClient:
             logger.info("trades: ignored rows of accounts not asked for: %s", grouped.other_accounts)
         return grouped
 
+    async def trades_requests(
+        self, account_ids: Sequence[str] | str, scope: TradesScope | None = None
+    ) -> list[TradesRequest]:
+        """The trades requests :meth:`fills` would make for ``account_ids`` under ``scope`` (default:
+        the client's ``trades_scope``), in order; nothing is sent but the account discovery."""
+        if isinstance(account_ids, str):
+            account_ids = [account_ids]
+        wanted = list(dict.fromkeys(validate_account_id(a) for a in account_ids))
+        scope = scope or self.trades_scope
+        if scope not in TRADES_SCOPES:
+            raise ConfigurationError(f"trades scope must be one of {', '.join(TRADES_SCOPES)}, got {scope!r}")
+        if scope == "login":
+            return [TradesRequest(None, frozenset(wanted))]
+        per_account = [TradesRequest(a, frozenset([a])) for a in wanted]
+        if scope == "account":
+            return per_account
+        await self.transport.ensure_iserver_accounts()
+        master, children = await self._fa_master()
+        shared = [a for a in wanted if a in children]
+        if master is None or len(shared) < 2:  # one request per account costs no more
+            return per_account
+        rest = [TradesRequest(a, frozenset([a])) for a in wanted if a not in children]
+        return [TradesRequest(None, frozenset(shared), select=master), *rest]
+
+    async def _fa_master(self) -> tuple[str | None, frozenset[str]]:
+        """The login's FA master (``hasChildAccounts`` in ``/iserver/accounts``) and its sub-accounts."""
+        infos = await self.list_accounts()
+        master = next((a.account_id for a in infos if a.has_child_accounts or a.is_multiplex_parent), None)
+        if master is None:
+            return None, frozenset()
+        children = frozenset(
+            a.account_id
+            for a in infos
+            if a.account_id != master and (a.parent_account_id == master or a.is_fa_client)
+        )
+        return master, children
+
+    def _selected_account(self) -> str | None:
+        """The account the brokerage session has selected, as far as this client knows."""
+        answer = getattr(self.transport, "_iserver_accounts", None)
+        if self._selected is not None and self._selected[0] is answer:
+            return self._selected[1]
+        if isinstance(answer, Mapping) and answer.get("selectedAccount"):
+            return str(answer["selectedAccount"]).upper()
+        return None
+
+    def _note_selected(self, account_id: str) -> None:
+        self._selected = (getattr(self.transport, "_iserver_accounts", None), account_id)
+
+    async def select_account(self, account_id: str) -> None:
+        """Select ``account_id`` for the brokerage session (``POST /iserver/account``)."""
+        acct = validate_account_id(account_id)
+        await self.transport.ensure_iserver_accounts()
+        path = "/iserver/account"
+        data = await self.transport.request("POST", path, json={"acctId": acct}, retry=True)
+        error = _error_of(data)
+        if error is not None:
+            raise APIError(f"selecting account {acct}: {error}", path=path)
+        self._note_selected(acct)
+
+    async def _trades_request(self, account_id: str | None, days: int) -> list[Any]:
+        path = "/iserver/account/trades"
+        params: dict[str, Any] = {"days": days}
+        if account_id is not None:
+            params["accountId"] = account_id
+        data = await self.transport.request("GET", path, params=params)
+        if account_id is not None:
+            self._note_selected(account_id)  # an accountId selects the account, as at IBKR
+        error = _error_of(data)
+        if error is not None:
+            raise APIError(f"trades{' of ' + account_id if account_id else ''}: {error}", path=path)
+        if not isinstance(data, list):
+            raise ParseError(f"trades answer is not a list: {str(data)[:200]}")
+        return data
+
     @staticmethod
     def _route_rejected(grouped: FillsByAccount, rejected: RejectedRow) -> None:
         if rejected.account_id is not None and rejected.account_id in grouped:
@@ -288,7 +421,7 @@ class IBKRClient:
 
     async def _fills_of(self, account_id: str) -> list[Fill]:
         """Today's fills of one account (used to find an order by cOID)."""
-        fills = await self.fills([account_id], days=1, resolve_contracts=False)
+        fills = await self.fills([account_id], days=1, resolve_contracts=False, scope="account")
         return fills[account_id.upper()].items
 
     async def _multipliers_needed(

@@ -29,6 +29,7 @@ OAUTH2_TOKEN_URL = "https://api.ibkr.com/oauth2/api/v1/token"  # noqa: S105 (a U
 OAUTH2_SSO_URL = "https://api.ibkr.com/gw/api/v1/sso-sessions"
 
 AuthMode = Literal["bearer", "oauth2", "sidecar"]
+TradesScope = Literal["auto", "login", "account"]
 
 
 class IBKRSettings(BaseSettings):
@@ -94,6 +95,12 @@ class IBKRSettings(BaseSettings):
         description="Directory where the processes of this machine share the pacing of IBKR's slow endpoints "
         "(1 request per second or slower), so a run started right after another keeps their spacing. "
         "Default $XDG_STATE_HOME/ibkr-tasks/pacing (~/.local/state/ibkr-tasks/pacing); 'off' turns it off.",
+    )
+    trades_scope: TradesScope = Field(
+        default="auto",
+        description="How fills are asked for: 'login' one trades request for the whole login, 'account' one "
+        "per account (accountId; IBKR allows 1 per 5 s), 'auto' one where the login is an FA master whose "
+        "answer covers its sub-accounts and one per account otherwise (docs/client.md#trades-scope).",
     )
     refresh_margin: float = Field(
         default=120.0, ge=0, description="Refresh OAuth2/sidecar tokens this many seconds before they expire."

@@ -78,17 +78,24 @@ async def ledger(st: SimState, req: Request, p: dict[str, str]) -> Response:
 
 # ----------------------------------------------------------------------------------- trades
 async def trades(st: SimState, req: Request, p: dict[str, str]) -> Response:
-    """All executions of the login (or of ``accountId``) for the current day and ``days - 1`` before it
-    (UTC calendar days, max 7), newest first, junk rows included."""
+    """Executions of the selected account for the current day and ``days - 1`` before it (UTC calendar
+    days, max 7), newest first, junk rows included.
+
+    As at IBKR, the answer covers the account the brokerage session has selected (``accountId``
+    selects one for this and the following requests, as ``POST /iserver/account`` does): an FA
+    master answers for its client sub-accounts, any other account only for itself. A login with
+    several accounts that is not an FA master therefore needs one request per account."""
     raw_days = req.query_params.get("days", "1")
     try:
         days = min(max(int(raw_days), 1), 7)
     except ValueError:
         return error(f"Bad Request: days must be an integer, got {raw_days!r}", 400)
     only = req.query_params.get("accountId")
-    accounts = st.book.trading_accounts()
     if only:
-        accounts = [a for a in accounts if a.account_id == only]
+        if only not in st.book.accounts:
+            return bad_account(only)
+        st.session.selected_account = only
+    accounts = st.answered_by(st.selected_account())
     now = st.clock.now()
     today = now.toordinal()
     cutoff = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC).timestamp() - 86400 * (days - 1)

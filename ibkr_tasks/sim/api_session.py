@@ -94,7 +94,8 @@ async def iserver_accounts(st: SimState, req: Request, p: dict[str, str]) -> Res
     if st.session.competing:
         return respond({})
     st.session.iserver_accounts_done = True
-    return respond(render.iserver_accounts(st.book, f"{st.session.session_hex[:8]}.{st.session.epoch:08x}"))
+    session_id = f"{st.session.session_hex[:8]}.{st.session.epoch:08x}"
+    return respond(render.iserver_accounts(st.book, session_id, st.selected_account()))
 
 
 async def switch_account(st: SimState, req: Request, p: dict[str, str]) -> Response:
@@ -102,7 +103,7 @@ async def switch_account(st: SimState, req: Request, p: dict[str, str]) -> Respo
     acct_id = body.get("acctId") if isinstance(body, dict) else None
     if not isinstance(acct_id, str) or acct_id not in st.book.accounts:
         return error(f"Bad Request: accountId is not valid: {acct_id}", 500)
-    if st.session.selected_account == acct_id:
+    if st.selected_account() == acct_id:
         return respond({"set": False, "acctId": acct_id, "message": "Account already set"})
     st.session.selected_account = acct_id
     return respond({"set": True, "acctId": acct_id})

@@ -677,6 +677,11 @@ class Book:
     def trading_accounts(self) -> list[Account]:
         return [a for a in self.accounts.values() if a.trading]
 
+    def default_account(self) -> str:
+        """The account a new brokerage session selects: the FA master, else the first trading account."""
+        master = next((a.account_id for a in self.accounts.values() if a.kind == "master"), None)
+        return master or next((a.account_id for a in self.trading_accounts()), next(iter(self.accounts)))
+
     def open_positions(self, acct: Account) -> list[tuple[Instrument, Pos]]:
         cat = self.catalog.by_conid
         return [(cat[c], p) for c, p in acct.positions.items() if p.qty != 0]

@@ -134,7 +134,7 @@ def trade_row_bytes(entry: Any) -> bytes:
 
 
 # ----------------------------------------------------------------------------------- accounts
-def iserver_accounts(book: Book, session_id: str) -> dict[str, Any]:
+def iserver_accounts(book: Book, session_id: str, selected: str | None = None) -> dict[str, Any]:
     ids = list(book.accounts)
     master = next((a.account_id for a in book.accounts.values() if a.kind == "master"), None)
     props = {
@@ -150,7 +150,7 @@ def iserver_accounts(book: Book, session_id: str) -> dict[str, Any]:
         }
         for a in book.accounts.values()
     }
-    selected = master or next(iter(a.account_id for a in book.trading_accounts()), ids[0])
+    selected = selected or book.default_account()
     return {
         "accounts": ids,
         "acctProps": props,

@@ -55,6 +55,7 @@ class Session:
         self.init_at = now
         self.iserver_accounts_done = False
         self.orders_preflight_done = False
+        self.selected_account = None  # a new brokerage session selects the login's default account
         self.snapshot_fields.clear()
         self.suppressed.clear()
         self.invalidate_reply()

@@ -107,6 +107,22 @@ class SimState:
     def account(self, account_id: str) -> Account | None:
         return self.book.accounts.get(account_id)
 
+    def selected_account(self) -> str:
+        """The account the brokerage session has selected: the one last chosen by
+        ``POST /iserver/account`` or a trades ``accountId``, else the login's default (an FA master
+        itself, otherwise its first trading account)."""
+        if self.session.selected_account is not None:
+            return self.session.selected_account
+        return self.book.default_account()
+
+    def answered_by(self, account_id: str) -> list[Account]:
+        """The accounts whose executions a trades request for ``account_id`` answers: an FA master
+        answers its client sub-accounts, any other account only itself."""
+        acct = self.book.accounts[account_id]
+        if acct.kind == "master":
+            return [a for a in self.book.trading_accounts() if a.faclient]
+        return [acct]
+
 
 # ----------------------------------------------------------------------------------- helpers
 def respond(data: Any, status: int = 200) -> Response:

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from ibkr_tasks.blocks import IBKRCredentials, aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.client.settings import TradesScope
 from ibkr_tasks.errors import RateLimited, ServerError, TransportError
 from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, ParseResult, Position, Snapshot
 
@@ -77,11 +78,13 @@ async def list_accounts(client: ClientSource = None) -> list[AccountInfo]:
 
 @task(name="collect-fills", **_READ)
 async def collect_fills(
-    client: ClientSource, account_ids: Sequence[str], days: int = 1
+    client: ClientSource, account_ids: Sequence[str], days: int = 1, scope: TradesScope | None = None
 ) -> dict[str, ParseResult[Fill]]:
-    """One trades call serving every requested account (IBKR paces it at 1 per 5 s)."""
+    """The fills of every requested account: one trades request for an FA master's sub-accounts, one
+    per account otherwise (IBKR paces them at 1 per 5 s); ``scope`` overrides the client's trades
+    scope (``login``, ``account``, ``auto``)."""
     async with using(client) as c:
-        result = await c.fills(list(account_ids), days=days)
+        result = await c.fills(list(account_ids), days=days, scope=scope)
     logger = get_run_logger()
     for account_id in account_ids:
         batch = result.get(account_id)

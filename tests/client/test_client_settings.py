@@ -101,3 +101,15 @@ def test_hosted_hosts_are_recognised() -> None:
     assert IBKRSettings(api_url="https://5.api.ibkr.com/v1/api").is_ibkr_hosted
     assert not IBKRSettings(api_url="https://localhost:5000/v1/api").is_ibkr_hosted
     assert not IBKRSettings(api_url="http://sim/v1/api").is_ibkr_hosted
+
+
+def test_trades_scope_from_the_environment_reaches_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ibkr_tasks.client.api import IBKRClient
+
+    assert IBKRSettings().trades_scope == "auto"
+    monkeypatch.setenv("IBKR_TRADES_SCOPE", "account")
+    client = IBKRClient.from_settings(IBKRSettings(access_token="placeholder-token-0001"))
+    assert client.trades_scope == "account"
+    monkeypatch.setenv("IBKR_TRADES_SCOPE", "everything")
+    with pytest.raises(ConfigurationError, match="trades_scope"):
+        IBKRSettings()
