@@ -6,7 +6,9 @@ filed it is abandoned, the earliest snapshot of a run that was not, else the nex
 of the current (not superseded) fills traded after that snapshot: ``+quantity`` for B, ``-quantity``
 for S, X (option expiry) and N (ForecastEx netting), as ``Fill.signed_quantity`` defines. A fill
 traded exactly at the opening snapshot's time counts as already in the opening position.
-Before any snapshot, the opening is empty and every current fill counts.
+Before any snapshot, the opening is empty and every current fill counts. Fills a statement cancelled
+(``fills.cancelled``) never count. A position as of a moment before the opening snapshot (an older
+statement's date) is the opening minus the fills traded between that moment and the opening.
 
 Quantities are summed in Python with Decimal (one streamed query), so SQLite and PostgreSQL give
 exactly the same answer.
@@ -107,19 +109,31 @@ def ledger_positions(
         FillRow.multiplier,
         FillRow.symbol,
         FillRow.sec_type,
-    ).where(FillRow.account_id == account_id, FillRow.superseded.is_(False))
-    if opening_at is not None:
-        query = query.where(FillRow.trade_time > opening_at)
-    if as_of is not None:
-        query = query.where(FillRow.trade_time <= ensure_utc(as_of))
+    ).where(
+        FillRow.account_id == account_id, FillRow.superseded.is_(False), FillRow.cancelled.is_(False)
+    )
+    as_of = ensure_utc(as_of) if as_of is not None else None
+    # Before the opening snapshot (a statement of an earlier day): the opening minus what was traded
+    # between that moment and the opening.
+    backwards = opening_at is not None and as_of is not None and as_of < opening_at
+    if backwards:
+        query = query.where(FillRow.trade_time > as_of, FillRow.trade_time <= opening_at)
+    else:
+        if opening_at is not None:
+            query = query.where(FillRow.trade_time > opening_at)
+        if as_of is not None:
+            query = query.where(FillRow.trade_time <= as_of)
     # Oldest first, so the newest fill's multiplier/symbol wins for the instrument.
     query = query.order_by(FillRow.trade_time)
     for conid, side, quantity, multiplier, symbol, sec_type in session.execute(
         query.execution_options(yield_per=5000)
     ):
         signed = quantity if side == "B" else -quantity
-        quantities[conid] = quantities.get(conid, _ZERO) + signed
-        info[conid] = (multiplier, symbol, sec_type)
+        quantities[conid] = quantities.get(conid, _ZERO) + (-signed if backwards else signed)
+        if backwards:
+            info.setdefault(conid, (multiplier, symbol, sec_type))
+        else:
+            info[conid] = (multiplier, symbol, sec_type)
     return {
         conid: LedgerPosition(conid, qty, *info.get(conid, (None, None, None)))
         for conid, qty in sorted(quantities.items())
