@@ -109,9 +109,7 @@ def ledger_positions(
         FillRow.multiplier,
         FillRow.symbol,
         FillRow.sec_type,
-    ).where(
-        FillRow.account_id == account_id, FillRow.superseded.is_(False), FillRow.cancelled.is_(False)
-    )
+    ).where(FillRow.account_id == account_id, FillRow.superseded.is_(False), FillRow.cancelled.is_(False))
     as_of = ensure_utc(as_of) if as_of is not None else None
     # Before the opening snapshot (a statement of an earlier day): the opening minus what was traded
     # between that moment and the opening.
