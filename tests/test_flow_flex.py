@@ -70,9 +70,8 @@ def dump(url: str) -> dict[str, list[Any]]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return {
-                t: [tuple(r) for r in conn.execute(text(f"select * from {t} order by 1, 2"))] for t in TABLES
-            }  # noqa: S608
+            queries = {t: text(f"select * from {t} order by 1, 2") for t in TABLES}  # noqa: S608
+            return {t: [tuple(r) for r in conn.execute(q)] for t, q in queries.items()}
     finally:
         engine.dispose()
 
