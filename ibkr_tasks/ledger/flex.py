@@ -347,7 +347,7 @@ class _StatementBooker:
                     )
                 ):
                     found.setdefault(row.trade_id, []).append(row)
-            to_cancel: set[str] = set()
+            to_cancel: dict[str, datetime] = {}
             for cancel in chunk:
                 targets = found.get(cancel.orig_trade_id or "", [])
                 if not targets:
@@ -365,15 +365,27 @@ class _StatementBooker:
                         )
                     )
                     continue
-                to_cancel.update(t.execution_id for t in targets if not t.cancelled)
+                when = cancel.trade_time or (_close_of(cancel.trade_date) if cancel.trade_date else self.now)
+                to_cancel.update((t.execution_id, when) for t in targets if not t.cancelled)
             if to_cancel:
-                ids = sorted(to_cancel)
                 self.session.execute(
                     update(fills)
-                    .where(fills.c.account_id == account_id, _among(self.session, fills.c.execution_id, ids))
-                    .values(cancelled=True, last_changed_run=self.run_id, last_changed_at=self.now)
+                    .where(
+                        fills.c.account_id == bindparam("b_account"),
+                        fills.c.execution_id == bindparam("b_execution"),
+                    )
+                    .values(
+                        cancelled=True,
+                        cancelled_at=bindparam("b_at"),
+                        last_changed_run=self.run_id,
+                        last_changed_at=self.now,
+                    ),
+                    [
+                        {"b_account": account_id, "b_execution": execution_id, "b_at": at}
+                        for execution_id, at in sorted(to_cancel.items())
+                    ],
                 )
-                result.fills_cancelled += len(ids)
+                result.fills_cancelled += len(to_cancel)
         batch.cancellations = []
         for item in unmatched:
             result.add_break(item)

@@ -132,10 +132,39 @@ def ledger_positions(
             info.setdefault(conid, (multiplier, symbol, sec_type))
         else:
             info[conid] = (multiplier, symbol, sec_type)
+    _cancelled_in_opening(session, account_id, opening_at, as_of, quantities)
     return {
         conid: LedgerPosition(conid, qty, *info.get(conid, (None, None, None)))
         for conid, qty in sorted(quantities.items())
     }
+
+
+def _cancelled_in_opening(
+    session: Session,
+    account_id: str,
+    opening_at: datetime | None,
+    as_of: datetime | None,
+    quantities: dict[int, Decimal],
+) -> None:
+    """A cancelled fill is a trade at its trade time undone at its cancellation time. Both on the same
+    side of the opening snapshot, it never counts (the query above leaves it out); traded before the
+    opening (which holds it) and cancelled after, it leaves the position when it was cancelled."""
+    if opening_at is None:
+        return
+    for conid, side, quantity, trade_time, cancelled_at in session.execute(
+        select(FillRow.conid, FillRow.side, FillRow.quantity, FillRow.trade_time, FillRow.cancelled_at).where(
+            FillRow.account_id == account_id,
+            FillRow.superseded.is_(False),
+            FillRow.cancelled.is_(True),
+            FillRow.trade_time <= opening_at,
+            FillRow.cancelled_at > opening_at,
+        )
+    ):
+        signed = quantity if side == "B" else -quantity
+        if as_of is None or cancelled_at <= as_of:
+            quantities[conid] = quantities.get(conid, _ZERO) - signed
+        if as_of is not None and as_of < trade_time:
+            quantities[conid] = quantities.get(conid, _ZERO) - signed  # before it was even traded
 
 
 def _snapshot_row(p: Position, account_id: str, run_id: str, taken_at: datetime) -> dict[str, Any]:

@@ -124,10 +124,14 @@ class FillRow(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
     # What IBKR's statements said about the fill (revision 0007): its ``tradeID`` (what a
     # ``TradeCancel`` row names), the date of the statement row that confirmed it (NULL: no statement
-    # has confirmed it yet) and whether a statement cancelled it (kept, but no longer a position).
+    # has confirmed it yet) and whether (and when) a statement cancelled it (kept, but no longer a
+    # position).
     trade_id: Mapped[str | None] = mapped_column(String(32))
     statement_date: Mapped[date | None] = mapped_column(Date)
     cancelled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # When the cancellation happened (the TradeCancel row's time): a fill the opening snapshot already
+    # held leaves the position at that moment.
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 _FILL_FK = ForeignKeyConstraint(

@@ -37,6 +37,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("trade_id", sa.String(32), nullable=True))
         batch_op.add_column(sa.Column("statement_date", sa.Date(), nullable=True))
         batch_op.add_column(sa.Column("cancelled", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column("cancelled_at", UTC_DATETIME, nullable=True))
         batch_op.create_index("ix_fills_account_id_trade_id", ["account_id", "trade_id"])
 
     op.create_table(
@@ -92,6 +93,7 @@ def downgrade() -> None:
     op.drop_table("cash_transactions")
     with op.batch_alter_table("fills") as batch_op:
         batch_op.drop_index("ix_fills_account_id_trade_id")
+        batch_op.drop_column("cancelled_at")
         batch_op.drop_column("cancelled")
         batch_op.drop_column("statement_date")
         batch_op.drop_column("trade_id")
