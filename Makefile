@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/ledger_ingest.py
 	$(PY) bench/reconcile.py
 	$(PY) bench/flex_parse.py
+	$(PY) bench/flex_book.py
 
 # Not part of `make test` (~10 min): kill -9 during nightly runs on SQLite and PostgreSQL, the fault
 # storms, 10,000 fuzzed payloads; prints one table, exits non-zero on anything lost, duplicated or wrong.
