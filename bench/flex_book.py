@@ -10,7 +10,7 @@ Prints, for SQLite (a temporary file):
 - the time of booking the same statement again (nothing changes: it only reads);
 - the peak Python memory (tracemalloc) of booking statements of 10,000 and 100,000 trades: it is
   bounded by the batch size (2,000 executions), not by the statement -- the bound stated is 64 MB
-  (measured: about 18 MB at either size).
+  (measured: about 18 MB at either size; 100,000 trades book in about 18 s, 2.2x the raw insert).
 
     .venv/bin/python bench/flex_book.py                    # 100,000 trades
     .venv/bin/python bench/flex_book.py --trades 20000     # quick run

@@ -237,7 +237,7 @@ def test_a_ledger_that_differs_from_the_statement_gets_breaks_and_an_event(story
                     "insert into fills select account_id, 'ffff0001.00000001.01.01', 'ffff0001.00000001.01', 1, "
                     "superseded, conid, symbol, sec_type, side, quantity, price, multiplier, net_amount, currency, "
                     "trade_time, order_ref, order_id, exchange, is_event_contract, 'iserver_trades', raw, "
-                    "first_seen_run, last_changed_run, first_seen_at, last_changed_at, null, null, null, cancelled "
+                    "first_seen_run, last_changed_run, first_seen_at, last_changed_at, null, null, null, cancelled, null "
                     "from fills where account_id = :a and execution_id = :e"
                 ),
                 {"a": account, "e": row.key},
