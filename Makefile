@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/ledger_ingest.py
 	$(PY) bench/reconcile.py
 	$(PY) bench/flex_parse.py
+	$(PY) bench/flex_book.py
 	$(PY) bench/contract_info.py
 	$(PY) -c 'import ibind' 2>/dev/null || $(PY) -m pip install -e '.[peer]'
 	$(PY) bench/peer_ibind.py

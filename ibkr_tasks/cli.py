@@ -1,4 +1,5 @@
-"""The ``ibkr-tasks`` command: ``setup``, ``sim ...``, ``db upgrade [URL]`` and ``limits show|create``."""
+"""The ``ibkr-tasks`` command: ``setup``, ``sim ...``, ``db upgrade [URL]``, ``flex import PATH...`` and
+``limits show|create``."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     usage = (
-        "usage: ibkr-tasks {setup,sim,db,limits} ...\n"
+        "usage: ibkr-tasks {setup,sim,db,flex,limits} ...\n"
         "  setup   prepare the Prefect server (block type, pacing limits, crashed-run automation)\n"
         "  sim     run the Client Portal Gateway simulator\n"
         "  db      ledger database commands (db upgrade [URL])\n"
+        "  flex    IBKR statements (flex import PATH... [--ledger URL])\n"
         "  limits  IBKR pacing on Prefect global concurrency limits (limits show|create)"
     )
     if not args or args[0] in {"-h", "--help"}:
@@ -30,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from ibkr_tasks.ledger.cli import main as db_main
 
         return db_main(rest)
+    if command == "flex":
+        from ibkr_tasks.flex.cli import main as flex_main
+
+        return flex_main(rest)
     if command == "limits":
         from ibkr_tasks.prefect_limits import main as limits_main
 

@@ -227,3 +227,131 @@ async def publish_summary(outcomes: list[AccountOutcome], run_id: str) -> None:
         key=SUMMARY_KEY,
         description=f"IBKR nightly reconciliation {run_id}: one row per account",
     )
+
+
+# --------------------------------------------------------------------------- statements (Flex)
+STATEMENT_SUMMARY_KEY = "ibkr-statement-reconciliation"
+EVENT_STATEMENT_BREAK = "ibkr.statement.break"
+EVENT_STATEMENT_COMPLETED = "ibkr.statement.completed"
+
+
+def statement_summary_table(results: list[Any]) -> list[dict[str, Any]]:
+    """One row per account of a statement run (``StatementBookResult`` objects)."""
+    return [
+        {
+            "account": r.account_id,
+            "period": _period(r),
+            "fills confirmed": r.fills_confirmed,
+            "fills added": r.fills_added,
+            "fills cancelled": r.fills_cancelled,
+            "commissions finalised": r.commissions_finalised,
+            "commissions changed": r.commissions_changed,
+            "cash transactions": r.cash_transactions,
+            "positions compared": r.positions_compared,
+            "quarantined": r.quarantined,
+            "breaks": r.breaks,
+        }
+        for r in results
+    ]
+
+
+def _period(result: Any) -> str:
+    if result.from_date is None:
+        return ""
+    if result.to_date is None or result.to_date == result.from_date:
+        return result.from_date.isoformat()
+    return f"{result.from_date.isoformat()}..{result.to_date.isoformat()}"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return _fmt(value)
+    return str(value).replace("|", "\\|")
+
+
+def statement_break_report(result: Any, run_id: str) -> str:
+    """The markdown report of one account's statement booking: its breaks and the fills only the
+    statement showed."""
+    lines = [
+        f"# Statement reconciliation {result.account_id}",
+        "",
+        f"Run `{run_id}`, statement period {_period(result) or 'as the query sets it'}.",
+        "",
+        f"Fills: {result.fills_confirmed} confirmed, {result.fills_added} added from the statement, "
+        f"{result.fills_cancelled} cancelled; commissions: {result.commissions_finalised} finalised, "
+        f"{result.commissions_changed} changed; cash transactions: {result.cash_transactions} booked; "
+        f"positions compared: {result.positions_compared}; quarantined rows: {result.quarantined}.",
+        "",
+    ]
+    if result.break_list:
+        lines += [
+            f"## Breaks ({result.breaks})",
+            "",
+            "| kind | subject | ledger (expected) | statement (actual) | delta | currency |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        lines += [
+            f"| {b.kind} | {_cell(b.subject)} | {_cell(b.expected)} | {_cell(b.actual)} | {_cell(b.delta)} "
+            f"| {_cell(b.currency)} |"
+            for b in result.break_list
+        ]
+        if result.breaks > len(result.break_list):
+            lines.append(f"\n... and {result.breaks - len(result.break_list)} more (see the `breaks` table)")
+        lines.append("")
+    if result.added:
+        lines += ["## Fills only the statement showed", ""]
+        lines += [f"- `{key}`" for key in result.added]
+        if result.fills_added > len(result.added):
+            lines.append(f"- ... and {result.fills_added - len(result.added)} more")
+        lines.append("")
+    if not result.breaks:
+        lines.append("No breaks: the ledger agrees with IBKR's statement.")
+    return "\n".join(lines)
+
+
+def statement_event_payload(result: Any, run_id: str) -> dict[str, Any]:
+    """Event payload of one account's statement booking (decimals as strings)."""
+    return {
+        "run_id": run_id,
+        "account_id": result.account_id,
+        "from_date": None if result.from_date is None else result.from_date.isoformat(),
+        "to_date": None if result.to_date is None else result.to_date.isoformat(),
+        **result.counts(),
+        "break_list": [
+            {
+                "kind": b.kind,
+                "subject": b.subject,
+                "conid": b.conid,
+                "execution_id": b.execution_id,
+                "expected": None if b.expected is None else str(b.expected),
+                "actual": None if b.actual is None else str(b.actual),
+                "currency": b.currency,
+            }
+            for b in result.break_list[:50]
+        ],
+    }
+
+
+async def publish_statement(results: list[Any], run_id: str) -> None:
+    """The summary table, one break report per account, and ``ibkr.statement.break`` for every
+    account with breaks (``ibkr.statement.completed`` for every account)."""
+    from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+    from prefect.events import emit_event
+
+    await acreate_table_artifact(
+        table=statement_summary_table(results),
+        key=STATEMENT_SUMMARY_KEY,
+        description=f"IBKR statement reconciliation {run_id}: one row per account",
+    )
+    for result in results:
+        await acreate_markdown_artifact(
+            markdown=statement_break_report(result, run_id),
+            key=artifact_key("ibkr-statement-breaks", result.account_id),
+            description=f"Statement breaks of {result.account_id}",
+        )
+        payload = statement_event_payload(result, run_id)
+        if result.breaks:
+            emit_event(EVENT_STATEMENT_BREAK, resource=account_resource(result.account_id), payload=payload)
+        emit_event(EVENT_STATEMENT_COMPLETED, resource=account_resource(result.account_id), payload=payload)

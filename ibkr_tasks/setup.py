@@ -29,7 +29,7 @@ from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import ConfigurationError
 
 CRASH_AUTOMATION_NAME = "ibkr-tasks: mark runs without heartbeats Crashed"
-FLOW_NAMES = ("nightly-reconciliation", "rebalance", "market-data")
+FLOW_NAMES = ("nightly-reconciliation", "flex-reconciliation", "rebalance", "market-data")
 """The flows the automation watches (by name); runs of other flows on the same server are left alone."""
 HEARTBEAT_SECONDS = 60
 """``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` the deployments in prefect.yaml run with."""

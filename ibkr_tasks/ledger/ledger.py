@@ -42,17 +42,20 @@ from ibkr_tasks.ledger.schema import (
     RUN_STATUSES,
     Account,
     BreakRow,
+    CashTransactionRow,
     CommissionRow,
     ContractRow,
     FillRow,
     PositionSnapshotRow,
     QuoteRow,
     ReconciliationRunRow,
+    StatementPositionRow,
     table,
 )
 from ibkr_tasks.ledger.types import ensure_utc
 
 if TYPE_CHECKING:
+    from ibkr_tasks.ledger.flex import StatementBookResult
     from ibkr_tasks.models import ContractInfo, Fill, Position, RejectedRow, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -269,6 +272,70 @@ class Ledger:
             return reconcile_positions(
                 session, account_id, broker_positions, run_id, taken_at, not_before=not_before
             )
+
+    def book_statement(
+        self,
+        source: Any,
+        run_id: str,
+        *,
+        one_transaction: bool = True,
+        source_name: str | None = None,
+        date_format: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> dict[str, StatementBookResult]:
+        """Book an IBKR Flex statement (bytes, a path or a binary file): per-account results.
+
+        See :mod:`ibkr_tasks.ledger.flex`. ``one_transaction``: the whole response in one
+        transaction (nothing written when it cannot be read to its end); otherwise one per statement.
+        """
+        from ibkr_tasks.ledger.flex import book_statement
+
+        return book_statement(
+            self,
+            source,
+            run_id,
+            one_transaction=one_transaction,
+            source_name=source_name,
+            date_format=date_format,
+            batch_size=batch_size,
+        )
+
+    def cash_transactions(
+        self, account_id: str, start: date | None = None, end: date | None = None
+    ) -> list[CashTransactionRow]:
+        """The account's booked cash transactions dated in ``[start, end]``, oldest first."""
+        query = select(CashTransactionRow).where(
+            CashTransactionRow.account_id == validate_account_id(account_id)
+        )
+        if start is not None:
+            query = query.where(CashTransactionRow.date >= start)
+        if end is not None:
+            query = query.where(CashTransactionRow.date <= end)
+        with self.session() as session:
+            return list(
+                session.scalars(query.order_by(CashTransactionRow.date, CashTransactionRow.transaction_key))
+            )
+
+    def statement_positions(self, account_id: str, report_date: date) -> list[StatementPositionRow]:
+        """What the account's statement of ``report_date`` said it held, by conid."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(StatementPositionRow)
+                    .where(
+                        StatementPositionRow.account_id == validate_account_id(account_id),
+                        StatementPositionRow.report_date == report_date,
+                    )
+                    .order_by(StatementPositionRow.conid)
+                )
+            )
+
+    def positions_at(self, account_id: str, as_of: datetime) -> dict[int, Decimal]:
+        """The ledger's quantity per conid at ``as_of`` (cancelled and superseded fills left out),
+        zeros left out."""
+        with self.session() as session:
+            positions = ledger_positions(session, validate_account_id(account_id), as_of=as_of)
+        return {conid: p.quantity for conid, p in positions.items() if p.quantity != 0}
 
     # --- accounts and runs ------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ filed it is abandoned, the earliest snapshot of a run that was not, else the nex
 of the current (not superseded) fills traded after that snapshot: ``+quantity`` for B, ``-quantity``
 for S, X (option expiry) and N (ForecastEx netting), as ``Fill.signed_quantity`` defines. A fill
 traded exactly at the opening snapshot's time counts as already in the opening position.
-Before any snapshot, the opening is empty and every current fill counts.
+Before any snapshot, the opening is empty and every current fill counts. Fills a statement cancelled
+(``fills.cancelled``) never count. A position as of a moment before the opening snapshot (an older
+statement's date) is the opening minus the fills traded between that moment and the opening.
 
 Quantities are summed in Python with Decimal (one streamed query), so SQLite and PostgreSQL give
 exactly the same answer.
@@ -107,23 +109,62 @@ def ledger_positions(
         FillRow.multiplier,
         FillRow.symbol,
         FillRow.sec_type,
-    ).where(FillRow.account_id == account_id, FillRow.superseded.is_(False))
-    if opening_at is not None:
-        query = query.where(FillRow.trade_time > opening_at)
-    if as_of is not None:
-        query = query.where(FillRow.trade_time <= ensure_utc(as_of))
+    ).where(FillRow.account_id == account_id, FillRow.superseded.is_(False), FillRow.cancelled.is_(False))
+    as_of = ensure_utc(as_of) if as_of is not None else None
+    # Before the opening snapshot (a statement of an earlier day): the opening minus what was traded
+    # between that moment and the opening.
+    backwards = opening_at is not None and as_of is not None and as_of < opening_at
+    if backwards:
+        query = query.where(FillRow.trade_time > as_of, FillRow.trade_time <= opening_at)
+    else:
+        if opening_at is not None:
+            query = query.where(FillRow.trade_time > opening_at)
+        if as_of is not None:
+            query = query.where(FillRow.trade_time <= as_of)
     # Oldest first, so the newest fill's multiplier/symbol wins for the instrument.
     query = query.order_by(FillRow.trade_time)
     for conid, side, quantity, multiplier, symbol, sec_type in session.execute(
         query.execution_options(yield_per=5000)
     ):
         signed = quantity if side == "B" else -quantity
-        quantities[conid] = quantities.get(conid, _ZERO) + signed
-        info[conid] = (multiplier, symbol, sec_type)
+        quantities[conid] = quantities.get(conid, _ZERO) + (-signed if backwards else signed)
+        if backwards:
+            info.setdefault(conid, (multiplier, symbol, sec_type))
+        else:
+            info[conid] = (multiplier, symbol, sec_type)
+    _cancelled_in_opening(session, account_id, opening_at, as_of, quantities)
     return {
         conid: LedgerPosition(conid, qty, *info.get(conid, (None, None, None)))
         for conid, qty in sorted(quantities.items())
     }
+
+
+def _cancelled_in_opening(
+    session: Session,
+    account_id: str,
+    opening_at: datetime | None,
+    as_of: datetime | None,
+    quantities: dict[int, Decimal],
+) -> None:
+    """A cancelled fill is a trade at its trade time undone at its cancellation time. Both on the same
+    side of the opening snapshot, it never counts (the query above leaves it out); traded before the
+    opening (which holds it) and cancelled after, it leaves the position when it was cancelled."""
+    if opening_at is None:
+        return
+    for conid, side, quantity, trade_time, cancelled_at in session.execute(
+        select(FillRow.conid, FillRow.side, FillRow.quantity, FillRow.trade_time, FillRow.cancelled_at).where(
+            FillRow.account_id == account_id,
+            FillRow.superseded.is_(False),
+            FillRow.cancelled.is_(True),
+            FillRow.trade_time <= opening_at,
+            FillRow.cancelled_at > opening_at,
+        )
+    ):
+        signed = quantity if side == "B" else -quantity
+        if as_of is None or cancelled_at <= as_of:
+            quantities[conid] = quantities.get(conid, _ZERO) - signed
+        if as_of is not None and as_of < trade_time:
+            quantities[conid] = quantities.get(conid, _ZERO) - signed  # before it was even traded
 
 
 def _snapshot_row(p: Position, account_id: str, run_id: str, taken_at: datetime) -> dict[str, Any]:

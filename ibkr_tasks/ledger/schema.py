@@ -9,7 +9,8 @@ migrations agree.
 
 from __future__ import annotations
 
-from datetime import datetime
+import datetime as dt
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -26,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -88,6 +91,7 @@ class FillRow(Base):
         Index(None, "account_id", "trade_time"),
         Index(None, "account_id", "execution_family"),
         Index(None, "account_id", "conid"),
+        Index(None, "account_id", "trade_id"),
     )
 
     account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"), primary_key=True)
@@ -118,6 +122,16 @@ class FillRow(Base):
     # Digest of the row's content as received (internal): lets a re-ingest tell "unchanged" from
     # "updated" by reading one short column. NULL (rows from before revision 0003) reads as changed.
     content_hash: Mapped[str | None] = mapped_column(String(64))
+    # What IBKR's statements said about the fill (revision 0007): its ``tradeID`` (what a
+    # ``TradeCancel`` row names), the date of the statement row that confirmed it (NULL: no statement
+    # has confirmed it yet) and whether (and when) a statement cancelled it (kept, but no longer a
+    # position).
+    trade_id: Mapped[str | None] = mapped_column(String(32))
+    statement_date: Mapped[date | None] = mapped_column(Date)
+    cancelled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # When the cancellation happened (the TradeCancel row's time): a fill the opening snapshot already
+    # held leaves the position at that moment.
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 _FILL_FK = ForeignKeyConstraint(
@@ -363,3 +377,62 @@ class ContractRow(Base):
     is_event_contract: Mapped[bool] = mapped_column(Boolean)
     raw: Mapped[Any] = mapped_column(JSONDoc)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CashTransactionRow(Base):
+    """One cash transaction of an IBKR statement (``cash_transactions``): dividends, withholding tax,
+    fees, interest, deposits and withdrawals ...
+
+    ``transaction_key`` is IBKR's ``transactionID`` (``transaction_id``), or for a row printed
+    without one a digest of the row and its occurrence in the statement: booking the same statement
+    twice keeps one row. ``amount`` is signed as IBKR prints it (a fee or a withdrawal is negative).
+    """
+
+    __tablename__ = "cash_transactions"
+    __table_args__ = (
+        UniqueConstraint("account_id", "transaction_key"),
+        Index(None, "account_id", "date"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"))
+    transaction_key: Mapped[str] = mapped_column(String(64))
+    transaction_id: Mapped[str | None] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(Amount)
+    currency: Mapped[str] = mapped_column(CURRENCY)
+    date: Mapped[dt.date] = mapped_column(Date)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    report_date: Mapped[dt.date | None] = mapped_column(Date)
+    settle_date: Mapped[dt.date | None] = mapped_column(Date)
+    description: Mapped[str | None] = mapped_column(Text)
+    conid: Mapped[int | None] = mapped_column(BigInteger)
+    symbol: Mapped[str | None] = mapped_column(String(128))
+    raw: Mapped[Any] = mapped_column(JSONDoc)
+    first_seen_run: Mapped[str] = mapped_column(RUN_ID)
+    last_changed_run: Mapped[str] = mapped_column(RUN_ID)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StatementPositionRow(Base):
+    """What an IBKR statement says an account held at its date (``statement_positions``, from
+    ``OpenPositions``): one row per account, date and instrument (a contract's ``SUMMARY`` row, else
+    the sum of its ``LOT`` rows). Booking a statement of the same date again replaces its rows."""
+
+    __tablename__ = "statement_positions"
+
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"), primary_key=True)
+    report_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    conid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    quantity: Mapped[Decimal] = mapped_column(Amount)
+    multiplier: Mapped[Decimal | None] = mapped_column(Amount)
+    mark_price: Mapped[Decimal | None] = mapped_column(Amount)
+    position_value: Mapped[Decimal | None] = mapped_column(Amount)
+    cost_basis_money: Mapped[Decimal | None] = mapped_column(Amount)
+    currency: Mapped[str | None] = mapped_column(CURRENCY)
+    symbol: Mapped[str | None] = mapped_column(String(128))
+    sec_type: Mapped[str | None] = mapped_column(String(16))
+    raw: Mapped[Any] = mapped_column(JSONDoc)
+    run_id: Mapped[str] = mapped_column(RUN_ID)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
