@@ -61,12 +61,15 @@ def crash_automation(
         name=name,
         description=(
             f"Marks a run of {', '.join(FLOW_NAMES)} Crashed when no heartbeat and no final state "
-            f"arrived for {crash_after_seconds} s after a heartbeat (its process died, e.g. kill -9). "
+            f"arrived for {crash_after_seconds} s after it started running or sent a heartbeat (its process "
+            "died, e.g. kill -9). "
             "Created by `ibkr-tasks setup`."
         ),
         enabled=True,
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # After Running too, not only after a heartbeat: a process killed in its first second has
+            # not sent one yet (the server emits the Running event itself, as it makes the transition).
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in TERMINAL_EVENTS)},
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
             match_related=ResourceSpecification(

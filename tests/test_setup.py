@@ -13,7 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import Posture
-from prefect.states import Completed
+from prefect.states import Completed, Running
 
 from ibkr_tasks.blocks import IBKRCredentials
 from ibkr_tasks.cli import main as cli_main
@@ -72,7 +72,7 @@ def test_setup_twice_leaves_one_automation_the_block_type_and_the_limits(
     trigger = automation.trigger
     assert automation.enabled
     assert trigger.posture == Posture.Proactive
-    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert trigger.after == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
     assert trigger.expect >= {
         "prefect.flow-run.heartbeat",
         "prefect.flow-run.Completed",
@@ -169,20 +169,32 @@ async def test_the_automation_crashes_a_silent_run_and_spares_a_finished_one() -
                 ):
                     await events.emit(heartbeat(run_id, flow, flow_name))
             await client.set_flow_run_state(finished, Completed(), force=True)
+            # killed in its first second: it became Running and never sent a heartbeat
+            created = await client.request(
+                "POST", "/flow_runs/", json={"flow_id": str(flow_id), "state": {"type": "PENDING"}}
+            )
+            never_beat = UUID(created.json()["id"])
+            await client.set_flow_run_state(never_beat, Running(), force=True)
 
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                state = (await client.read_flow_run(silent)).state
-                if state is not None and state.type == StateType.CRASHED:
+                crashed = [(await client.read_flow_run(r)).state for r in (silent, never_beat)]
+                if all(s is not None and s.type == StateType.CRASHED for s in crashed):
                     break
                 await asyncio.sleep(0.5)
             states = {
                 key: (await client.read_flow_run(run)).state
-                for key, run in (("silent", silent), ("finished", finished), ("foreign", foreign))
+                for key, run in (
+                    ("silent", silent),
+                    ("never_beat", never_beat),
+                    ("finished", finished),
+                    ("foreign", foreign),
+                )
             }
         finally:
             await client.delete_automation(automation_id)
     assert states["silent"].type == StateType.CRASHED
+    assert states["never_beat"].type == StateType.CRASHED
     assert "no heartbeat" in (states["silent"].message or "")
     assert states["finished"].type == StateType.COMPLETED
     assert states["foreign"].type == StateType.RUNNING  # another project's flow is not ours to crash
