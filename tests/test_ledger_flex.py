@@ -323,3 +323,43 @@ def test_cli_reports_a_broken_file_and_writes_nothing_of_it(
 def test_cli_names_a_missing_file(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["flex", "import", "/nonexistent/statement.xml", "--ledger", sqlite_url]) == 1
     assert "/nonexistent/statement.xml" in capsys.readouterr().err
+
+
+def test_a_later_client_portal_answer_never_overwrites_a_statement_commission(
+    ledger: Ledger, sim_statement: tuple[bytes, date, date]
+) -> None:
+    """The statement is the book of record: a nightly run after it that sees another commission reports
+    the disagreement once, and the ledger keeps the statement's amount."""
+    xml, _, _ = sim_statement
+    statement = parse_flex(xml).statements[0]
+    account = statement.account_id or ""
+    row = next(
+        r
+        for r in statement.executions
+        if r.execution_id and r.trade_time and r.commission and not r.cancelled
+    )
+    ledger.ingest(account, [client_portal_fill(row)], "nightly-1")
+    ledger.book_statement(xml, "morning")
+    late = client_portal_fill(row, commission=row.commission + Decimal("1.25"))
+
+    first = ledger.ingest(account, [late], "nightly-2")
+    second = ledger.ingest(account, [late], "nightly-3")
+
+    assert [(b.expected, b.actual) for b in first.commission_breaks] == [
+        (row.commission, row.commission + Decimal("1.25"))
+    ]
+    assert second.commission_breaks == [] and second.commissions_changed == 0
+    with ledger.engine.connect() as conn:
+        stored = conn.execute(
+            text("select amount, status, source from commissions where execution_id = :e"),
+            {"e": row.execution_id},
+        ).one()
+        breaks = conn.execute(
+            text("select kind, status from breaks where execution_id = :e"), {"e": row.execution_id}
+        ).all()
+    assert (Decimal(stored.amount), stored.status, stored.source) == (
+        row.commission,
+        "final",
+        STATEMENT_SOURCE,
+    )
+    assert [(b.kind, b.status) for b in breaks] == [("statement_commission", "open")]

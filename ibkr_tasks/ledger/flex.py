@@ -54,6 +54,8 @@ from ibkr_tasks.flex.times import EASTERN
 from ibkr_tasks.ledger.bulk import upsert
 from ibkr_tasks.ledger.ingest import (
     DEFAULT_BATCH_SIZE,
+    STATEMENT_COMMISSION,
+    STATEMENT_SOURCE,
     _among,
     _insert_for,
     ensure_account,
@@ -87,8 +89,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATEMENT_SOURCE = "flex_statement"
-STATEMENT_COMMISSION = "statement_commission"
 STATEMENT_FILL = "statement_fill"
 STATEMENT_MISSING = "statement_missing"
 STATEMENT_POSITION = "statement_position"

@@ -59,6 +59,10 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 2000
 DEFAULT_SOURCE = "iserver_trades"
 COMMISSION_CHANGE = "commission_change"
+# A commission IBKR's statement made final (ibkr_tasks/ledger/flex.py) is the book of record: a later
+# Client Portal answer that differs does not overwrite it, it is a ``statement_commission`` break.
+STATEMENT_SOURCE = "flex_statement"
+STATEMENT_COMMISSION = "statement_commission"
 
 # The columns that make a fill's content (everything but bookkeeping columns): a stored fill whose
 # content equals the incoming one is "unchanged" and not written again.
@@ -397,8 +401,25 @@ def _ingest_chunk(
                     commissions.c.amount,
                     commissions.c.currency,
                     commissions.c.status,
+                    commissions.c.source,
                 ).where(
                     commissions.c.account_id == account_id, _among(session, commissions.c.execution_id, known)
+                )
+            )
+        }
+    # Statement-final commissions that already have an open disagreement break: reported once.
+    from_statement = [e for e, c in stored_commissions.items() if c.source == STATEMENT_SOURCE]
+    open_disagreements: set[str] = set()
+    if from_statement:
+        breaks = table(BreakRow)
+        open_disagreements = {
+            str(subject)
+            for (subject,) in session.execute(
+                select(breaks.c.subject).where(
+                    breaks.c.account_id == account_id,
+                    breaks.c.kind == STATEMENT_COMMISSION,
+                    breaks.c.status == "open",
+                    _among(session, breaks.c.subject, [f"execution:{e}" for e in from_statement]),
                 )
             )
         }
@@ -438,6 +459,7 @@ def _ingest_chunk(
             commission_rows,
             history_rows,
             break_rows,
+            open_disagreements,
         )
     # Stored revisions that a newer one now corrects.
     outdated = sorted(
@@ -488,6 +510,7 @@ def _commission_change(
     commission_rows: list[dict[str, Any]],
     history_rows: list[dict[str, Any]],
     break_rows: list[dict[str, Any]],
+    open_disagreements: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> None:
     """Decide what ``fill``'s commission does to the stored one; append the rows to write."""
     amount, currency = fill.commission, fill.commission_currency
@@ -511,6 +534,34 @@ def _commission_change(
     if amount is None:
         return  # absent now: keep what we know (pending stays pending, a known value stays)
     old_amount, old_currency = old.amount, old.currency
+    if getattr(old, "source", None) == STATEMENT_SOURCE and old_amount is not None:
+        # The statement's amount stands; a Client Portal answer that differs is reported, once.
+        subject = f"execution:{fill.execution_id}"
+        if _same_amount(old_amount, amount) or subject in open_disagreements:
+            return
+        open_disagreements.add(subject)
+        delta = amount - old_amount
+        result.commission_breaks.append(
+            CommissionBreak(fill.execution_id, fill.conid, old_amount, amount, delta, currency)
+        )
+        break_rows.append(
+            {
+                "account_id": account_id,
+                "run_id": run_id,
+                "kind": STATEMENT_COMMISSION,
+                "subject": subject,
+                "conid": fill.conid,
+                "execution_id": fill.execution_id,
+                "expected": old_amount,
+                "actual": amount,
+                "delta": delta,
+                "currency": currency,
+                "detail": {"source": source, "kept": "the statement's amount (final)"},
+                "status": "open",
+                "detected_at": now,
+            }
+        )
+        return
     if old_amount is None:
         result.commissions_finalised += 1
     elif not _same_amount(old_amount, amount):
