@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -14,7 +15,7 @@ def test_three_years_are_asked_in_consecutive_pieces_of_at_most_365_days() -> No
     chunks = date_chunks(start, end)
     assert len(chunks) == 4
     assert chunks[0][0] == start and chunks[-1][1] == end
-    for (a_start, a_end), (b_start, _) in zip(chunks, chunks[1:], strict=False):
+    for (_, a_end), (b_start, _) in pairwise(chunks):
         assert b_start == a_end + timedelta(days=1)  # no day lost, none asked twice
     assert all((e - s).days + 1 <= 365 for s, e in chunks)
     assert sum((e - s).days + 1 for s, e in chunks) == (end - start).days + 1
