@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+
 from bench.chaos.harness import (
     CHAOS_HEARTBEAT_SECONDS,
     ROOT,
@@ -400,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
                             pool.submit(chaos.kill_series, n, u, args.kills) for n, u in series.items()
                         ]
                         rows += [f.result() for f in futures]
-                    stuck = prefect_running_flow_runs(api_url)
+                    try:
+                        stuck: int | str = prefect_running_flow_runs(api_url)
+                    except httpx.HTTPError as exc:
+                        stuck = f"unknown ({type(exc).__name__})"
                     log(f"Prefect flow runs still RUNNING after the kills: {stuck}")
                     prefect_note = f"Prefect flow runs left RUNNING on the server after all kills: {stuck}"
                     rows[-1].note = " | ".join(n for n in (rows[-1].note, prefect_note) if n)

@@ -304,7 +304,7 @@ def prefect_running_flow_runs(api_url: str, started_before: str | None = None) -
     runs: dict[str, object] = {"state": {"type": {"any_": ["RUNNING"]}}}
     if started_before is not None:
         runs["start_time"] = {"before_": started_before}
-    response = httpx.post(f"{api_url}/flow_runs/count", json={"flow_runs": runs}, timeout=30)
+    response = httpx.post(f"{api_url}/flow_runs/count", json={"flow_runs": runs}, timeout=60)
     response.raise_for_status()
     return int(response.json())
 
@@ -339,7 +339,14 @@ def wait_for_crashed(api_url: str, started_before: str, limit: float = 90.0) -> 
     """Wait until the server shows no flow run started before ``started_before`` RUNNING (the
     automation marks killed ones Crashed); the number still RUNNING when ``limit`` ran out."""
     deadline = time.monotonic() + limit
-    while (running := prefect_running_flow_runs(api_url, started_before)) and time.monotonic() < deadline:
+    running = -1
+    while time.monotonic() < deadline:
+        try:  # a loaded server may be slow to answer: ask again, do not give up the series
+            running = prefect_running_flow_runs(api_url, started_before)
+        except httpx.HTTPError:
+            running = -1
+        if running == 0:
+            break
         time.sleep(1.0)
     return running
 
