@@ -341,7 +341,7 @@ def test_no_ip_and_no_echo_service_is_a_configuration_error(pem: str) -> None:
         OAuth2PrivateKeyJWT(
             client_id=CLIENT_ID, key_id=KEY_ID, private_key=pem, credential=USERNAME, ip_echo_url=None
         )
-    with pytest.raises(ConfigurationError, match="IBKR_OAUTH2_IP .*or IBKR_OAUTH2_IP_ECHO_URL"):
+    with pytest.raises(ConfigurationError, match=r"IBKR_OAUTH2_IP .*or IBKR_OAUTH2_IP_ECHO_URL"):
         IBKRSettings(
             auth_mode="oauth2",
             oauth2_client_id=CLIENT_ID,
