@@ -92,6 +92,12 @@ class _CachedToken:
             return False
         return self.expires_at is None or self.clock() < self.expires_at - self.margin
 
+    def usable(self, header: str | None, within: float) -> bool:
+        """Whether ``header`` carries the current token and it is still valid ``within`` seconds from now."""
+        if self.value is None or header != f"Bearer {self.value}":
+            return False
+        return self.expires_at is None or self.clock() + within < self.expires_at
+
     def set(self, value: str, expires_at: float | None) -> None:
         register_secret(value)
         self.value = value
@@ -274,6 +280,10 @@ class OAuth2PrivateKeyJWT:
     async def invalidate(self) -> None:
         async with self._bearer.lock:
             self._bearer.clear()
+
+    def still_valid(self, header: str | None, within: float = 0.0) -> bool:
+        """Whether ``header`` (from :meth:`authorization`) is the current bearer, unexpired for ``within`` s."""
+        return self._bearer.usable(header, within)
 
     async def _refresh(self, http: httpx.AsyncClient) -> None:
         ip = await self.public_ip(http)

@@ -162,6 +162,8 @@ class Transport:
             self.settings.keep_alive_interval if keep_alive_interval is None else keep_alive_interval
         )
         self._keep_alive_task: asyncio.Task[None] | None = None
+        # A bearer is only sent if it stays valid this much longer (network time, clock skew).
+        self.bearer_safety = 1.0
         self._http = httpx.AsyncClient(
             base_url=self.settings.api_url + "/",
             timeout=self.settings.timeout,
@@ -438,6 +440,11 @@ class Transport:
         self._sso_opened = self._auth_sso_sessions() or 0
         return body if isinstance(body, dict) else {}
 
+    def _still_valid(self, authorization: str | None) -> bool:
+        """Whether ``authorization`` is still the provider's bearer, good for ``bearer_safety`` seconds."""
+        check = getattr(self.auth, "still_valid", None)
+        return True if check is None else bool(check(authorization, self.bearer_safety))
+
     def _auth_sso_sessions(self) -> int | None:
         count = getattr(self.auth, "sso_sessions", None)
         return count if isinstance(count, int) else None
@@ -567,6 +574,7 @@ class Transport:
         retries = self._retries(method, retry)
         failures = 0
         limited = 0
+        renewed_after_wait = False
         while True:
             # The header is fetched before taking a pacing slot: a token refresh must not delay a
             # request past its reserved instant.
@@ -575,14 +583,24 @@ class Transport:
             started = self.clock()
             error: httpx.HTTPError | None = None
             response: httpx.Response | None = None
+            expired = False
             async with self.limiter.slot(method, path):
                 sent_at = self.clock()
-                try:
-                    response = await self._http.request(
-                        method, path, params=params, json=json, headers=headers
-                    )
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    error = exc
+                # A long pacing wait (5 s for /portfolio/accounts, minutes for /pa) can outlast the bearer
+                # fetched before it: then the slot goes unused (nothing is sent, so no window is crowded)
+                # and the request renews and waits again -- once; a second time it is sent as it is.
+                expired = not renewed_after_wait and not self._still_valid(authorization)
+                if not expired:
+                    try:
+                        response = await self._http.request(
+                            method, path, params=params, json=json, headers=headers
+                        )
+                    except (httpx.TimeoutException, httpx.TransportError) as exc:
+                        error = exc
+            if expired:
+                renewed_after_wait = True
+                logger.info("%s %s: the bearer expired while waiting for pacing; renewing it", method, path)
+                continue
             latency_ms = (self.clock() - sent_at) * 1000
             waited_ms = (sent_at - started) * 1000
 

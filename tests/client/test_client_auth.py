@@ -369,3 +369,41 @@ def test_configured_ip_is_used_without_a_lookup(pem: str, rsa_key: rsa.RSAPrivat
     claims = jwt.decode(auth.sso_assertion(), rsa_key.public_key(), algorithms=["RS256"])
     assert claims["ip"] == "203.0.113.9"
     assert claims["credential"] == USERNAME
+
+
+async def test_bearer_that_expires_during_a_pacing_wait_is_renewed_before_sending(pem: str) -> None:
+    """/portfolio/accounts is paced to one request per 5 s; a request queued behind another can wait
+    longer than its bearer has left. It then gives up its slot, renews and waits again, rather than
+    send a bearer the server refuses."""
+    clock = FakeClock(start=1_750_000_000.0)
+    base = "https://api.ibkr.com/v1/api"
+    expiry: dict[str, float] = {}
+    arrivals: list[tuple[float, str]] = []
+
+    def sso(request: httpx.Request) -> httpx.Response:
+        bearer = f"sso-bearer-{len(expiry) + 1}"
+        expiry[bearer] = clock() + 10
+        return httpx.Response(200, json={"access_token": bearer, "expires_in": 10})
+
+    def accounts(request: httpx.Request) -> httpx.Response:
+        bearer = request.headers["authorization"].split()[1]
+        arrivals.append((clock(), bearer))
+        if clock() >= expiry[bearer]:
+            return httpx.Response(401, json={"error": "bearer expired"})
+        return httpx.Response(200, json=[])
+
+    with respx.mock() as router:
+        router.post(OAUTH2_TOKEN_URL).respond(200, json={"access_token": "access-x1", "expires_in": 86399})
+        router.post(OAUTH2_SSO_URL).mock(side_effect=sso)
+        init = router.post(f"{base}/iserver/auth/ssodh/init").respond(200, json={"authenticated": True})
+        router.get(f"{base}/portfolio/accounts").mock(side_effect=accounts)
+        settings = IBKRSettings(api_url=base, username=USERNAME)
+        auth = provider(pem, clock, margin=2)
+        async with Transport(settings, auth=auth, clock=clock, sleep=clock.sleep, keep_alive_interval=0) as t:
+            await t.request("GET", "/portfolio/accounts")  # t=0, bearer 1 valid until t=10
+            await clock.sleep(4.5)
+            # bearer 1 is fresh (5.5 s left); the second request's slot is at t=10, when it has expired
+            await asyncio.gather(*(t.request("GET", "/portfolio/accounts") for _ in range(2)))
+    assert all(when < expiry[bearer] for when, bearer in arrivals), arrivals
+    assert [b for _, b in arrivals] == ["sso-bearer-1", "sso-bearer-1", "sso-bearer-2"]
+    assert init.call_count == 2  # the renewed SSO session opened its brokerage session too
