@@ -70,6 +70,11 @@ class IBKRCredentials(Block):
     oauth2_ip: str | None = Field(
         default=None, description="Public IP to declare in the SSO-session request."
     )
+    oauth2_ip_echo_url: str | None = Field(
+        default=None,
+        description="Where the public IP is looked up when oauth2_ip is empty ('off': never); "
+        "empty = the default service.",
+    )
     sidecar_url: str | None = Field(
         default=None, description="URL that returns a bearer (auth_mode=sidecar)."
     )
@@ -104,6 +109,7 @@ class IBKRCredentials(Block):
             "oauth2_private_key": self.oauth2_private_key,
             "oauth2_credential": self.oauth2_credential,
             "oauth2_ip": self.oauth2_ip,
+            "oauth2_ip_echo_url": self.oauth2_ip_echo_url,
             "sidecar_url": self.sidecar_url,
             "sidecar_token": self.sidecar_token,
         }

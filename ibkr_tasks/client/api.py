@@ -170,6 +170,10 @@ class IBKRClient:
         return cls(Transport(settings, **transport_kwargs), policy=policy, **timing)
 
     async def __aenter__(self) -> IBKRClient:
+        # Starts the transport's background keep-alive (a /tickle about once a minute while open).
+        opener = getattr(self.transport, "open", None)
+        if opener is not None:
+            await opener()
         return self
 
     async def __aexit__(
@@ -178,7 +182,7 @@ class IBKRClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the transport (its HTTP connections)."""
+        """Close the transport (its keep-alive and HTTP connections)."""
         close = getattr(self.transport, "aclose", None)
         if close is not None:
             await close()

@@ -9,6 +9,7 @@ Every token obtained is registered with :mod:`ibkr_tasks.client.redact` so it ne
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from pathlib import Path
@@ -22,7 +23,12 @@ from pydantic import SecretStr
 
 from ibkr_tasks.client.clock import Clock
 from ibkr_tasks.client.redact import register_secret, snippet
-from ibkr_tasks.client.settings import OAUTH2_SSO_URL, OAUTH2_TOKEN_URL, IBKRSettings
+from ibkr_tasks.client.settings import (
+    OAUTH2_IP_ECHO_URL,
+    OAUTH2_SSO_URL,
+    OAUTH2_TOKEN_URL,
+    IBKRSettings,
+)
 from ibkr_tasks.errors import ConfigurationError, NotAuthenticated
 
 logger = logging.getLogger("ibkr_tasks.client")
@@ -86,6 +92,12 @@ class _CachedToken:
             return False
         return self.expires_at is None or self.clock() < self.expires_at - self.margin
 
+    def usable(self, header: str | None, within: float) -> bool:
+        """Whether ``header`` carries the current token and it is still valid ``within`` seconds from now."""
+        if self.value is None or header != f"Bearer {self.value}":
+            return False
+        return self.expires_at is None or self.clock() + within < self.expires_at
+
     def set(self, value: str, expires_at: float | None) -> None:
         register_secret(value)
         self.value = value
@@ -128,14 +140,18 @@ def _load_private_key(
 class OAuth2PrivateKeyJWT:
     """OAuth 2.0 client credentials with ``private_key_jwt`` (RFC 7523), then an SSO session.
 
-    Flow (docs/ibkr-api.md#oauth2; IBKR's OpenAPI spec for the endpoints, ibauth/ibind for the claims):
+    Flow (docs/ibkr-api.md#oauth2):
     1. POST the token endpoint (form): ``grant_type=client_credentials``, ``client_assertion`` = an RS256
        JWT (header ``alg, typ, kid``; claims ``iss = sub = client_id``, ``aud = "/token"``, ``iat``,
        ``exp``), ``client_assertion_type``, ``scope=sso-sessions.write`` -> ``access_token``.
     2. POST the sso-sessions endpoint with ``Authorization: Bearer <access_token>``,
-       ``Content-Type: application/jwt`` and an RS256 JWT body (``ip``, ``credential``, ``iss``, ``iat``,
+       ``Content-Type: application/jwt`` and an RS256 JWT body (``credential``, ``ip``, ``iss``, ``iat``,
        ``exp``) -> ``access_token``: the bearer for ``/v1/api``.
+    ``ip`` is always sent: the configured address, else the one an address-echo service (``ip_echo_url``)
+    answers; with neither, :class:`ConfigurationError` says what to set.
     The bearer is renewed ``margin`` seconds before it expires; concurrent callers share one renewal.
+    ``sso_sessions`` counts the SSO sessions opened: a transport that sees it change opens the brokerage
+    session of the new one (``/iserver/auth/ssodh/init``) before using the new bearer.
     """
 
     def __init__(
@@ -147,9 +163,11 @@ class OAuth2PrivateKeyJWT:
         private_key_path: Path | None = None,
         credential: str,
         ip: str | None = None,
+        ip_echo_url: str | None = OAUTH2_IP_ECHO_URL,
         token_url: str = OAUTH2_TOKEN_URL,
         sso_url: str = OAUTH2_SSO_URL,
         scope: str = "sso-sessions.write",
+        audience: str = "/token",
         margin: float = 120.0,
         assertion_lifetime: float = 60.0,
         sso_lifetime: float = 86_400.0,
@@ -159,48 +177,97 @@ class OAuth2PrivateKeyJWT:
         self.key_id = key_id
         self._key = _load_private_key(private_key, private_key_path)
         self.credential = credential
-        self.ip = ip
+        self.ip = _valid_ip(ip) if ip else None
+        self.ip_echo_url = ip_echo_url or None
+        if self.ip is None and self.ip_echo_url is None:
+            raise ConfigurationError(
+                "OAuth2 needs the caller's public IP for the SSO session (IBKR requires the 'ip' claim): set "
+                "IBKR_OAUTH2_IP, or IBKR_OAUTH2_IP_ECHO_URL to a service that answers it"
+            )
         self.token_url = token_url
         self.sso_url = sso_url
         self.scope = scope
+        self.audience = audience
         self.assertion_lifetime = assertion_lifetime
         self.sso_lifetime = sso_lifetime
         self.clock = clock
+        self.sso_sessions = 0
         self._bearer = _CachedToken(clock, margin)
 
     def __repr__(self) -> str:
         return f"OAuth2PrivateKeyJWT(client_id={self.client_id!r}, key_id={self.key_id!r}, credential={self.credential!r})"
 
     def _sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id, "typ": "JWT"})
+        token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id, "typ": "JWT"})
+        register_secret(token)
+        return token
+
+    def client_assertion_claims(self) -> dict[str, Any]:
+        """The claims of the client assertion (who is asking, for which audience, until when)."""
+        now = int(self.clock())
+        return {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": self.audience,
+            # A few seconds back-dated so a slightly fast server clock accepts it.
+            "iat": now - 10,
+            "exp": now + int(self.assertion_lifetime),
+        }
 
     def client_assertion(self) -> str:
         """The RS256 client-assertion JWT for the token endpoint."""
-        now = int(self.clock())
-        return self._sign(
-            {
-                "iss": self.client_id,
-                "sub": self.client_id,
-                "aud": "/token",
-                # A few seconds back-dated so a slightly fast server clock accepts it (as ibind does).
-                "iat": now - 10,
-                "exp": now + int(self.assertion_lifetime),
-            }
-        )
+        return self._sign(self.client_assertion_claims())
 
-    def sso_assertion(self) -> str:
-        """The RS256 JWT posted to sso-sessions (who the session is for and from where)."""
+    def sso_claims(self, ip: str) -> dict[str, Any]:
+        """The claims of the SSO-session JWT: who the session is for, from which public IP."""
         now = int(self.clock())
-        claims: dict[str, Any] = {
+        return {
             "credential": self.credential,
+            "ip": ip,
             "iss": self.client_id,
             "iat": now,
             "exp": now + int(self.sso_lifetime),
         }
+
+    def sso_assertion(self, ip: str | None = None) -> str:
+        """The RS256 JWT posted to sso-sessions (``ip`` defaults to the configured address)."""
+        address = ip or self.ip
+        if address is None:
+            raise ConfigurationError("sso_assertion() needs the public IP: pass ip= or configure it")
+        return self._sign(self.sso_claims(address))
+
+    async def public_ip(self, http: httpx.AsyncClient) -> str:
+        """The configured IP, else the address the echo service sees this machine's requests come from."""
         if self.ip:
-            # IBKR binds the session to the caller's public IP (ibauth looks it up; we take it from settings).
-            claims["ip"] = self.ip
-        return self._sign(claims)
+            return self.ip
+        url = self.ip_echo_url
+        assert url is not None
+        hint = "set IBKR_OAUTH2_IP to the public IP address IBKR sees your requests come from"
+        try:
+            response = await http.get(url, headers={"Accept": "text/plain, application/json"})
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(
+                f"could not look up the public IP at {url} ({type(exc).__name__}); {hint}"
+            ) from None
+        if response.status_code >= 400:
+            raise ConfigurationError(
+                f"the IP echo service {url} answered HTTP {response.status_code}; {hint}"
+            )
+        text = response.text.strip()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            text = str(body.get("ip", "")).strip()
+        try:
+            address = _valid_ip(text)
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"the IP echo service {url} did not answer an IP address ({snippet(text, 60)!r}); {hint}"
+            ) from None
+        logger.info("public IP for the OAuth2 SSO session, from %s: %s", url, address)
+        return address
 
     async def authorization(self, http: httpx.AsyncClient) -> str | None:
         if not self._bearer.fresh():
@@ -214,7 +281,12 @@ class OAuth2PrivateKeyJWT:
         async with self._bearer.lock:
             self._bearer.clear()
 
+    def still_valid(self, header: str | None, within: float = 0.0) -> bool:
+        """Whether ``header`` (from :meth:`authorization`) is the current bearer, unexpired for ``within`` s."""
+        return self._bearer.usable(header, within)
+
     async def _refresh(self, http: httpx.AsyncClient) -> None:
+        ip = await self.public_ip(http)
         started = self.clock()
         token = await self._post(
             http,
@@ -226,6 +298,8 @@ class OAuth2PrivateKeyJWT:
                 "scope": self.scope,
             },
             what="OAuth2 access token",
+            hint="check IBKR_OAUTH2_CLIENT_ID, IBKR_OAUTH2_KEY_ID and that the private key matches the public "
+            "key registered with IBKR",
         )
         access = token.get("access_token")
         if not isinstance(access, str) or not access:
@@ -239,9 +313,10 @@ class OAuth2PrivateKeyJWT:
         sso = await self._post(
             http,
             self.sso_url,
-            content=self.sso_assertion().encode(),
+            content=self.sso_assertion(ip).encode(),
             headers={"Authorization": f"Bearer {access}", "Content-Type": "application/jwt"},
             what="SSO session",
+            hint="check IBKR_OAUTH2_CREDENTIAL (the IBKR username) and IBKR_OAUTH2_IP (your public IP)",
         )
         bearer = sso.get("access_token")
         if not isinstance(bearer, str) or not bearer:
@@ -257,11 +332,17 @@ class OAuth2PrivateKeyJWT:
             candidates = [started + self.sso_lifetime] + ([access_expiry] if access_expiry else [])
             expires_at = min(candidates)
         self._bearer.set(bearer, expires_at)
+        self.sso_sessions += 1
         logger.info(
-            "obtained an OAuth2 SSO bearer for %s (valid %.0f s)", self.client_id, expires_at - started
+            "opened OAuth2 SSO session %d for %s (bearer valid %.0f s)",
+            self.sso_sessions,
+            self.client_id,
+            expires_at - started,
         )
 
-    async def _post(self, http: httpx.AsyncClient, url: str, *, what: str, **kwargs: Any) -> dict[str, Any]:
+    async def _post(
+        self, http: httpx.AsyncClient, url: str, *, what: str, hint: str, **kwargs: Any
+    ) -> dict[str, Any]:
         try:
             response = await http.post(url, **kwargs)
         except httpx.HTTPError as exc:
@@ -270,8 +351,8 @@ class OAuth2PrivateKeyJWT:
             ) from None
         if response.status_code >= 400:
             raise NotAuthenticated(
-                f"{what} request to {url} failed with HTTP {response.status_code}: {snippet(response.text)}; "
-                "check the OAuth2 client id, key id, private key and credential",
+                f"{what} request to {url} was refused with HTTP {response.status_code}: "
+                f"{_problem(response)}; {hint}",
                 status_code=response.status_code,
                 path=url,
             )
@@ -282,6 +363,25 @@ class OAuth2PrivateKeyJWT:
         if not isinstance(body, dict):
             raise NotAuthenticated(f"{what} response from {url} is not a JSON object", path=url)
         return body
+
+
+def _valid_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ConfigurationError(f"{snippet(value, 60)!r} is not an IP address") from None
+
+
+def _problem(response: httpx.Response) -> str:
+    """An error answer in a sentence: IBKR's problem+json ``title: detail``, else a redacted snippet."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and ("title" in body or "detail" in body):
+        parts = [str(body[k]) for k in ("title", "detail") if body.get(k) not in (None, "")]
+        return snippet(": ".join(parts), 300)
+    return snippet(response.text)
 
 
 def _expiry(body: dict[str, Any], started: float) -> float | None:
@@ -389,6 +489,7 @@ def auth_from_settings(settings: IBKRSettings) -> AuthProvider:
             private_key_path=settings.oauth2_private_key_path,
             credential=settings.oauth2_credential,
             ip=settings.oauth2_ip,
+            ip_echo_url=settings.oauth2_ip_echo_url,
             token_url=settings.oauth2_token_url,
             sso_url=settings.oauth2_sso_url,
             scope=settings.oauth2_scope,

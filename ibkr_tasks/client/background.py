@@ -86,7 +86,8 @@ class BackgroundClient:
             _short_switch_interval(-1)
 
     async def _open(self) -> IBKRClient:
-        return IBKRClient.from_settings(self._settings, **self._client_kwargs)
+        # Entered on the I/O loop, so its background keep-alive runs there too.
+        return await IBKRClient.from_settings(self._settings, **self._client_kwargs).__aenter__()
 
     # --- calls ----------------------------------------------------------------------------------
 

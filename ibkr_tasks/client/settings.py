@@ -6,6 +6,7 @@ Client Portal Web API serves both from the same base URL.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 from pathlib import Path
@@ -27,6 +28,9 @@ IBKR_HOSTED_SUFFIX = "api.ibkr.com"  # api.ibkr.com and 1.api.ibkr.com ... 7.api
 # OAuth 2.0 endpoints (docs/ibkr-api.md#oauth2; IBKR's OpenAPI spec).
 OAUTH2_TOKEN_URL = "https://api.ibkr.com/oauth2/api/v1/token"  # noqa: S105 (a URL, not a password)
 OAUTH2_SSO_URL = "https://api.ibkr.com/gw/api/v1/sso-sessions"
+# Where the caller's public IP is looked up when IBKR_OAUTH2_IP is not set: an address-echo service
+# answering the address it sees, as IBKR's own OAuth 2.0 sample does (plain text, or JSON {"ip": ...}).
+OAUTH2_IP_ECHO_URL = "https://api.ipify.org"
 
 AuthMode = Literal["bearer", "oauth2", "sidecar"]
 TradesScope = Literal["auto", "login", "account"]
@@ -73,7 +77,14 @@ class IBKRSettings(BaseSettings):
         default=None, description="The IBKR username the SSO session is for."
     )
     oauth2_ip: str | None = Field(
-        default=None, description="The caller's public IP sent in the SSO-session JWT."
+        default=None,
+        description="The caller's public IP, sent as the 'ip' claim of the SSO-session JWT; looked up from "
+        "IBKR_OAUTH2_IP_ECHO_URL when unset.",
+    )
+    oauth2_ip_echo_url: str | None = Field(
+        default=OAUTH2_IP_ECHO_URL,
+        description="Address-echo service that answers the caller's public IP (plain text or JSON {'ip': ...}); "
+        "used when IBKR_OAUTH2_IP is unset. Empty or 'off' turns the lookup off.",
     )
     oauth2_token_url: str = OAUTH2_TOKEN_URL
     oauth2_sso_url: str = OAUTH2_SSO_URL
@@ -104,6 +115,12 @@ class IBKRSettings(BaseSettings):
     )
     refresh_margin: float = Field(
         default=120.0, ge=0, description="Refresh OAuth2/sidecar tokens this many seconds before they expire."
+    )
+    keep_alive_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="An open client calls /tickle this often (seconds) to keep the session alive; IBKR asks for "
+        "about once a minute. 0 turns it off.",
     )
 
     def __init__(self, **values: Any) -> None:
@@ -136,6 +153,28 @@ class IBKRSettings(BaseSettings):
             raise ValueError(f"IBKR_API_URL must be an http(s) URL such as {GATEWAY_API_URL}, got {value!r}")
         return value.rstrip("/")
 
+    @field_validator("oauth2_ip")
+    @classmethod
+    def _check_ip(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError("IBKR_OAUTH2_IP must be an IPv4 or IPv6 address, e.g. 203.0.113.7") from None
+
+    @field_validator("oauth2_ip_echo_url")
+    @classmethod
+    def _check_echo_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in {"", "off", "none"}:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                f"IBKR_OAUTH2_IP_ECHO_URL must be an http(s) URL such as {OAUTH2_IP_ECHO_URL}, or 'off'"
+            )
+        return value.strip()
+
     @field_validator("ca_bundle")
     @classmethod
     def _check_bundle(cls, value: Path | None) -> Path | None:
@@ -153,6 +192,11 @@ class IBKRSettings(BaseSettings):
             ]
             if self.oauth2_private_key is None and self.oauth2_private_key_path is None:
                 missing.append("IBKR_OAUTH2_PRIVATE_KEY or IBKR_OAUTH2_PRIVATE_KEY_PATH")
+            if self.oauth2_ip is None and self.oauth2_ip_echo_url is None:
+                # IBKR requires the 'ip' claim in the SSO-session request.
+                missing.append(
+                    "IBKR_OAUTH2_IP (your public IP) or IBKR_OAUTH2_IP_ECHO_URL (a service that tells it)"
+                )
             if missing:
                 raise ValueError(f"auth_mode=oauth2 needs {', '.join(missing)}")
         if self.auth_mode == "sidecar" and not self.sidecar_url:

@@ -33,7 +33,7 @@ import httpx
 from ibkr_tasks.client.auth import AuthProvider, auth_from_settings
 from ibkr_tasks.client.clock import Clock, Sleep
 from ibkr_tasks.client.ratelimit import RateLimiter, get_limiter
-from ibkr_tasks.client.redact import install_log_redaction, snippet
+from ibkr_tasks.client.redact import install_log_redaction, redact, snippet
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import (
     APIError,
@@ -65,6 +65,7 @@ PORTFOLIO_PREFLIGHT = re.compile(r"^/portfolio2?/(?!(?:sub)?accounts/?$)")
 _ACCOUNTS_FIRST = "please query /accounts first"
 _PREFLIGHT_PATHS = frozenset({"/iserver/accounts", "/portfolio/accounts"})
 _NO_BRIDGE = "no bridge"
+_SSODH_INIT = "/iserver/auth/ssodh/init"
 
 
 def needs_iserver_preflight(path: str) -> bool:
@@ -134,6 +135,7 @@ class Transport:
         max_retry_after: float = 120.0,
         jitter: Callable[[], float] = random.random,
         session_ready_checks: int = 5,
+        keep_alive_interval: float | None = None,
     ) -> None:
         install_log_redaction()
         self.settings = settings if settings is not None else IBKRSettings()
@@ -155,6 +157,13 @@ class Transport:
         self.max_retry_after = max_retry_after
         self.jitter = jitter
         self.session_ready_checks = session_ready_checks
+        # Seconds between the tickles of the background keep-alive (0 = none); IBKR asks for ~60 s.
+        self.keep_alive_interval = (
+            self.settings.keep_alive_interval if keep_alive_interval is None else keep_alive_interval
+        )
+        self._keep_alive_task: asyncio.Task[None] | None = None
+        # A bearer is only sent if it stays valid this much longer (network time, clock skew).
+        self.bearer_safety = 1.0
         self._http = httpx.AsyncClient(
             base_url=self.settings.api_url + "/",
             timeout=self.settings.timeout,
@@ -171,6 +180,8 @@ class Transport:
         self._iserver_generation = -1
         self._portfolio_accounts: list[dict[str, Any]] | None = None
         self._portfolio_generation = -1
+        # How many SSO sessions of the auth provider (OAuth 2.0) already have their brokerage session.
+        self._sso_opened = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -178,13 +189,32 @@ class Transport:
         return f"Transport(api_url={self.settings.api_url!r}, auth={self.auth!r})"
 
     async def __aenter__(self) -> Transport:
+        await self.open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def open(self) -> None:
+        """Start the background keep-alive: ``/tickle`` every ``keep_alive_interval`` seconds while open.
+
+        Unattended runs (a flow waiting for fills, a long nightly run, market-data polling) then keep
+        their session without anyone calling :meth:`tickle`. Idempotent; ``async with`` calls it.
+        """
+        if self.keep_alive_interval <= 0:
+            return
+        if self._keep_alive_task is None or self._keep_alive_task.done():
+            self._keep_alive_task = asyncio.create_task(
+                self._keep_alive_loop(self.keep_alive_interval), name="ibkr-keep-alive"
+            )
+
     async def aclose(self) -> None:
-        """Close the HTTP connections (the brokerage session stays open on the gateway)."""
+        """Stop the keep-alive and close the HTTP connections (the brokerage session stays open)."""
+        task, self._keep_alive_task = self._keep_alive_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._http.aclose()
 
     @property
@@ -215,6 +245,8 @@ class Transport:
         """
         method = method.upper()
         path = "/" + path.lstrip("/")
+        # A bearer renewed now opens its brokerage session before the preflight and the request.
+        await self._authorization(path)
         await self._preflight_for(path)
         return await self._call(method, path, params=params, json=json, retry=retry)
 
@@ -304,8 +336,14 @@ class Transport:
         """Tickle every ``interval`` seconds while the block runs (IBKR: about every 60 s).
 
         If a tickle reports the brokerage session as no longer authenticated, it is re-opened with
-        ssodh/init. Failures are logged, never raised into the block.
+        ssodh/init. Failures are logged, never raised into the block. The transport's own background
+        keep-alive (:meth:`open`) pauses meanwhile, so the session is never tickled twice as often.
         """
+        background, self._keep_alive_task = self._keep_alive_task, None
+        if background is not None:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
         task = asyncio.create_task(self._keep_alive_loop(interval))
         try:
             yield
@@ -313,6 +351,8 @@ class Transport:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if background is not None and not self._http.is_closed:
+                await self.open()
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -338,6 +378,8 @@ class Transport:
                     await self._reinit(self._generation)
             except IBKRError as exc:
                 logger.warning("keep-alive tickle failed: %s", exc)
+            except Exception as exc:  # the keep-alive must outlive any failure; the next tickle retries
+                logger.warning("keep-alive tickle failed: %s", redact(f"{type(exc).__name__}: {exc}"))
 
     @staticmethod
     def _session_ok(status: Mapping[str, Any]) -> bool:
@@ -380,17 +422,46 @@ class Transport:
         async with self._session_lock:
             if self._generation != seen_generation:
                 return {}
-            body = await self._call(
-                "POST",
-                "/iserver/auth/ssodh/init",
-                json={"publish": True, "compete": True},
-                retry=True,
-                recover=False,
-            )
-            self._generation += 1
-            self._iserver_accounts = None
-            self._portfolio_accounts = None
-            return body if isinstance(body, dict) else {}
+            return await self._init_locked()
+
+    async def _init_locked(self) -> dict[str, Any]:
+        """``POST /iserver/auth/ssodh/init`` (the caller holds the session lock); resets the preflights."""
+        body = await self._call(
+            "POST",
+            _SSODH_INIT,
+            json={"publish": True, "compete": True},
+            retry=True,
+            recover=False,
+        )
+        self._generation += 1
+        self._iserver_accounts = None
+        self._portfolio_accounts = None
+        # ssodh/init was sent with the newest bearer: its SSO session has its brokerage session now.
+        self._sso_opened = self._auth_sso_sessions() or 0
+        return body if isinstance(body, dict) else {}
+
+    def _still_valid(self, authorization: str | None) -> bool:
+        """Whether ``authorization`` is still the provider's bearer, good for ``bearer_safety`` seconds."""
+        check = getattr(self.auth, "still_valid", None)
+        return True if check is None else bool(check(authorization, self.bearer_safety))
+
+    def _auth_sso_sessions(self) -> int | None:
+        count = getattr(self.auth, "sso_sessions", None)
+        return count if isinstance(count, int) else None
+
+    async def _authorization(self, path: str) -> str | None:
+        """The Authorization header; after the provider opened a new SSO session (a renewed OAuth 2.0
+        bearer), first open that session's brokerage session with ssodh/init (as IBKR's own sample does):
+        requests with the new bearer then never meet a stale or missing brokerage session."""
+        header = await self.auth.authorization(self._http)
+        count = self._auth_sso_sessions()
+        if count is not None and count != self._sso_opened and path != _SSODH_INIT:
+            async with self._session_lock:
+                if self._auth_sso_sessions() != self._sso_opened:
+                    logger.info("new SSO session: opening its brokerage session (ssodh/init)")
+                    await self._init_locked()
+            header = await self.auth.authorization(self._http)
+        return header
 
     async def _call(
         self,
@@ -503,22 +574,33 @@ class Transport:
         retries = self._retries(method, retry)
         failures = 0
         limited = 0
+        renewed_after_wait = False
         while True:
             # The header is fetched before taking a pacing slot: a token refresh must not delay a
             # request past its reserved instant.
-            authorization = await self.auth.authorization(self._http)
+            authorization = await self._authorization(path)
             headers = {"Authorization": authorization} if authorization else None
             started = self.clock()
             error: httpx.HTTPError | None = None
             response: httpx.Response | None = None
+            expired = False
             async with self.limiter.slot(method, path):
                 sent_at = self.clock()
-                try:
-                    response = await self._http.request(
-                        method, path, params=params, json=json, headers=headers
-                    )
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    error = exc
+                # A long pacing wait (5 s for /portfolio/accounts, minutes for /pa) can outlast the bearer
+                # fetched before it: then the slot goes unused (nothing is sent, so no window is crowded)
+                # and the request renews and waits again -- once; a second time it is sent as it is.
+                expired = not renewed_after_wait and not self._still_valid(authorization)
+                if not expired:
+                    try:
+                        response = await self._http.request(
+                            method, path, params=params, json=json, headers=headers
+                        )
+                    except (httpx.TimeoutException, httpx.TransportError) as exc:
+                        error = exc
+            if expired:
+                renewed_after_wait = True
+                logger.info("%s %s: the bearer expired while waiting for pacing; renewing it", method, path)
+                continue
             latency_ms = (self.clock() - sent_at) * 1000
             waited_ms = (sent_at - started) * 1000
 

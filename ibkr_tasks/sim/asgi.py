@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ibkr_tasks.sim import render
+from ibkr_tasks.sim import api_oauth2, render
 from ibkr_tasks.sim.app import match
 from ibkr_tasks.sim.clock import SimClock
 from ibkr_tasks.sim.flex import flex_control, flex_endpoint
@@ -72,6 +72,8 @@ class SimApp:
             response = await self._control(request, path[len("/sim") :])
         elif path.startswith("/flex/"):
             response = await flex_endpoint(self.sim, request, path[len("/flex") :])
+        elif path.startswith(("/oauth2/", "/gw/")):
+            response = await api_oauth2.endpoint(self.sim, request, path)
         else:
             response = error(
                 f"Not Found: {path} (the API lives under {API_PREFIX}, Flex under /flex, control under /sim)",
@@ -128,6 +130,15 @@ class SimApp:
         if st.faults.fail_accounts and params.get("acct") in st.faults.fail_accounts:
             st.stats.faults_5xx += 1
             return respond({"error": "Internal Server Error", "statusCode": 500}, 500)
+        sso: api_oauth2.SSOSession | None = None
+        if st.scenario.oauth2 is not None:
+            # OAuth 2.0 mode: an unexpired SSO bearer, whose brokerage session /iserver needs opened.
+            sso, refused = api_oauth2.bearer_session(st, request)
+            if refused is not None:
+                return refused
+            assert sso is not None
+            if route.iserver and not sso.bridged:
+                return respond(NO_BRIDGE, 400)
         refused = self._session_check(st, q, route, request)
         if refused is not None:
             return refused
@@ -150,6 +161,8 @@ class SimApp:
                 "simulated: the order was accepted but its response was dropped (check live orders)"
             ) from None
         self._timed(st, key, started)
+        if sso is not None and route.key == "/iserver/auth/ssodh/init" and response.status_code == 200:
+            sso.bridged = st.session.brokerage
         return response
 
     @staticmethod
@@ -209,6 +222,8 @@ class SimApp:
             )
         if method == "GET" and path == "/stats":
             return respond(self._stats(st))
+        if method == "GET" and path == "/ip":
+            return api_oauth2.ip_echo(request)
         if method == "GET" and path == "/scenario":
             return Response(st.scenario.model_dump_json(), media_type="application/json")
         if method == "POST" and path == "/advance":
@@ -248,6 +263,7 @@ class SimApp:
             "handler_cpu_ms_max": dict(sorted(st.stats.handler_cpu_ms_max.items())),
             "handler_cpu_ms_max_overall": max(st.stats.handler_cpu_ms_max.values(), default=0.0),
             "executions_total": len(st.book.executions),
+            "oauth2": st.oauth2.stats(),
         }
 
     @staticmethod

@@ -104,6 +104,43 @@ class Quirks(BaseModel):
         return self
 
 
+class OAuth2Scenario(BaseModel):
+    """OAuth 2.0 mode (api.ibkr.com without a gateway): the registered client and its token lifetimes.
+
+    With it, the simulator serves ``POST /oauth2/api/v1/token`` and ``POST /gw/api/v1/sso-sessions`` as
+    IBKR describes them, and every ``/v1/api`` request needs a valid, unexpired SSO bearer
+    (docs/simulator.md#oauth2).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1, description="the client id IBKR assigned at registration")
+    key_id: str = Field(min_length=1, description="'kid' of the registered public key")
+    public_key_pem: str = Field(
+        description="the registered RSA public key (PEM) client assertions verify with"
+    )
+    credential: str | None = Field(
+        default=None, description="the IBKR username SSO sessions may be opened for (None: any)"
+    )
+    audience: str = Field(default="/token", description="the 'aud' the client assertion must name")
+    access_token_seconds: float = Field(default=86_399.0, gt=0, description="lifetime of an access token")
+    bearer_seconds: float = Field(default=3_600.0, gt=0, description="lifetime of an SSO bearer")
+    leeway_seconds: float = Field(default=30.0, ge=0, description="clock skew tolerated on 'exp'")
+
+    @model_validator(mode="after")
+    def _check_key(self) -> OAuth2Scenario:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+        try:
+            key = serialization.load_pem_public_key(self.public_key_pem.encode())
+        except ValueError:
+            raise ValueError("oauth2.public_key_pem is not a PEM public key") from None
+        if not isinstance(key, RSAPublicKey):
+            raise ValueError("oauth2.public_key_pem must be an RSA key (IBKR verifies RS256)")
+        return self
+
+
 class Scenario(BaseModel):
     """A simulated brokerage login: its accounts, holdings, activity, latency and quirks."""
 
@@ -125,6 +162,9 @@ class Scenario(BaseModel):
         default=Decimal("1000000"), description="cash per account per currency at start"
     )
     quirks: Quirks = Field(default_factory=Quirks)
+    oauth2: OAuth2Scenario | None = Field(
+        default=None, description="OAuth 2.0 mode: token and SSO endpoints, bearer-checked API requests"
+    )
 
     @classmethod
     def demo(cls) -> Scenario:

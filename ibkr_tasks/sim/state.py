@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ibkr_tasks.sim import render
+from ibkr_tasks.sim.api_oauth2 import new_state as new_oauth2_state
 from ibkr_tasks.sim.book import Account, Book, Order
 from ibkr_tasks.sim.catalog import Instrument
 from ibkr_tasks.sim.clock import SimClock
@@ -88,6 +89,7 @@ class SimState:
         self.rng_faults = random.Random(f"{scenario.seed}|faults")
         self.rng_orders = random.Random(f"{scenario.seed}|orders")
         self.session.session_hex = f"{self.rng_faults.getrandbits(128):032x}"
+        self.oauth2 = new_oauth2_state(scenario.seed)  # OAuth 2.0 tokens and SSO sessions (Scenario.oauth2)
         self.coids: dict[str, int] = {}
         self.orders: dict[int, Order] = {}
         self.positions_cache: dict[str, list[tuple[Instrument, Decimal, Decimal]]] = {}

@@ -4,7 +4,6 @@ before expiry, one shared refresh for concurrent callers, the sidecar and the st
 from __future__ import annotations
 
 import asyncio
-import json
 from urllib.parse import parse_qs
 
 import httpx
@@ -300,10 +299,111 @@ def test_bad_private_key_error_does_not_echo_the_key() -> None:
     assert "not-a-key-zzz" not in str(err.value)
 
 
-def test_sso_assertion_without_ip_omits_the_claim(pem: str, rsa_key: rsa.RSAPrivateKey) -> None:
-    auth = OAuth2PrivateKeyJWT(client_id=CLIENT_ID, key_id=KEY_ID, private_key=pem, credential=USERNAME)
-    claims = json.loads(
-        json.dumps(jwt.decode(auth.sso_assertion(), rsa_key.public_key(), algorithms=["RS256"]))
-    )
-    assert "ip" not in claims
+async def test_sso_request_always_carries_the_ip_discovered_from_the_echo_service(
+    pem: str, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """Without IBKR_OAUTH2_IP the 'ip' claim holds the address the echo service answers (IBKR requires it)."""
+    echo = "https://echo.example/ip"
+    with respx.mock() as router:
+        server = OAuthServer(router)
+        router.get(echo).respond(200, text="198.51.100.23\n")
+        auth = OAuth2PrivateKeyJWT(
+            client_id=CLIENT_ID, key_id=KEY_ID, private_key=pem, credential=USERNAME, ip_echo_url=echo
+        )
+        async with httpx.AsyncClient() as http:
+            await auth.authorization(http)
+    body = server.sso_route.calls[0].request.content.decode()
+    claims = jwt.decode(body, rsa_key.public_key(), algorithms=["RS256"], options={"verify_exp": False})
+    assert claims["ip"] == "198.51.100.23"
     assert claims["credential"] == USERNAME
+
+
+async def test_echo_service_answering_json_or_garbage(pem: str) -> None:
+    echo = "https://echo.example/ip"
+    auth = OAuth2PrivateKeyJWT(
+        client_id=CLIENT_ID, key_id=KEY_ID, private_key=pem, credential=USERNAME, ip_echo_url=echo
+    )
+    with respx.mock() as router:
+        route = router.get(echo)
+        async with httpx.AsyncClient() as http:
+            route.respond(200, json={"ip": "2001:db8::7"})
+            assert await auth.public_ip(http) == "2001:db8::7"
+            route.respond(200, text="<html>captive portal</html>")
+            with pytest.raises(ConfigurationError, match="IBKR_OAUTH2_IP"):
+                await auth.public_ip(http)
+            route.mock(side_effect=httpx.ConnectError("offline"))
+            with pytest.raises(ConfigurationError, match="set IBKR_OAUTH2_IP"):
+                await auth.public_ip(http)
+
+
+def test_no_ip_and_no_echo_service_is_a_configuration_error(pem: str) -> None:
+    with pytest.raises(ConfigurationError, match="IBKR_OAUTH2_IP"):
+        OAuth2PrivateKeyJWT(
+            client_id=CLIENT_ID, key_id=KEY_ID, private_key=pem, credential=USERNAME, ip_echo_url=None
+        )
+    with pytest.raises(ConfigurationError, match=r"IBKR_OAUTH2_IP .*or IBKR_OAUTH2_IP_ECHO_URL"):
+        IBKRSettings(
+            auth_mode="oauth2",
+            oauth2_client_id=CLIENT_ID,
+            oauth2_key_id=KEY_ID,
+            oauth2_private_key=pem,
+            oauth2_credential=USERNAME,
+            oauth2_ip_echo_url="off",
+        )
+    with pytest.raises(ConfigurationError, match="oauth2_ip"):
+        IBKRSettings(oauth2_ip="my-laptop")
+
+
+def test_configured_ip_is_used_without_a_lookup(pem: str, rsa_key: rsa.RSAPrivateKey) -> None:
+    settings = IBKRSettings(
+        auth_mode="oauth2",
+        oauth2_client_id=CLIENT_ID,
+        oauth2_key_id=KEY_ID,
+        oauth2_private_key=pem,
+        oauth2_credential=USERNAME,
+        oauth2_ip=" 203.0.113.9 ",
+        oauth2_ip_echo_url="off",
+    )
+    auth = auth_from_settings(settings)
+    assert isinstance(auth, OAuth2PrivateKeyJWT)
+    claims = jwt.decode(auth.sso_assertion(), rsa_key.public_key(), algorithms=["RS256"])
+    assert claims["ip"] == "203.0.113.9"
+    assert claims["credential"] == USERNAME
+
+
+async def test_bearer_that_expires_during_a_pacing_wait_is_renewed_before_sending(pem: str) -> None:
+    """/portfolio/accounts is paced to one request per 5 s; a request queued behind another can wait
+    longer than its bearer has left. It then gives up its slot, renews and waits again, rather than
+    send a bearer the server refuses."""
+    clock = FakeClock(start=1_750_000_000.0)
+    base = "https://api.ibkr.com/v1/api"
+    expiry: dict[str, float] = {}
+    arrivals: list[tuple[float, str]] = []
+
+    def sso(request: httpx.Request) -> httpx.Response:
+        bearer = f"sso-bearer-{len(expiry) + 1}"
+        expiry[bearer] = clock() + 10
+        return httpx.Response(200, json={"access_token": bearer, "expires_in": 10})
+
+    def accounts(request: httpx.Request) -> httpx.Response:
+        bearer = request.headers["authorization"].split()[1]
+        arrivals.append((clock(), bearer))
+        if clock() >= expiry[bearer]:
+            return httpx.Response(401, json={"error": "bearer expired"})
+        return httpx.Response(200, json=[])
+
+    with respx.mock() as router:
+        router.post(OAUTH2_TOKEN_URL).respond(200, json={"access_token": "access-x1", "expires_in": 86399})
+        router.post(OAUTH2_SSO_URL).mock(side_effect=sso)
+        init = router.post(f"{base}/iserver/auth/ssodh/init").respond(200, json={"authenticated": True})
+        router.get(f"{base}/portfolio/accounts").mock(side_effect=accounts)
+        settings = IBKRSettings(api_url=base, username=USERNAME)
+        auth = provider(pem, clock, margin=2)
+        async with Transport(settings, auth=auth, clock=clock, sleep=clock.sleep, keep_alive_interval=0) as t:
+            await t.request("GET", "/portfolio/accounts")  # t=0, bearer 1 valid until t=10
+            await clock.sleep(4.5)
+            # bearer 1 is fresh (5.5 s left); the second request's slot is at t=10, when it has expired
+            await asyncio.gather(*(t.request("GET", "/portfolio/accounts") for _ in range(2)))
+    assert all(when < expiry[bearer] for when, bearer in arrivals), arrivals
+    assert [b for _, b in arrivals] == ["sso-bearer-1", "sso-bearer-1", "sso-bearer-2"]
+    assert init.call_count == 2  # the renewed SSO session opened its brokerage session too

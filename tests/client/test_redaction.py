@@ -12,7 +12,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import parse_qs
 
+import httpx
 import pytest
 import respx
 import uvicorn
@@ -146,21 +148,74 @@ async def test_oauth2_tokens_are_not_logged(caplog: pytest.LogCaptureFixture) ->
     )
     access, bearer = "oauth-access-Zq81x0y7", "sso-bearer-Pw55k2m9"
     base = "https://api.ibkr.com/v1/api"
+    sent: dict[str, str] = {}
+
+    def token(request: httpx.Request) -> httpx.Response:
+        sent["assertion"] = parse_qs(request.content.decode())["client_assertion"][0]
+        return httpx.Response(200, json={"access_token": access, "expires_in": 86399})
+
+    def sso(request: httpx.Request) -> httpx.Response:
+        sent["sso"] = request.content.decode()
+        return httpx.Response(200, json={"access_token": bearer, "active": True})
+
     with respx.mock() as router:
-        router.post(OAUTH2_TOKEN_URL).respond(200, json={"access_token": access, "expires_in": 86399})
-        router.post(OAUTH2_SSO_URL).respond(200, json={"access_token": bearer, "expires_in": 3600})
+        router.get("https://echo.example/ip").respond(200, text="198.51.100.4")
+        router.post(OAUTH2_TOKEN_URL).mock(side_effect=token)
+        router.post(OAUTH2_SSO_URL).mock(side_effect=sso)
+        router.post(f"{base}/iserver/auth/ssodh/init").respond(200, json={"authenticated": True})
         router.get(f"{base}/iserver/contract/9/info").respond(
-            500, json={"error": f"upstream said: access_token={access} bearer {bearer}"}
+            500, json={"error": f"upstream said: access_token={access} bearer {bearer} jwt {sent.get('sso')}"}
         )
-        auth = OAuth2PrivateKeyJWT(client_id="C1", key_id="k1", private_key=pem, credential="user1")
+        auth = OAuth2PrivateKeyJWT(
+            client_id="C1",
+            key_id="k1",
+            private_key=pem,
+            credential="user1",
+            ip_echo_url="https://echo.example/ip",
+        )
         settings = IBKRSettings(api_url=base, username="user1")
         async with Transport(settings, auth=auth, max_retries=0) as t:
             with pytest.raises(IBKRError) as err:
                 await t.request("GET", "/iserver/contract/9/info")
-    for secret in (access, bearer):
+    assert "opened OAuth2 SSO session" in caplog.text  # the renewal path did log
+    for secret in (access, bearer, sent["assertion"], sent["sso"]):
         assert secret not in caplog.text
         assert secret not in str(err.value)
     assert "BEGIN PRIVATE KEY" not in caplog.text and "BEGIN PRIVATE KEY" not in repr(auth)
+
+
+async def test_oauth2_refusal_echoing_secrets_does_not_leak_them(caplog: pytest.LogCaptureFixture) -> None:
+    """IBKR's problem+json detail is shown in the error, with any echoed token or assertion removed."""
+    caplog.set_level(logging.DEBUG)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    access = "oauth-access-Kq22m4n8"
+
+    def sso(request: httpx.Request) -> httpx.Response:
+        detail = (
+            f"SSO session JWT: claim 'ip' must be the caller's public IP address "
+            f"(got {request.content.decode()} with {request.headers['authorization']})"
+        )
+        return httpx.Response(
+            400,
+            json={"type": "/simple", "title": "Bad Request", "status": 400, "detail": detail},
+            headers={"content-type": "application/problem+json"},
+        )
+
+    with respx.mock() as router:
+        router.post(OAUTH2_TOKEN_URL).respond(200, json={"access_token": access, "expires_in": 60})
+        sso_route = router.post(OAUTH2_SSO_URL).mock(side_effect=sso)
+        auth = OAuth2PrivateKeyJWT(
+            client_id="C1", key_id="k1", private_key=key, credential="u1", ip="192.0.2.1"
+        )
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(NotAuthenticated) as err:
+                await auth.authorization(http)
+    assertion = sso_route.calls[0].request.content.decode()
+    message = str(err.value)
+    assert "'ip'" in message and "HTTP 400" in message  # the claim IBKR named reaches the user
+    for secret in (access, assertion):
+        assert secret not in message and secret not in repr(err.value.args)
+        assert secret not in caplog.text
 
 
 def test_redact_removes_credential_shaped_text() -> None:

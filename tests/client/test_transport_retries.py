@@ -41,7 +41,10 @@ def router():
 
 def make(clock: FakeClock, sleep: RecordingSleep | None = None) -> Transport:
     settings = IBKRSettings(api_url=BASE, access_token="placeholder")
-    return Transport(settings, clock=clock, sleep=sleep or clock.sleep, jitter=lambda: 0.5)
+    # No background keep-alive: these tests record every sleep of the transport.
+    return Transport(
+        settings, clock=clock, sleep=sleep or clock.sleep, jitter=lambda: 0.5, keep_alive_interval=0
+    )
 
 
 async def test_429_honours_retry_after(router: respx.MockRouter, clock: FakeClock) -> None:
