@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=20, help="kill -9s per database")
     parser.add_argument("--fuzz-examples", type=int, default=10_000)
     parser.add_argument("--fuzz-timeout", type=float, default=1500.0, help="seconds, from the start")
-    parser.add_argument("--budget", type=float, default=900.0, help="seconds for the kill and storm parts")
+    parser.add_argument("--budget", type=float, default=2400.0, help="seconds for the kill and storm parts")
     parser.add_argument(
         "--only",
         action="append",
