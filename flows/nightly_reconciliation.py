@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow
@@ -46,6 +47,7 @@ from ibkr_tasks.reporting import (
     AccountOutcome,
     CommissionBreak,
     PositionBreak,
+    Window,
     publish_account,
     publish_summary,
 )
@@ -79,11 +81,36 @@ def _apply_ingest(outcome: AccountOutcome, result: Any) -> None:
     ]
 
 
-def _apply_reconcile(outcome: AccountOutcome, result: Any) -> None:
-    outcome.position_breaks = [
-        PositionBreak(conid=b.conid, symbol=b.symbol, expected=b.expected, actual=b.actual)
-        for b in result.breaks
-    ]
+def _apply_reconcile(outcome: AccountOutcome, result: Any, positions: list[Any]) -> None:
+    held = {p.conid: p for p in positions}  # the broker's mark price, multiplier and currency
+    outcome.position_breaks = []
+    for b in result.breaks:
+        pos = held.get(b.conid)
+        outcome.position_breaks.append(
+            PositionBreak(
+                conid=b.conid,
+                symbol=b.symbol or (pos.symbol if pos else None),
+                expected=b.expected,
+                actual=b.actual,
+                price=pos.mkt_price if pos else None,
+                multiplier=pos.multiplier if pos else b.multiplier,
+                currency=pos.currency if pos else None,
+            )
+        )
+    outcome.resolved = result.resolved
+    outcome.as_of = result.taken_at
+
+
+def _window() -> Window:
+    """The trading date this run reconciles (its scheduled start, in New York) and its day window."""
+    start = flow_run.get_scheduled_start_time() if flow_run.get_id() else None
+    days = (flow_run.get_parameters() or {}).get("days", 1) if flow_run.get_id() else 1
+    return Window.at(start or datetime.now(UTC), int(days))
+
+
+def _run_name() -> str:
+    """``reconcile-2026-11-30``: nightly runs are named after the trading date they reconcile."""
+    return _window().run_name
 
 
 async def _reconcile_account(
@@ -97,6 +124,7 @@ async def _reconcile_account(
     """ingest -> positions -> reconcile for one account; failures are caught and reported, not raised."""
     logger = get_run_logger()
     outcome = AccountOutcome(account_id=account_id)
+    outcome.last_success = await asyncio.to_thread(ledger.last_reconciled_at, account_id)
     await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
         if fills is None:
@@ -106,9 +134,9 @@ async def _reconcile_account(
         # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
         # twice per task call to look for futures; at 200 fills x 16 accounts that stalls the run.
         ingested = await ingest_fills(
-            ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected)
+            ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected), as_state=True
         )
-        _apply_ingest(outcome, ingested)
+        _apply_ingest(outcome, await ingested.aresult())
         positions = await fetch_positions(client, account_id)
         outcome.positions = len(positions.items)
         if positions.rejected:
@@ -123,8 +151,9 @@ async def _reconcile_account(
             opaque(positions.items),
             run_id,
             not_before=max((f.trade_time for f in fills.items), default=None),
+            as_state=True,
         )
-        _apply_reconcile(outcome, reconciled)
+        _apply_reconcile(outcome, await reconciled.aresult(), positions.items)
         outcome.status = "breaks" if outcome.breaks else "completed"
     except Exception as exc:  # one account's failure must not stop the others
         outcome.status = "failed"
@@ -163,7 +192,7 @@ async def _keep_contracts(client: BackgroundClient, ledger: Ledger, known: set[i
     get_run_logger().info("kept contract info of %d new instrument(s)", stored)
 
 
-@flow(name="nightly-reconciliation", retries=0, validate_parameters=True)
+@flow(name="nightly-reconciliation", flow_run_name=_run_name, retries=0, validate_parameters=True)
 async def nightly_reconciliation(
     accounts: list[str] | None = None,
     days: Annotated[int, Field(ge=1, le=7)] = 1,
@@ -191,6 +220,7 @@ async def nightly_reconciliation(
     settings = await aresolve_settings(credentials)
     flow_run_id = flow_run.get_id()
     run_id = flow_run_id or f"local-{uuid.uuid4()}"
+    window = _window()
     ledger = await asyncio.to_thread(Ledger, ledger_url)
     logger.info("ledger: %r", ledger)
     pacing = await configure_rate_limits(settings)
@@ -214,7 +244,7 @@ async def nightly_reconciliation(
         logger.info("reconciling %d account(s), %d day(s) of executions", len(targets), days)
 
         progress_id = await acreate_progress_artifact(
-            progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled in run {run_id}"
+            progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled, {window.describe()}"
         )
         fills: dict[str, ParseResult[Fill]] = {}
         collect_error: str | None = None
@@ -250,7 +280,7 @@ async def nightly_reconciliation(
             if collect_error and outcome.error:
                 outcome.error = f"collecting fills failed: {collect_error}"
             # Reporting talks to Prefect, not IBKR: it does not hold one of the accounts' slots.
-            await publish_account(outcome, run_id)
+            await publish_account(outcome, run_id, window)
             done += 1
             await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
             return outcome
@@ -261,7 +291,7 @@ async def nightly_reconciliation(
         outcomes.append(
             AccountOutcome(account_id=account_id, status="failed", error="not an account of this IBKR login")
         )
-    await publish_summary(outcomes, run_id)
+    await publish_summary(outcomes, run_id, window)
     summary = {
         "run_id": run_id,
         "accounts": [o.as_dict() for o in outcomes],
@@ -283,14 +313,19 @@ async def nightly_reconciliation(
             o.quarantined,
             o.breaks,
         )
+        if o.breaks:
+            logger.warning("%s: %s", o.headline(), "; ".join(o.instruments()))
     problems = []
     if failed:
         problems.append(f"{len(failed)} account(s) failed: {', '.join(failed)}")
     if fail_on_breaks and with_breaks:
         problems.append(f"{len(with_breaks)} account(s) with breaks: {', '.join(with_breaks)}")
+    breaks_text = "; ".join(o.headline() for o in outcomes if o.breaks)
     if problems:
-        return Failed(message="; ".join(problems), data=summary)
-    message = f"{len(outcomes)} account(s) reconciled"
+        return Failed(message="; ".join(problems + ([breaks_text] if breaks_text else [])), data=summary)
+    clean = len(outcomes) - len(with_breaks)
     if with_breaks:
-        message += f"; breaks in {', '.join(with_breaks)}"
+        message = f"{breaks_text}; {clean} of {len(outcomes)} account(s) without breaks ({window.describe()})"
+    else:
+        message = f"{len(outcomes)} account(s) reconciled, no breaks ({window.describe()})"
     return Completed(message=message, data=summary)
