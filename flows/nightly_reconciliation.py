@@ -43,6 +43,7 @@ from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import AccountInfo, Fill, ParseResult
 from ibkr_tasks.prefect_limits import configure_rate_limits
 from ibkr_tasks.reporting import (
+    BREAKS_TAG,
     PROGRESS_KEY,
     AccountOutcome,
     CommissionBreak,
@@ -106,6 +107,18 @@ def _window() -> Window:
     start = flow_run.get_scheduled_start_time() if flow_run.get_id() else None
     days = (flow_run.get_parameters() or {}).get("days", 1) if flow_run.get_id() else 1
     return Window.at(start or datetime.now(UTC), int(days))
+
+
+async def _tag_run(flow_run_id: str, tag: str) -> None:
+    """Add ``tag`` to this flow run: the run list and the run page show tags, not state messages."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            run = await client.read_flow_run(uuid.UUID(str(flow_run_id)))
+            await client.update_flow_run(run.id, tags=sorted({*run.tags, tag}))
+    except Exception as exc:  # a label only: never fail the run over it
+        get_run_logger().warning("could not tag the run %r (%s: %s)", tag, type(exc).__name__, exc)
 
 
 def _run_name() -> str:
@@ -321,6 +334,8 @@ async def nightly_reconciliation(
     if fail_on_breaks and with_breaks:
         problems.append(f"{len(with_breaks)} account(s) with breaks: {', '.join(with_breaks)}")
     breaks_text = "; ".join(o.headline() for o in outcomes if o.breaks)
+    if with_breaks and flow_run_id:
+        await _tag_run(flow_run_id, BREAKS_TAG)
     if problems:
         return Failed(message="; ".join(problems + ([breaks_text] if breaks_text else [])), data=summary)
     clean = len(outcomes) - len(with_breaks)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from ibkr_tasks.formatting import money, number, signed
 
 SUMMARY_KEY = "ibkr-reconciliation"
+BREAKS_TAG = "breaks"  # added to a nightly run with breaks: the run list shows tags, not messages
 PROGRESS_KEY = "ibkr-reconciliation-progress"
 EVENT_BREAK = "ibkr.reconciliation.break"
 EVENT_COMPLETED = "ibkr.reconciliation.completed"
@@ -300,7 +301,6 @@ def break_report(outcome: AccountOutcome, run_id: str, window: Window | None = N
     if o.error:
         lines += ["## Error", "", f"```\n{o.error}\n```", ""]
     if o.breaks:
-        lines += [f"**{o.headline()}**.", ""]
         values = o.break_values()
         unpriced = [b for b in o.position_breaks if b.value is None]
         if values:

@@ -480,6 +480,8 @@ def test_breaks_show_where_users_look_first(
     flow_run = prefect_api(lambda c: c.read_flow_run(run_id))
     assert flow_run.name == Window.at(datetime.now(UTC)).run_name  # reconcile-YYYY-MM-DD
     assert flow_run.state.message == message
+    assert "breaks" in flow_run.tags  # the run list shows tags, not messages
+    assert "breaks" not in prefect_api(lambda c: c.read_flow_run(_flow_run_id(fixed))).tags
 
     tasks = {t.name: t for t in _task_runs(run_id)}
     reconcile = tasks[f"reconcile-positions-{victim}"]
