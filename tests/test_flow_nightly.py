@@ -437,8 +437,6 @@ def test_breaks_show_where_users_look_first(
     "1 break resolved"."""
     from datetime import UTC, datetime, timedelta
 
-    from ibkr_tasks.reporting import Window
-
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with running_simulator(CLEAN) as sim:
         monkeypatch.setenv("IBKR_API_URL", sim.api_url)
@@ -478,6 +476,8 @@ def test_breaks_show_where_users_look_first(
 
     run_id = _flow_run_id(broken)
     flow_run = prefect_api(lambda c: c.read_flow_run(run_id))
+    from ibkr_tasks.reporting import Window
+
     assert flow_run.name == Window.at(datetime.now(UTC)).run_name  # reconcile-YYYY-MM-DD
     assert flow_run.state.message == message
     assert "breaks" in flow_run.tags  # the run list shows tags, not messages
