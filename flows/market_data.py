@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.formatting import number
 from ibkr_tasks.models import Snapshot
 from ibkr_tasks.prefect_limits import configure_rate_limits
 
@@ -29,7 +30,7 @@ def _fmt(s: Snapshot) -> str:
     for name in ("last", "bid", "ask", "volume"):
         value = getattr(s, name)
         if value is not None:
-            parts.append(f"{name}={value}")
+            parts.append(f"{name}={number(value)}")
     if s.last_is_prior_close:
         parts.append("(prior close)")
     if s.halted:

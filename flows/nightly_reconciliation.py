@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow
@@ -49,10 +50,12 @@ from ibkr_tasks.models import AccountInfo, Fill, ParseResult
 from ibkr_tasks.prefect_limits import configure_rate_limits
 from ibkr_tasks.reconcile import fills_to_recheck
 from ibkr_tasks.reporting import (
+    BREAKS_TAG,
     PROGRESS_KEY,
     AccountOutcome,
     CommissionBreak,
     PositionBreak,
+    Window,
     publish_account,
     publish_summary,
 )
@@ -86,11 +89,48 @@ def _apply_ingest(outcome: AccountOutcome, result: Any) -> None:
     ]
 
 
-def _apply_reconcile(outcome: AccountOutcome, result: Any) -> None:
-    outcome.position_breaks = [
-        PositionBreak(conid=b.conid, symbol=b.symbol, expected=b.expected, actual=b.actual)
-        for b in result.breaks
-    ]
+def _apply_reconcile(outcome: AccountOutcome, result: Any, positions: list[Any]) -> None:
+    held = {p.conid: p for p in positions}  # the broker's mark price, multiplier and currency
+    outcome.position_breaks = []
+    for b in result.breaks:
+        pos = held.get(b.conid)
+        outcome.position_breaks.append(
+            PositionBreak(
+                conid=b.conid,
+                symbol=b.symbol or (pos.symbol if pos else None),
+                expected=b.expected,
+                actual=b.actual,
+                price=pos.mkt_price if pos else None,
+                multiplier=pos.multiplier if pos else b.multiplier,
+                currency=pos.currency if pos else None,
+            )
+        )
+    outcome.resolved = result.resolved
+    outcome.as_of = result.taken_at
+
+
+def _window() -> Window:
+    """The trading date this run reconciles (its scheduled start, in New York) and its day window."""
+    start = flow_run.get_scheduled_start_time() if flow_run.get_id() else None
+    days = (flow_run.get_parameters() or {}).get("days", 1) if flow_run.get_id() else 1
+    return Window.at(start or datetime.now(UTC), int(days))
+
+
+async def _tag_run(flow_run_id: str, tag: str) -> None:
+    """Add ``tag`` to this flow run: the run list and the run page show tags, not state messages."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            run = await client.read_flow_run(uuid.UUID(str(flow_run_id)))
+            await client.update_flow_run(run.id, tags=sorted({*run.tags, tag}))
+    except Exception as exc:  # a label only: never fail the run over it
+        get_run_logger().warning("could not tag the run %r (%s: %s)", tag, type(exc).__name__, exc)
+
+
+def _run_name() -> str:
+    """``reconcile-2026-11-30``: nightly runs are named after the trading date they reconcile."""
+    return _window().run_name
 
 
 async def _reconcile_account(
@@ -109,6 +149,7 @@ async def _reconcile_account(
     ``accountId``, not found in ``fills_by_account``."""
     logger = get_run_logger()
     outcome = AccountOutcome(account_id=account_id)
+    outcome.last_success = await asyncio.to_thread(ledger.last_reconciled_at, account_id)
     await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
         if own_trades:
@@ -133,9 +174,9 @@ async def _reconcile_account(
         # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
         # twice per task call to look for futures; at 200 fills x 16 accounts that stalls the run.
         ingested = await ingest_fills(
-            ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected)
+            ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected), as_state=True
         )
-        _apply_ingest(outcome, ingested)
+        _apply_ingest(outcome, await ingested.aresult())
         if positions.rejected:
             quarantined = await ingest_fills(
                 ledger, account_id, [], run_id, rejected=opaque(positions.rejected)
@@ -148,8 +189,9 @@ async def _reconcile_account(
             opaque(positions.items),
             run_id,
             not_before=max((f.trade_time for f in fills.items), default=None),
+            as_state=True,
         )
-        _apply_reconcile(outcome, reconciled)
+        _apply_reconcile(outcome, await reconciled.aresult(), positions.items)
         outcome.status = "breaks" if outcome.breaks else "completed"
     except Exception as exc:  # one account's failure must not stop the others
         outcome.status = "failed"
@@ -188,7 +230,7 @@ async def _keep_contracts(client: BackgroundClient, ledger: Ledger, known: set[i
     get_run_logger().info("kept contract info of %d new instrument(s)", stored)
 
 
-@flow(name="nightly-reconciliation", retries=0, validate_parameters=True)
+@flow(name="nightly-reconciliation", flow_run_name=_run_name, retries=0, validate_parameters=True)
 async def nightly_reconciliation(
     accounts: list[str] | None = None,
     days: Annotated[int, Field(ge=1, le=7)] = 1,
@@ -220,6 +262,7 @@ async def nightly_reconciliation(
     settings = await aresolve_settings(credentials)
     flow_run_id = flow_run.get_id()
     run_id = flow_run_id or f"local-{uuid.uuid4()}"
+    window = _window()
     ledger = await asyncio.to_thread(Ledger, ledger_url)
     logger.info("ledger: %r", ledger)
     pacing = await configure_rate_limits(settings)
@@ -243,7 +286,7 @@ async def nightly_reconciliation(
         logger.info("reconciling %d account(s), %d day(s) of executions", len(targets), days)
 
         progress_id = await acreate_progress_artifact(
-            progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled in run {run_id}"
+            progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled, {window.describe()}"
         )
         fills: Mapping[str, ParseResult[Fill]] = {}
         own_trades: set[str] = set()
@@ -291,7 +334,7 @@ async def nightly_reconciliation(
             if collect_error and outcome.error:
                 outcome.error = f"collecting fills failed: {collect_error}"
             # Reporting talks to Prefect, not IBKR: it does not hold one of the accounts' slots.
-            await publish_account(outcome, run_id)
+            await publish_account(outcome, run_id, window)
             done += 1
             await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
             return outcome
@@ -303,7 +346,7 @@ async def nightly_reconciliation(
         outcomes.append(
             AccountOutcome(account_id=account_id, status="failed", error="not an account of this IBKR login")
         )
-    await publish_summary(outcomes, run_id)
+    await publish_summary(outcomes, run_id, window)
     summary = {
         "run_id": run_id,
         "accounts": [o.as_dict() for o in outcomes],
@@ -325,14 +368,21 @@ async def nightly_reconciliation(
             o.quarantined,
             o.breaks,
         )
+        if o.breaks:
+            logger.warning("%s: %s", o.headline(), "; ".join(o.instruments()))
     problems = []
     if failed:
         problems.append(f"{len(failed)} account(s) failed: {', '.join(failed)}")
     if fail_on_breaks and with_breaks:
         problems.append(f"{len(with_breaks)} account(s) with breaks: {', '.join(with_breaks)}")
+    breaks_text = "; ".join(o.headline() for o in outcomes if o.breaks)
+    if with_breaks and flow_run_id:
+        await _tag_run(flow_run_id, BREAKS_TAG)
     if problems:
-        return Failed(message="; ".join(problems), data=summary)
-    message = f"{len(outcomes)} account(s) reconciled"
+        return Failed(message="; ".join(problems + ([breaks_text] if breaks_text else [])), data=summary)
+    clean = len(outcomes) - len(with_breaks)
     if with_breaks:
-        message += f"; breaks in {', '.join(with_breaks)}"
+        message = f"{breaks_text}; {clean} of {len(outcomes)} account(s) without breaks ({window.describe()})"
+    else:
+        message = f"{len(outcomes)} account(s) reconciled, no breaks ({window.describe()})"
     return Completed(message=message, data=summary)

@@ -45,6 +45,7 @@ from ibkr_tasks.errors import (
     ServerError,
     TransportError,
 )
+from ibkr_tasks.formatting import money, number
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import OrderRequest, Position, TimeInForce
 from ibkr_tasks.prefect_limits import configure_rate_limits
@@ -106,15 +107,21 @@ async def record_plan_task(ledger: Ledger, plan: RebalancePlan) -> int:
     return await asyncio.to_thread(record_plan, ledger, plan)
 
 
+def _run_name() -> str:
+    """``rebalance-DU1234567-dry-run`` / ``rebalance-DU1234567-execute``: the mode in the run list."""
+    parameters = flow_run.get_parameters() or {}
+    mode = "dry-run" if parameters.get("dry_run", True) else "execute"
+    return f"rebalance-{str(parameters.get('account_id', '')).upper()}-{mode}"
+
+
 async def publish_plan(plan: RebalancePlan, dry_run: bool) -> None:
-    """The plan table artifact (conid, symbol, current, target, delta, price, notional, action)."""
-    total = format(plan.total_notional.quantize(Decimal("0.01")), ",f")
+    """The plan table artifact (conid, symbol, action, cOID, quantities, order terms, notional)."""
     await acreate_table_artifact(
         table=plan.table() or [{"conid": "", "symbol": "", "action": "nothing to do"}],
         key=artifact_key("rebalance-plan", plan.account_id),
         description=(
-            f"{'Dry run' if dry_run else 'Rebalance'} plan of {plan.account_id} (run {plan.run_id}): "
-            f"{len(plan.orders)} order(s), {total} notional, NLV {plan.net_liquidation}"
+            f"{'Dry run' if dry_run else 'Rebalance'} plan of {plan.account_id} at "
+            f"{plan.as_of:%Y-%m-%d %H:%M} UTC: {plan.describe()}"
         ),
     )
 
@@ -148,7 +155,7 @@ async def publish_report(report: ExecutionReport) -> None:
         )
 
 
-@flow(name="rebalance", flow_run_name="rebalance-{account_id}", retries=0, validate_parameters=True)
+@flow(name="rebalance", flow_run_name=_run_name, retries=0, validate_parameters=True)
 async def rebalance(
     account_id: str,
     targets: dict[str, Any] | None = None,
@@ -248,8 +255,16 @@ async def rebalance(
             logger.error("no plan: %s", exc)
             return Failed(message=f"rebalance of {acct} refused: {exc}")
         await publish_plan(plan, params.dry_run)
+        logger.info("plan of %s: %s", acct, plan.describe())
         for row in plan.rows:
-            logger.info("%s %s: %s -> %s (%s)", row.conid, row.symbol, row.current, row.target, row.action)
+            logger.info(
+                "%s %s: %s -> %s (%s)",
+                row.conid,
+                row.symbol,
+                number(row.current),
+                number(row.target, missing="not a target"),
+                row.action,
+            )
         for warning in plan.warnings:
             logger.warning("%s", warning)
         try:
@@ -272,7 +287,8 @@ async def rebalance(
             except IBKRError as exc:  # e.g. a repeated run_id whose cOID now carries another price
                 return Failed(message=f"dry run of {acct}: the plan could not be stored: {exc}", data=summary)
             return Completed(
-                message=f"dry run: {n} order(s) planned for {acct}, nothing sent (ledger orders, status planned)",
+                message=f"dry run: {n} order(s) planned for {acct} ({plan.describe()}), nothing sent "
+                "(ledger orders, status planned)",
                 data=summary,
             )
         try:
@@ -293,6 +309,14 @@ async def rebalance(
         f"{len(report.placed)} order(s) placed for {acct}, {report.fills_new} new fill(s) in the ledger; "
         f"{len(off)} target(s) off by one unit or more"
     )
+    filled = [o for o in report.placed if o.filled]
+    if filled:
+        message += "; filled: " + ", ".join(
+            f"{o.side.lower()} {number(o.filled)} {o.symbol or o.conid}"
+            + (f" at {money(o.avg_price, o.currency)}" if o.avg_price is not None else "")
+            for o in filled[:5]
+        )
+        message += f" and {len(filled) - 5} more" if len(filled) > 5 else ""
     if report.fills_missing:
         message += (
             f"; fills of {len(report.fills_missing)} order(s) not yet in IBKR's trades "

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from ibkr_tasks.formatting import money, number, signed
 
 SUMMARY_KEY = "ibkr-reconciliation"
+BREAKS_TAG = "breaks"  # added to a nightly run with breaks: the run list shows tags, not messages
 PROGRESS_KEY = "ibkr-reconciliation-progress"
 EVENT_BREAK = "ibkr.reconciliation.break"
 EVENT_COMPLETED = "ibkr.reconciliation.completed"
@@ -34,14 +39,30 @@ def account_resource(account_id: str) -> dict[str, str]:
 
 @dataclass
 class PositionBreak:
+    """A position the ledger and the broker disagree on; ``price``/``multiplier``/``currency`` are the
+    broker's (mark price of its positions row) when it holds the instrument, else unknown."""
+
     conid: int
     symbol: str | None
     expected: Decimal
     actual: Decimal
+    price: Decimal | None = None
+    multiplier: Decimal | None = None
+    currency: str | None = None
 
     @property
     def delta(self) -> Decimal:
         return self.actual - self.expected
+
+    @property
+    def value(self) -> Decimal | None:
+        """What the difference is worth: ``delta x price x multiplier`` (None without a price)."""
+        if self.price is None:
+            return None
+        return self.delta * self.price * (self.multiplier if self.multiplier is not None else Decimal(1))
+
+    def label(self) -> str:
+        return f"{self.symbol} ({self.conid})" if self.symbol else f"conid {self.conid}"
 
 
 @dataclass
@@ -56,6 +77,55 @@ class CommissionBreak:
         if self.old is None or self.new is None:
             return None
         return self.new - self.old
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+_SESSION_OPEN = time(9, 30)
+
+
+def trading_date(moment: datetime) -> date:
+    """The US trading date a reconciliation at ``moment`` covers: that day in New York once its
+    session opened (09:30), the day before otherwise; weekends fall back to the Friday.
+    Exchange holidays are not known here: a run on one names that weekday."""
+    local = moment.astimezone(NEW_YORK)
+    day = local.date() if local.time() >= _SESSION_OPEN else local.date() - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return day
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one nightly run reconciles: a trading date and how many days of executions it fetched."""
+
+    trading_date: date
+    days: int = 1
+
+    @classmethod
+    def at(cls, moment: datetime, days: int = 1) -> Window:
+        return cls(trading_date=trading_date(moment), days=days)
+
+    @property
+    def run_name(self) -> str:
+        """The flow run's name: ``reconcile-2026-11-30`` (``-last-3-days`` with a wider window)."""
+        tail = "" if self.days == 1 else f"-last-{self.days}-days"
+        return f"reconcile-{self.trading_date.isoformat()}{tail}"
+
+    def describe(self) -> str:
+        return f"trading date {self.trading_date.isoformat()}, executions of the last {_days(self.days)}"
+
+    @property
+    def first_day(self) -> date:
+        """The earliest date the executions window reaches (``days`` calendar days, this one included)."""
+        return self.trading_date - timedelta(days=self.days - 1)
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
 @dataclass
@@ -76,6 +146,9 @@ class AccountOutcome:
     position_breaks: list[PositionBreak] = field(default_factory=list)
     commission_breaks: list[CommissionBreak] = field(default_factory=list)
     error: str | None = None
+    resolved: int = 0  # earlier open breaks this run found settled
+    as_of: datetime | None = None  # when the broker's positions were taken
+    last_success: datetime | None = None  # the account's last successful run before this one
 
     @property
     def breaks(self) -> int:
@@ -100,16 +173,111 @@ class AccountOutcome:
             **self.counts(),
             "commissions_pending": self.commissions_pending,
             "positions": self.positions,
+            "resolved": self.resolved,
             "error": self.error,
         }
 
+    def instruments(self) -> list[str]:
+        """What broke, as a person names it: ``AAPL (265598)``, ``commission 0000e0d5...``."""
+        return [b.label() for b in self.position_breaks] + [
+            f"commission {c.execution_id}" for c in self.commission_breaks
+        ]
+
+    def break_values(self) -> dict[str, Decimal]:
+        """What the position differences are worth, per currency (breaks without a price left out)."""
+        totals: dict[str, Decimal] = {}
+        for b in self.position_breaks:
+            if b.value is not None:
+                key = b.currency or ""
+                totals[key] = totals.get(key, Decimal(0)) + b.value
+        return totals
+
+    def headline(self) -> str:
+        """``3 breaks in DU123 (2 positions worth +1,234.00 USD, 1 commission change)``."""
+        if self.status == "failed":
+            return f"{self.account_id} failed: {self.error}"
+        if not self.breaks:
+            return f"{self.account_id}: no breaks"
+        return self.breaks_text(f" in {self.account_id}")
+
+    def breaks_text(self, where: str = "") -> str:
+        """``3 breaks (2 positions worth +1,234.00 USD, 1 commission change)``."""
+        parts = []
+        if self.position_breaks:
+            worth = ", ".join(money(v, c or None, sign=True) for c, v in sorted(self.break_values().items()))
+            parts.append(
+                _plural(len(self.position_breaks), "position") + (f" worth {worth}" if worth else "")
+            )
+        if self.commission_breaks:
+            parts.append(_plural(len(self.commission_breaks), "commission change"))
+        return f"{_plural(self.breaks, 'break')}{where} ({', '.join(parts)})"
+
+    def gap(self, window: Window) -> Gap | None:
+        """The trading days since the last successful run that this run's window does not cover."""
+        if self.last_success is None:
+            return None
+        last = trading_date(self.last_success)
+        missed = []
+        day = last + timedelta(days=1)
+        while day < window.first_day:
+            if day.weekday() < 5:
+                missed.append(day)
+            day += timedelta(days=1)
+        if not missed:
+            return None
+        return Gap(last_success=self.last_success, missed=missed, window=window)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Trading days no successful run fetched executions for (a missed night)."""
+
+    last_success: datetime
+    missed: list[date]
+    window: Window
+
+    @property
+    def days_needed(self) -> int:
+        """The ``days`` a run on this trading date needs to cover the first missed day."""
+        return (self.window.trading_date - self.missed[0]).days + 1
+
+    def advice(self, account_id: str) -> str:
+        missed = ", ".join(d.isoformat() for d in self.missed)
+        text = (
+            f"The last successful reconciliation of {account_id} ran {_when(self.last_success)} "
+            f"(trading date {trading_date(self.last_success).isoformat()}); this run fetched executions of "
+            f"the last {_days(self.window.days)} only, so fills of {missed} were never fetched (a missed "
+            "night). "
+        )
+        if self.days_needed <= MAX_DAYS:
+            return text + (
+                f"Run nightly-reconciliation once with `days={self.days_needed}` (IBKR keeps {MAX_DAYS} days of "
+                "executions); the fills come in and the breaks resolve."
+            )
+        return text + (
+            f"That is more than IBKR's {MAX_DAYS} days of executions: load the missing days from a Flex "
+            f"statement, then run nightly-reconciliation with `days={MAX_DAYS}`."
+        )
+
+
+MAX_DAYS = 7
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "unknown"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
 
 def summary_table(outcomes: list[AccountOutcome]) -> list[dict[str, Any]]:
-    """One row per account for the run's table artifact."""
+    """One row per account for the run's table artifact: what needs a look first, then the counts."""
     return [
         {
             "account": o.account_id,
             "status": o.status,
+            "breaks": o.breaks,
+            "error": o.error or "",
+            "resolved": o.resolved,
             "fills new": o.fills_new,
             "fills updated": o.fills_updated,
             "fills superseded": o.fills_superseded,
@@ -117,69 +285,94 @@ def summary_table(outcomes: list[AccountOutcome]) -> list[dict[str, Any]]:
             "commissions changed": o.commissions_changed,
             "commissions pending": o.commissions_pending,
             "quarantined": o.quarantined,
-            "breaks": o.breaks,
-            "error": o.error or "",
         }
         for o in outcomes
     ]
 
 
-def _fmt(value: Decimal | None) -> str:
-    if value is None:
-        return "pending"
-    text = format(value.normalize(), "f")
-    return text
-
-
-def break_report(outcome: AccountOutcome, run_id: str) -> str:
-    """The markdown report of one account: its position breaks and commission changes."""
-    lines = [
-        f"# Reconciliation {outcome.account_id}",
-        "",
-        f"Run `{run_id}` - status **{outcome.status}**",
-        "",
-    ]
-    if outcome.error:
-        lines += ["## Error", "", f"```\n{outcome.error}\n```", ""]
+def break_report(outcome: AccountOutcome, run_id: str, window: Window | None = None) -> str:
+    """The markdown report of one account: how many breaks, as of when, what they are worth, the
+    likely cause, then each position break and commission change."""
+    o = outcome
+    lines = [f"# Reconciliation {o.account_id}: {o.breaks_text() if o.breaks else o.status}", ""]
+    context = [window.describe()] if window else []
+    context += [f"positions as of {_when(o.as_of)}", f"status **{o.status}**", f"run `{run_id}`"]
+    lines += [" · ".join(context), ""]
+    if o.error:
+        lines += ["## Error", "", f"```\n{o.error}\n```", ""]
+    if o.breaks:
+        values = o.break_values()
+        unpriced = [b for b in o.position_breaks if b.value is None]
+        if values:
+            worth = "; ".join(money(v, c or None, sign=True) for c, v in sorted(values.items()))
+            lines += [f"The position differences are worth {worth} at the broker's mark price.", ""]
+        if unpriced:
+            lines += [
+                f"No price for {', '.join(b.label() for b in unpriced)}: the broker no longer lists "
+                "the position, so its value is unknown.",
+                "",
+            ]
+    if o.resolved:
+        lines += [f"{_plural(o.resolved, 'break')} resolved since the last run (no longer different).", ""]
+    gap = o.gap(window) if window else None
+    if gap is not None:
+        lines += ["## Likely cause" if o.breaks else "## Missed night", "", gap.advice(o.account_id), ""]
     lines += [
-        f"Fills: {outcome.fills_new} new, {outcome.fills_updated} updated, {outcome.fills_superseded} superseded; "
-        f"commissions: {outcome.commissions_finalised} finalised, {outcome.commissions_changed} changed, "
-        f"{outcome.commissions_pending} pending; quarantined rows: {outcome.quarantined}.",
+        f"Fills: {o.fills_new} new, {o.fills_updated} updated, {o.fills_superseded} superseded; "
+        f"commissions: {o.commissions_finalised} finalised, {o.commissions_changed} changed, "
+        f"{o.commissions_pending} pending; quarantined rows: {o.quarantined}.",
         "",
     ]
-    if outcome.position_breaks:
+    if o.position_breaks:
         lines += [
             "## Position breaks",
             "",
-            "| conid | symbol | ledger (expected) | broker (actual) | delta |",
-            "|---:|---|---:|---:|---:|",
+            "| instrument | ledger (expected) | broker (actual) | difference | mark price | value | currency |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         lines += [
-            f"| {b.conid} | {b.symbol or ''} | {_fmt(b.expected)} | {_fmt(b.actual)} | {_fmt(b.delta)} |"
-            for b in outcome.position_breaks
+            f"| {b.label()} | {number(b.expected)} | {number(b.actual)} | {signed(b.delta)} | "
+            f"{money(b.price)} | {money(b.value, sign=True)} | {b.currency or ''} |"
+            for b in o.position_breaks
         ]
         lines.append("")
-    if outcome.commission_breaks:
+    if o.commission_breaks:
         lines += [
             "## Commission changes",
             "",
-            "| execution | before | after | delta | currency |",
+            "| execution | before | after | difference | currency |",
             "|---|---:|---:|---:|---|",
         ]
         lines += [
-            f"| {c.execution_id} | {_fmt(c.old)} | {_fmt(c.new)} | {_fmt(c.delta)} | {c.currency or ''} |"
-            for c in outcome.commission_breaks
+            f"| {c.execution_id} | {money(c.old, missing='pending')} | {money(c.new, missing='pending')} | "
+            f"{money(c.delta, missing='', sign=True)} | {c.currency or ''} |"
+            for c in o.commission_breaks
         ]
         lines.append("")
-    if not outcome.position_breaks and not outcome.commission_breaks and not outcome.error:
+    if not o.breaks and not o.error:
         lines.append("No breaks: the ledger agrees with IBKR.")
     return "\n".join(lines)
 
 
-def event_payload(outcome: AccountOutcome, run_id: str) -> dict[str, Any]:
-    """Event payload: counts and the breaks, as JSON-safe values (decimals as strings)."""
+def summary_text(outcome: AccountOutcome) -> str:
+    """One line a person reads in the UI: account, breaks, resolved, counts."""
+    o = outcome
+    head = o.headline() if (o.breaks or o.status == "failed") else f"{o.account_id}: {o.status}, no breaks"
+    text = (
+        f"{head}; {o.resolved} resolved; fills {o.fills_new} new, {o.fills_updated} updated, "
+        f"{o.fills_superseded} superseded; commissions {o.commissions_finalised} finalised, "
+        f"{o.commissions_changed} changed; {o.quarantined} quarantined"
+    )
+    return text
+
+
+def event_payload(outcome: AccountOutcome, run_id: str, window: Window | None = None) -> dict[str, Any]:
+    """Event payload: a readable ``summary`` first, then counts and the breaks as JSON-safe values
+    (decimals as strings)."""
     return {
+        "summary": summary_text(outcome),
         "run_id": run_id,
+        **({"trading_date": window.trading_date.isoformat(), "days": window.days} if window else {}),
         **outcome.as_dict(),
         "position_breaks": [
             {
@@ -188,6 +381,9 @@ def event_payload(outcome: AccountOutcome, run_id: str) -> dict[str, Any]:
                 "expected": str(b.expected),
                 "actual": str(b.actual),
                 "delta": str(b.delta),
+                "price": None if b.price is None else str(b.price),
+                "value": None if b.value is None else str(b.value),
+                "currency": b.currency,
             }
             for b in outcome.position_breaks
         ],
@@ -203,29 +399,47 @@ def event_payload(outcome: AccountOutcome, run_id: str) -> dict[str, Any]:
     }
 
 
-async def publish_account(outcome: AccountOutcome, run_id: str) -> None:
+def summary_resource(outcome: AccountOutcome) -> dict[str, str]:
+    """A related resource whose id IS the readable summary.
+
+    Prefect's UI shows an event's resource and related resources in its Details tab, never the
+    payload (that is under Raw); a resource of an unknown role is shown by its id, in full.
+    Automations should match ``ibkr.account.*`` and read the payload, not this id.
+    """
+    return {
+        "prefect.resource.id": f"ibkr.summary: {summary_text(outcome)}",
+        "prefect.resource.role": "summary",
+        "prefect.resource.name": outcome.account_id,
+    }
+
+
+async def publish_account(outcome: AccountOutcome, run_id: str, window: Window | None = None) -> None:
     """The break report artifact and the events of one account."""
     from prefect.artifacts import acreate_markdown_artifact
     from prefect.events import emit_event
 
+    when = f" ({window.describe()})" if window else ""
     await acreate_markdown_artifact(
-        markdown=break_report(outcome, run_id),
+        markdown=break_report(outcome, run_id, window),
         key=artifact_key("ibkr-breaks", outcome.account_id),
-        description=f"Reconciliation breaks of {outcome.account_id}",
+        description=f"{outcome.headline()}{when}",
     )
-    payload = event_payload(outcome, run_id)
+    payload = event_payload(outcome, run_id, window)
+    resource = account_resource(outcome.account_id)
+    related = [summary_resource(outcome)]
     if outcome.breaks:
-        emit_event(EVENT_BREAK, resource=account_resource(outcome.account_id), payload=payload)
-    emit_event(EVENT_COMPLETED, resource=account_resource(outcome.account_id), payload=payload)
+        emit_event(EVENT_BREAK, resource=resource, related=related, payload=payload)
+    emit_event(EVENT_COMPLETED, resource=resource, related=related, payload=payload)
 
 
-async def publish_summary(outcomes: list[AccountOutcome], run_id: str) -> None:
+async def publish_summary(outcomes: list[AccountOutcome], run_id: str, window: Window | None = None) -> None:
     from prefect.artifacts import acreate_table_artifact
 
+    what = window.describe() if window else f"run {run_id}"
     await acreate_table_artifact(
         table=summary_table(outcomes),
         key=SUMMARY_KEY,
-        description=f"IBKR nightly reconciliation {run_id}: one row per account",
+        description=f"IBKR nightly reconciliation, {what}: one row per account",
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -492,3 +493,129 @@ def test_self_check_asks_by_account_id_when_a_login_wide_answer_missed_an_accoun
         assert report.ok, report.summary()
         stats = sim.stats()
     assert stats["requests"]["GET /iserver/account/trades"] == 3  # 1 + (1 + the account's own)
+
+
+def _task_runs(flow_run_id: Any) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    return prefect_api(lambda c: c.read_task_runs(flow_run_filter=flt))
+
+
+def _run_logs(flow_run_id: Any) -> list[Any]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
+
+    flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=30))
+    deadline = time.monotonic() + 20
+    while not (logs := prefect_api(lambda c: c.read_logs(log_filter=flt, limit=200, offset=0))):
+        assert time.monotonic() < deadline, "no WARNING reached the run's log"
+        time.sleep(0.5)  # run logs reach the server in batches
+    return logs
+
+
+def test_breaks_show_where_users_look_first(
+    gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run with breaks says so in its state message, its reconcile task's message, a WARNING naming
+    the instrument, the summary table's first columns and the account's report (how many, as of when,
+    worth what, the likely cause); the run is named after the trading date; fixing the books shows
+    "1 break resolved"."""
+    from datetime import UTC, datetime, timedelta
+
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_simulator(CLEAN) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        first = run_flow(days=1, ledger_url=ledger_url)
+        victim = first.summary["accounts"][0]["account_id"]
+        engine = create_engine(ledger_url)
+        with engine.begin() as conn:  # one opening position off by one, and a missed night
+            conid = conn.execute(
+                text("select min(conid) from position_snapshots where account_id = :a"), {"a": victim}
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "update position_snapshots set position = position + 1 where account_id = :a and conid = :c"
+                ),
+                {"a": victim, "c": conid},
+            )
+            conn.execute(
+                text("update accounts set last_reconciled_at = :t where account_id = :a"),
+                {"a": victim, "t": datetime.now(UTC) - timedelta(days=6)},
+            )
+        broken = run_flow(days=1, ledger_url=ledger_url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "update position_snapshots set position = position - 1 where account_id = :a and conid = :c"
+                ),
+                {"a": victim, "c": conid},
+            )
+        fixed = run_flow(days=1, ledger_url=ledger_url)
+        engine.dispose()
+
+    assert broken.state.is_completed()
+    message = broken.state.message
+    assert message.startswith(f"1 break in {victim} (1 position worth "), message
+    assert re.search(r"worth [+-][\d,]+\.\d{2,} [A-Z]{3}\)", message), message  # value and currency
+    assert f"1 of {CLEAN.accounts} account(s) without breaks" in message
+
+    run_id = _flow_run_id(broken)
+    flow_run = prefect_api(lambda c: c.read_flow_run(run_id))
+    from ibkr_tasks.reporting import Window
+
+    assert flow_run.name == Window.at(datetime.now(UTC)).run_name  # reconcile-YYYY-MM-DD
+    assert flow_run.state.message == message
+    assert "breaks" in flow_run.tags  # the run list shows tags, not messages
+    assert "breaks" not in prefect_api(lambda c: c.read_flow_run(_flow_run_id(fixed))).tags
+
+    tasks = {t.name: t for t in _task_runs(run_id)}
+    reconcile = tasks[f"reconcile-positions-{victim}"]
+    assert reconcile.state.message.startswith("1 position break(s): "), reconcile.state.message
+    assert f"({conid}) ledger " in reconcile.state.message
+
+    warnings = [log.message for log in _run_logs(run_id)]
+    assert any(m.startswith(f"1 break in {victim}") and f"({conid})" in m for m in warnings), warnings
+
+    summary = latest_artifact(SUMMARY_KEY)
+    assert summary["flow_run_id"] == str(_flow_run_id(fixed))
+    assert "trading date " in summary["description"] and "last 1 day" in summary["description"]
+    assert str(run_id) not in summary["description"]
+    rows = _table_rows(summary["data"])
+    assert list(rows[0])[:4] == ["account", "status", "breaks", "error"]
+
+    async def report_of(c: Any, flow_run_id: Any) -> str:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+        found = await c.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[artifact_key("ibkr-breaks", victim)]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
+        return found[0].data
+
+    report = prefect_api(lambda c: report_of(c, run_id))
+    assert report.startswith(f"# Reconciliation {victim}: 1 break (1 position worth ")
+    assert "positions as of " in report and re.search(r"\| [+-][\d,]+\.\d{2,} \| [A-Z]{3} \|", report), report
+    assert "## Likely cause" in report and "Run nightly-reconciliation once with `days=" in report
+    resolved = prefect_api(lambda c: report_of(c, _flow_run_id(fixed)))
+    assert "1 break resolved since the last run" in resolved
+    assert fixed.state.message.startswith(f"{CLEAN.accounts} account(s) reconciled, no breaks")
+
+
+def test_reconciliation_events_carry_a_readable_summary(story: Story) -> None:
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    flt = EventFilter(event=EventNameFilter(name=[EVENT_BREAK]))
+    deadline = time.monotonic() + 20
+    while not (events := prefect_api(lambda c: c.read_events(filter=flt, limit=50)).events):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    event = events[0]
+    account = event.resource.id.removeprefix("ibkr.account.")
+    summary = event.payload["summary"]
+    assert summary.startswith(f"{event.payload['breaks']} break") and account in summary
+    assert "fills " in summary and "commissions " in summary
+    # What the UI's Details tab shows: the resource and the related resources, by id.
+    shown = [r.id for r in event.related]
+    assert f"ibkr.summary: {summary}" in shown

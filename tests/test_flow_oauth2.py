@@ -47,6 +47,9 @@ def test_nightly_run_in_oauth2_mode_crosses_bearer_renewals_without_a_failed_req
     scenario = Scenario(
         seed=21,
         accounts=30,
+        # An FA login: one trades request for all 30. On a multi-account login the 30 per-account trades
+        # requests queue 5 s apart, longer than the test's 8 s bearers (IBKR's last hours).
+        fa=True,
         positions_per_account=120,
         fills_per_account_per_day=4,
         history_days=2,

@@ -7,6 +7,7 @@ test_rebalance_execute.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -86,6 +87,21 @@ async def run(**kw: Any):
     return await rebalance(return_state=True, **kw)
 
 
+async def run_name(state: Any) -> str:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return (await client.read_flow_run(state.state_details.flow_run_id)).name
+
+
+def table(artifact_row: dict[str, Any] | None) -> list[dict[str, Any]]:
+    import json
+
+    assert artifact_row is not None
+    data = artifact_row["data"]
+    return list(json.loads(data) if isinstance(data, str) else data)
+
+
 async def test_dry_run_places_nothing_stores_the_plan_and_publishes_it(
     sim: SimulatorHandle, tmp_path
 ) -> None:
@@ -103,6 +119,14 @@ async def test_dry_run_places_nothing_stores_the_plan_and_publishes_it(
     plan = await artifact(artifact_key("rebalance-plan", paper))
     assert plan is not None and plan["type"] == "table"
     assert str(AAPL) in plan["data"] and "notional" in plan["data"]
+    assert await run_name(state) == f"rebalance-{paper}-dry-run"
+    rows = {r["conid"]: r for r in table(plan)}
+    assert list(rows[AAPL])[:4] == ["conid", "symbol", "action", "cOID"]
+    assert rows[AAPL]["cOID"] == planned[AAPL]["coid"] and rows[AAPL]["price is"] == "limit"
+    assert rows[AAPL]["type"] == "LMT" and rows[AAPL]["tif"] == "DAY"
+    assert all("E+" not in v and v != "None" for r in rows.values() for v in map(str, r.values()))
+    assert re.search(r"NLV [\d,]+\.\d\d [A-Z]{3}", plan["description"]), plan["description"]
+    assert "NLV" in (state.message or "")
 
     rows = order_rows(ledger_url, data["run_id"])
     assert {r.coid for r in rows} == {o["coid"] for o in data["orders"]}
@@ -149,6 +173,13 @@ async def test_executed_rebalance_reaches_targets_and_books_fills(sim: Simulator
     assert {r.status for r in order_rows(ledger_url, data["run_id"])} == {"Filled"}
     result = await artifact(artifact_key("rebalance-result", paper))
     assert result is not None and str(AAPL) in result["data"] and "achieved" in result["data"]
+    assert await run_name(state) == f"rebalance-{paper}-execute"
+    orders = table(await artifact(artifact_key("rebalance-orders", paper)))
+    assert orders and all(o["status"] == "Filled" for o in orders)
+    for o in orders:  # what filled, at which average price, in which currency
+        assert o["filled"] == o["quantity"], o
+        assert re.fullmatch(r"[\d,]+\.\d{2,} [A-Z]{3}", o["avg price"]), o
+    assert "filled: buy " in (state.message or "")
 
 
 async def test_live_account_without_allow_live_is_refused_before_any_request(
@@ -253,6 +284,10 @@ async def test_unknown_prompt_fails_the_run_with_its_text_and_places_nothing(
         assert handle.truth(paper)["orders"] == []
         (row,) = order_rows(ledger_url, "rebalance-prompt-test")
         assert row.status == "prompt_refused" and row.prompts[0]["confirmed"] is False
+        (order,) = table(await artifact(artifact_key("rebalance-orders", paper)))
+        asked = row.prompts[0]["message_ids"][0]
+        opening = " ".join(row.prompts[0]["messages"][0].split())[:40]
+        assert order["prompts"].startswith(f"{asked} (declined): {opening}"), order
 
 
 async def test_unexpected_error_after_the_order_was_accepted_still_records_it_as_placed(

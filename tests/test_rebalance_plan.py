@@ -367,4 +367,22 @@ def test_plan_table_has_the_artifact_columns() -> None:
     (row,) = plan.table()
     assert {"conid", "symbol", "current", "target", "delta", "price", "notional"} <= set(row)
     assert row["current"] == "100" and row["target"] == "125" and row["delta"] == "25"
-    assert row["notional"] == "5000"
+    assert row["notional"] == "5,000.00 USD"
+
+
+def test_plan_table_shows_the_coid_order_terms_and_keeps_long_reasons_last() -> None:
+    plan = build_plan(
+        params({str(AAPL): 3125}, target_kind="quantity"), inputs({AAPL: "100", SPY: "10"}), "r1"
+    )
+    rows = {r["conid"]: r for r in plan.table()}
+    buy, kept = rows[AAPL], rows[SPY]
+    assert list(buy)[:4] == ["conid", "symbol", "action", "cOID"]  # visible without scrolling
+    assert list(buy)[-1] == "note"
+    assert buy["action"] == "buy 3,025" and buy["cOID"].startswith("rb-") and buy["cOID"].endswith("-B-3025")
+    assert buy["target"] == "3,125" and buy["type"] == "LMT" and buy["tif"] == "DAY"
+    assert buy["price is"] == "limit" and "E" not in buy["notional"] and buy["notional"].endswith(" USD")
+    assert kept["action"] == "kept" and kept["note"] == "not in targets (liquidate_unlisted=false)"
+    assert kept["target"] == "(not a target)" and kept["cOID"] == "" and kept["notional"] == ""
+    market = build_plan(params({str(AAPL): 0.25}, pricing="market"), inputs({AAPL: "100"}), "r1").table()[0]
+    assert market["type"] == "MKT" and market["price is"] == "snapshot"
+    assert "NLV 100,000.00 USD" in plan.describe()

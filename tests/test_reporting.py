@@ -1,18 +1,23 @@
 """Reconciliation reports: artifact keys Prefect accepts, break reports users read, event payloads."""
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 
+from ibkr_tasks.formatting import money, number, signed
 from ibkr_tasks.reporting import (
     AccountOutcome,
     CommissionBreak,
     PositionBreak,
+    Window,
     account_resource,
     artifact_key,
     break_report,
     event_payload,
+    summary_resource,
     summary_table,
+    trading_date,
 )
 
 
@@ -34,7 +39,15 @@ def _outcome() -> AccountOutcome:
         status="breaks",
         fills_new=3,
         position_breaks=[
-            PositionBreak(conid=265598, symbol="AAPL", expected=Decimal("10"), actual=Decimal("12"))
+            PositionBreak(
+                conid=265598,
+                symbol="AAPL",
+                expected=Decimal("10"),
+                actual=Decimal("12"),
+                price=Decimal("1850.5"),
+                multiplier=Decimal(1),
+                currency="USD",
+            )
         ],
         commission_breaks=[
             CommissionBreak(
@@ -47,11 +60,51 @@ def _outcome() -> AccountOutcome:
     )
 
 
+WINDOW = Window(trading_date=date(2026, 11, 30), days=1)
+
+
 def test_break_report_shows_positions_and_commission_deltas() -> None:
-    text = break_report(_outcome(), "run-1")
-    assert "| 265598 | AAPL | 10 | 12 | 2 |" in text
-    assert "| 0000e0d5.6576fd38.01.01 | 1 | 1.25 | 0.25 | USD |" in text
+    text = break_report(_outcome(), "run-1", WINDOW)
+    assert "| AAPL (265598) | 10 | 12 | +2 | 1,850.50 | +3,701.00 | USD |" in text
+    assert "| 0000e0d5.6576fd38.01.01 | 1.00 | 1.25 | +0.25 | USD |" in text
     assert "No breaks" not in text
+
+
+def test_break_report_says_how_many_when_and_what_it_is_worth() -> None:
+    outcome = _outcome()
+    outcome.as_of = datetime(2026, 11, 30, 23, 31, tzinfo=UTC)
+    outcome.resolved = 3
+    text = break_report(outcome, "run-1", WINDOW)
+    assert text.splitlines()[0] == (
+        "# Reconciliation DU111: 2 breaks (1 position worth +3,701.00 USD, 1 commission change)"
+    )
+    assert "trading date 2026-11-30, executions of the last 1 day" in text
+    assert "positions as of 2026-11-30 23:31 UTC" in text
+    assert "worth +3,701.00 USD at the broker's mark price" in text
+    assert "3 breaks resolved since the last run" in text
+    assert "Likely cause" not in text  # no missed night: nothing to guess
+
+
+def test_break_report_names_a_missed_night_and_what_to_run() -> None:
+    outcome = _outcome()
+    outcome.last_success = datetime(2026, 11, 25, 23, 35, tzinfo=UTC)  # Wednesday evening
+    text = break_report(outcome, "run-1", WINDOW)  # Monday's run, one day of executions
+    assert "## Likely cause" in text
+    assert "fills of 2026-11-26, 2026-11-27 were never fetched" in text
+    assert "Run nightly-reconciliation once with `days=5`" in text
+    covered = break_report(outcome, "run-1", Window(trading_date=date(2026, 11, 30), days=5))
+    assert "Likely cause" not in covered
+
+
+def test_break_report_without_a_price_says_the_value_is_unknown() -> None:
+    outcome = AccountOutcome(
+        account_id="DU111",
+        status="breaks",
+        position_breaks=[PositionBreak(conid=8314, symbol="IBM", expected=Decimal(5), actual=Decimal(0))],
+    )
+    text = break_report(outcome, "r", WINDOW)
+    assert "| IBM (8314) | 5 | 0 | -5 | unknown | unknown |  |" in text
+    assert "No price for IBM (8314)" in text
 
 
 def test_break_report_says_so_when_clean() -> None:
@@ -61,13 +114,59 @@ def test_break_report_says_so_when_clean() -> None:
 def test_event_payload_is_json_safe_and_names_the_account() -> None:
     import json
 
-    payload = event_payload(_outcome(), "run-1")
+    payload = event_payload(_outcome(), "run-1", WINDOW)
     assert json.loads(json.dumps(payload))["position_breaks"][0]["delta"] == "2"
-    assert payload["breaks"] == 2
+    assert payload["position_breaks"][0]["value"] == "3701.0"
+    assert payload["breaks"] == 2 and payload["trading_date"] == "2026-11-30"
     assert account_resource("DU111")["prefect.resource.id"] == "ibkr.account.DU111"
 
 
-def test_summary_table_has_one_row_per_account() -> None:
+def test_event_summary_is_readable_where_the_ui_shows_it() -> None:
+    summary = event_payload(_outcome(), "run-1")["summary"]
+    assert summary.startswith("2 breaks in DU111 (1 position worth +3,701.00 USD, 1 commission change)")
+    assert "fills 3 new" in summary
+    # The UI's Details tab lists resources by id, never the payload: the summary is a resource id.
+    assert summary_resource(_outcome())["prefect.resource.id"] == f"ibkr.summary: {summary}"
+
+
+def test_summary_table_puts_what_needs_a_look_first() -> None:
     rows = summary_table([_outcome(), AccountOutcome(account_id="DU222", status="failed", error="boom")])
     assert [r["account"] for r in rows] == ["DU111", "DU222"]
+    assert list(rows[0])[:4] == ["account", "status", "breaks", "error"]
     assert rows[0]["breaks"] == 2 and rows[1]["error"] == "boom"
+
+
+@pytest.mark.parametrize(
+    ("moment", "day"),
+    [
+        (datetime(2026, 11, 30, 23, 30, tzinfo=UTC), date(2026, 11, 30)),  # Monday 18:30 in New York
+        (datetime(2026, 12, 1, 3, 0, tzinfo=UTC), date(2026, 11, 30)),  # Monday 22:00 NY, Tuesday in UTC
+        (datetime(2026, 12, 1, 12, 0, tzinfo=UTC), date(2026, 11, 30)),  # Tuesday 07:00 NY: before the open
+        (datetime(2026, 11, 29, 18, 0, tzinfo=UTC), date(2026, 11, 27)),  # Sunday: the Friday
+        (datetime(2026, 7, 6, 22, 30, tzinfo=UTC), date(2026, 7, 6)),  # summer time (EDT)
+    ],
+)
+def test_trading_date_is_new_yorks(moment: datetime, day: date) -> None:
+    assert trading_date(moment) == day
+    assert Window.at(moment).run_name == f"reconcile-{day.isoformat()}"
+    assert Window.at(moment, 3).run_name == f"reconcile-{day.isoformat()}-last-3-days"
+
+
+@pytest.mark.parametrize(
+    ("value", "plain", "amount"),
+    [
+        ("1.25E+3", "1,250", "1,250.00 USD"),
+        ("945.0", "945", "945.00 USD"),
+        ("2336647.47", "2,336,647.47", "2,336,647.47 USD"),
+        ("173569.4", "173,569.4", "173,569.40 USD"),
+        ("3.155", "3.155", "3.155 USD"),
+        ("-0.00", "0", "0.00 USD"),
+        ("-1000", "-1,000", "-1,000.00 USD"),
+    ],
+)
+def test_numbers_are_plain_grouped_and_carry_the_currency(value: str, plain: str, amount: str) -> None:
+    assert number(Decimal(value)) == plain
+    assert money(Decimal(value), "USD") == amount
+    assert "E" not in number(Decimal(value)) and "E" not in money(Decimal(value))
+    assert number(None, missing="-") == "-" and money(None, "USD") == "unknown"
+    assert signed(Decimal(2)) == "+2" and signed(Decimal(-2)) == "-2"

@@ -145,6 +145,7 @@ def test_the_nightly_cron_deployment_gets_scheduled_runs(prefect_server: Server)
                     DeploymentScheduleCreate(
                         schedule=CronSchedule(cron=declared["cron"], timezone=declared["timezone"]),
                         active=declared.get("active", True),
+                        slug=declared["slug"],  # the server keeps the readable slug as declared
                     )
                 ],
             )
@@ -169,6 +170,19 @@ def test_the_nightly_cron_deployment_gets_scheduled_runs(prefect_server: Server)
         assert (local.hour, local.minute) == (hour, minute)
         assert local.weekday() < 5  # Monday to Friday
         assert run.auto_scheduled
+
+
+def test_the_schedules_zone_is_written_where_users_read_it() -> None:
+    """The UI's schedule card shows "At 06:30 PM, Monday through Friday" without a zone, and shows
+    times in the browser's zone: the deployment's description and the schedule's slug name it."""
+    declared = nightly_schedule()
+    minute, hour = declared["cron"].split()[:2]
+    said = f"{int(hour):02d}:{int(minute):02d} {declared['timezone']}"
+    assert said == "18:30 America/New_York"
+    assert said in declared["slug"]
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (nightly,) = [d for d in project["deployments"] if d["name"] == "nightly-reconciliation"]
+    assert said in nightly["description"]
 
 
 def test_installed_sqlalchemy_satisfies_the_pin() -> None:

@@ -588,6 +588,15 @@ class Ledger:
         with self.session() as session:
             return list(session.scalars(query.order_by(FillRow.trade_time, FillRow.execution_id)))
 
+    def last_reconciled_at(self, account_id: str) -> datetime | None:
+        """When the account's last successful reconciliation ended (None: never, or unknown account)."""
+        with self.session() as session:
+            return session.scalar(
+                select(Account.last_reconciled_at).where(
+                    Account.account_id == validate_account_id(account_id)
+                )
+            )
+
     def latest_snapshot_at(self, account_id: str) -> datetime | None:
         """When the newest broker positions snapshot of ``account_id`` was filed (None: never).
 

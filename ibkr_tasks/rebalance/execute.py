@@ -40,6 +40,7 @@ from ibkr_tasks.errors import (
     TransportError,
     UnknownPrompt,
 )
+from ibkr_tasks.formatting import money, number
 from ibkr_tasks.models import (
     ContractInfo,
     EventContractPair,
@@ -234,10 +235,21 @@ def record_plan(ledger: Any, plan: RebalancePlan) -> int:
 
 
 def _fmt(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    text = format(value.normalize(), "f")
-    return "0" if text == "-0" else text
+    return number(value)
+
+
+_PROMPT_TEXT = 80  # characters of a prompt's text in the orders table
+
+
+def prompt_summary(prompt: Any) -> str:
+    """``o163 (confirmed): The following order exceeds the price percentage limit...``: which
+    question IBKR asked, how it was answered, and the start of its text on one line."""
+    ids = ", ".join(getattr(prompt, "message_ids", None) or []) or getattr(prompt, "reply_id", "?")
+    text = " ".join(" ".join(getattr(prompt, "messages", None) or []).split())
+    if len(text) > _PROMPT_TEXT:
+        text = text[: _PROMPT_TEXT - 1].rstrip() + "\u2026"
+    answer = "confirmed" if getattr(prompt, "confirmed", False) else "declined"
+    return f"{ids} ({answer}): {text}" if text else f"{ids} ({answer})"
 
 
 @dataclass
@@ -255,21 +267,37 @@ class OrderOutcome:
     prompts: int = 0
     filled: Decimal | None = None
     error: str | None = None
+    avg_price: Decimal | None = None  # volume-weighted price of this run's fills of the order
+    currency: str | None = None
+    answered: list[str] = field(default_factory=list)  # prompt_summary() of each prompt
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "cOID": self.coid,
-            "conid": self.conid,
             "symbol": self.symbol or "",
             "side": self.side,
-            "quantity": format(self.quantity.normalize(), "f"),
-            "order id": self.order_id or "",
+            "quantity": number(self.quantity),
             "status": self.status,
+            "filled": number(self.filled),
+            "avg price": money(self.avg_price, self.currency, missing=""),
+            "order id": self.order_id or "",
+            "prompts": "; ".join(self.answered) if self.answered else str(self.prompts or ""),
+            "conid": self.conid,
             "existing": self.existing,
-            "prompts": self.prompts,
-            "filled": "" if self.filled is None else format(self.filled.normalize(), "f"),
             "error": self.error or "",
         }
+
+    def book(self, fills: Sequence[Any]) -> None:
+        """Filled quantity and average price from the executions booked under this order's cOID."""
+        mine = [f for f in fills if f.order_ref == self.coid and f.side in ("B", "S")]
+        if not mine:
+            if self.status == "Filled" and self.filled is None:
+                self.filled = self.quantity  # IBKR says Filled; the trades answer lags behind
+            return
+        quantity = sum((f.quantity for f in mine), ZERO)
+        self.filled = max(self.filled or ZERO, quantity)  # live orders may know fills trades lack
+        if quantity:
+            self.avg_price = sum((f.quantity * f.price for f in mine), ZERO) / quantity
 
 
 @dataclass
@@ -474,6 +502,7 @@ async def _place_one(
             order_id, status = found
             outcome.order_id, outcome.status, outcome.existing = order_id, status or "submitted", True
             outcome.prompts = len(prompts)
+            outcome.answered = [prompt_summary(p) for p in prompts]
             await asyncio.to_thread(
                 ledger.update_order,
                 acct,
@@ -486,6 +515,7 @@ async def _place_one(
             return
         outcome.status = _status_of(exc)
         outcome.prompts = len(prompts)
+        outcome.answered = [prompt_summary(p) for p in prompts]
         outcome.error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, Exception) and not isinstance(exc, (OrderError, TransportError)):
             outcome.error += (
@@ -507,6 +537,7 @@ async def _place_one(
     outcome.status = result.status or "submitted"
     outcome.existing = result.existing
     outcome.prompts = len(result.prompts)
+    outcome.answered = [prompt_summary(p) for p in result.prompts]
     await asyncio.to_thread(
         ledger.update_order,
         acct,
@@ -603,7 +634,14 @@ async def execute_plan(
     acct = validate_account_id(plan.account_id)
     report = ExecutionReport(run_id=plan.run_id, account_id=acct)
     report.orders = [
-        OrderOutcome(coid=o.coid, conid=o.conid, symbol=o.symbol, side=o.side.value, quantity=o.quantity)
+        OrderOutcome(
+            coid=o.coid,
+            conid=o.conid,
+            symbol=o.symbol,
+            side=o.side.value,
+            quantity=o.quantity,
+            currency=o.currency,
+        )
         for o in plan.orders
     ]
     if not plan.orders:
@@ -662,6 +700,8 @@ async def _after_placing(
             client, ledger, report, reason=f"not filled within fill_timeout={params.fill_timeout:g} s"
         )
     fills = await _collect_fills(client, report, params, sleep)
+    for outcome in report.placed:
+        outcome.book(fills.items)
     ingested = await asyncio.to_thread(ledger.ingest, acct, fills.items, plan.run_id, rejected=fills.rejected)
     report.fills_ingested = ingested.fills_seen
     report.fills_new = ingested.fills_new

@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from ibkr_tasks.accounts import is_paper_account
 from ibkr_tasks.errors import LiveAccountRefused, RebalanceRefused
+from ibkr_tasks.formatting import money, number
 from ibkr_tasks.models import LiveOrder, OrderSide
 from ibkr_tasks.rebalance.params import RebalanceParams
 from ibkr_tasks.rebalance.plan import RebalancePlan
@@ -25,8 +26,8 @@ from ibkr_tasks.rebalance.plan import RebalancePlan
 __all__ = ["check_plan", "check_working_orders", "ensure_account_allowed"]
 
 
-def _amount(value: Decimal) -> str:
-    return format(value.quantize(Decimal("0.01")), ",f")
+def _amount(value: Decimal, currency: str | None = None) -> str:
+    return money(value, currency)
 
 
 def ensure_account_allowed(account_id: str, allow_live: bool) -> None:
@@ -62,18 +63,18 @@ def check_plan(plan: RebalancePlan, params: RebalanceParams) -> None:
         big = [o for o in plan.orders if o.notional > params.max_order_notional]
         if big:
             listed = "; ".join(
-                f"{o.side.value.lower()} {o.quantity} {o.symbol or o.conid} = {_amount(o.notional)}"
+                f"{o.side.value.lower()} {number(o.quantity)} {o.symbol or o.conid} = {_amount(o.notional, o.currency)}"
                 for o in big
             )
             raise RebalanceRefused(
-                f"{len(big)} order(s) exceed max_order_notional={_amount(params.max_order_notional)}: {listed}. "
+                f"{len(big)} order(s) exceed max_order_notional={_amount(params.max_order_notional, plan.base_currency)}: {listed}. "
                 "Raise the limit or rebalance in smaller steps; nothing was sent",
                 reason="order_notional",
             )
     if params.max_total_notional is not None and plan.total_notional > params.max_total_notional:
         raise RebalanceRefused(
-            f"the plan trades {_amount(plan.total_notional)} in total, more than max_total_notional="
-            f"{_amount(params.max_total_notional)}. Raise the limit or rebalance in smaller steps; nothing was sent",
+            f"the plan trades {_amount(plan.total_notional, plan.base_currency)} in total, more than max_total_notional="
+            f"{_amount(params.max_total_notional, plan.base_currency)}. Raise the limit or rebalance in smaller steps; nothing was sent",
             reason="total_notional",
         )
 

@@ -24,6 +24,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Any
 
 from ibkr_tasks.errors import RebalanceRefused
+from ibkr_tasks.formatting import money, number
 from ibkr_tasks.models import EventContractPair, OrderRequest, OrderSide, OrderType, Side, Snapshot
 from ibkr_tasks.rebalance.params import PricingMode, RebalanceParams, TargetSpec
 
@@ -178,19 +179,33 @@ class PlanRow:
     action: str
     order: PlannedOrder | None = None
     opposite_conid: int | None = None  # event contracts: the other outcome, netted against this one
+    price_kind: str | None = None  # "limit" (the order's limit) or "snapshot" (the market price used)
+    currency: str | None = None
+
+    @property
+    def short_action(self) -> tuple[str, str]:
+        """(``buy 25`` / ``kept`` / ``none`` / ``skipped``, the reason) for the table's narrow column."""
+        head, sep, reason = self.action.partition(": ")
+        return (head, reason) if sep else (self.action, "")
 
     def as_dict(self) -> dict[str, Any]:
-        """The artifact row (strings for decimals so the table shows them exactly)."""
+        """The artifact row: what is done and under which cOID first, the long reason last."""
+        action, note = self.short_action
+        order = self.order
         return {
             "conid": self.conid,
             "symbol": self.symbol or "",
-            "current": _text(self.current),
-            "target": "" if self.target is None else _text(self.target),
-            "delta": _text(self.delta),
-            "price": "" if self.price is None else _text(self.price),
-            "notional": _text(self.notional),
-            "action": self.action,
-            "cOID": self.order.coid if self.order else "",
+            "action": action,
+            "cOID": order.coid if order else "",
+            "current": number(self.current),
+            "target": number(self.target, missing="(not a target)"),
+            "delta": number(self.delta),
+            "type": order.order_type.value if order else "",
+            "tif": str(order.tif) if order else "",
+            "price": number(self.price),
+            "price is": self.price_kind or "",
+            "notional": money(self.notional, self.currency) if self.notional or order else "",
+            "note": note,
         }
 
 
@@ -205,10 +220,19 @@ class RebalancePlan:
     net_liquidation: Decimal | None
     as_of: datetime
     warnings: list[str] = field(default_factory=list)
+    base_currency: str | None = None
 
     @property
     def total_notional(self) -> Decimal:
         return sum((o.notional for o in self.orders), ZERO)
+
+    def describe(self) -> str:
+        """``2 order(s), 12,345.00 USD notional, NLV 2,336,647.47 USD``."""
+        cur = self.base_currency
+        return (
+            f"{len(self.orders)} order(s), {money(self.total_notional, cur)} notional, "
+            f"NLV {money(self.net_liquidation, cur)}"
+        )
 
     def table(self) -> list[dict[str, Any]]:
         """Rows for the plan artifact."""
@@ -216,8 +240,8 @@ class RebalancePlan:
 
 
 def _text(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return "0" if text in {"-0", ""} else text
+    """A quantity in a message: plain and grouped (``1,250``)."""
+    return number(value)
 
 
 def make_coid(run_id: str, account_id: str, conid: int, side: OrderSide | str, quantity: Decimal) -> str:
@@ -229,7 +253,7 @@ def make_coid(run_id: str, account_id: str, conid: int, side: OrderSide | str, q
     hash still covers everything.
     """
     letter = "B" if str(getattr(side, "value", side)).upper().startswith("B") else "S"
-    qty = _text(quantity)
+    qty = number(quantity, group=False)  # machine text: never grouped; unchanged since the first cOID
     digest = hashlib.sha256(f"{run_id}|{account_id.upper()}|{conid}|{letter}|{qty}".encode()).hexdigest()[:8]
     return f"rb-{digest}-{conid}-{letter}-{qty}"[:COID_MAX_LENGTH]
 
@@ -346,8 +370,8 @@ class _Planner:
         if spec.weight > 0 and quantity == 0:
             one = price * facts.multiplier * spec.lot_size
             self.warnings.append(
-                f"target {spec.conid} ({facts.symbol}): weight {_text(spec.weight)} of NLV {_text(nlv)} is less "
-                f"than one lot ({_text(one)}): target 0"
+                f"target {spec.conid} ({facts.symbol}): weight {_text(spec.weight)} of NLV {money(nlv, self.inputs.base_currency)} "
+                f"is less than one lot ({money(one, facts.currency)}): target 0"
             )
         return quantity
 
@@ -516,8 +540,11 @@ class _Planner:
                 delta=draft.delta,
                 price=limit if limit is not None else ref,
                 notional=notional,
-                action=f"skipped: notional {_text(notional)} below min_trade_value {_text(p.min_trade_value)}",
+                action=f"skipped: notional {money(notional, facts.currency)} below min_trade_value "
+                f"{money(p.min_trade_value, facts.currency)}",
                 opposite_conid=draft.opposite,
+                price_kind="limit" if limit is not None else "snapshot",
+                currency=facts.currency,
             )
         verb = "buy" if draft.side == OrderSide.BUY else "sell"
         what = f"{verb} {_text(draft.quantity)}"
@@ -534,6 +561,8 @@ class _Planner:
             action=what,
             order=order,
             opposite_conid=draft.opposite,
+            price_kind="limit" if limit is not None else "snapshot",
+            currency=facts.currency,
         )
 
 
@@ -562,6 +591,7 @@ def build_plan(params: RebalanceParams, inputs: PlanInputs, run_id: str) -> Reba
         net_liquidation=inputs.net_liquidation,
         as_of=inputs.as_of,
         warnings=planner.warnings,
+        base_currency=inputs.base_currency,
     )
 
 
@@ -622,6 +652,8 @@ def plan_from_orders(
                 notional=order.notional,
                 action=f"{request.order_side.value.lower()} {_text(request.size)} (explicit order)",
                 order=order,
+                price_kind="limit" if request.price is not None else "snapshot",
+                currency=facts.currency,
             )
         )
     coids = [o.coid for o in planned]
@@ -638,4 +670,5 @@ def plan_from_orders(
         orders=planned,
         net_liquidation=inputs.net_liquidation,
         as_of=inputs.as_of,
+        base_currency=inputs.base_currency,
     )
