@@ -481,7 +481,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return _fmt(value)
+        return number(value)
     return str(value).replace("|", "\\|")
 
 
