@@ -276,7 +276,11 @@ def test_token_never_reaches_logs_artifacts_or_parameters(
     engine.dispose()
 
 
-CLEAN = Scenario(seed=5, accounts=2, positions_per_account=8, fills_per_account_per_day=6, history_days=1)
+# An FA login (as the demo's): one trades request a run, where a multi-account login waits IBKR's 5 s
+# between per-account requests. The multi-account login has tests of its own below.
+CLEAN = Scenario(
+    seed=5, accounts=2, fa=True, positions_per_account=8, fills_per_account_per_day=6, history_days=1
+)
 
 
 def test_ledger_equals_truth_after_one_run(
