@@ -12,7 +12,6 @@ Takes about 8 s of real time (mostly the 5-second spacing itself).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from ibkr_tasks.sim.scenario import Quirks, Scenario
+from ibkr_tasks.testing import running_simulator
 
 # Builds its client, says "ready", waits for "go" on stdin, then makes its first calls.
 _RUN = """
@@ -40,50 +42,12 @@ asyncio.run(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[str]:
+def sim() -> Iterator[str]:
     """The simulator in its own process, enforcing IBKR's limits (no penalty box, so a run can go on)."""
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text("accounts: 2\nquirks:\n  rate_limits: true\n  penalty_box_seconds: 0\n")
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "ibkr_tasks.sim",
-        "--port",
-        str(port),
-        "--seed",
-        "3",
-        "--scenario",
-        str(scenario),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/sim/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    pytest.fail(f"the simulator did not start on {base}: {out}")
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    scenario = Scenario(seed=3, accounts=2, quirks=Quirks(rate_limits=True, penalty_box_seconds=0))
+    with running_simulator(scenario) as handle:
+        yield handle.base_url
 
 
 def _violations(base: str) -> int:
