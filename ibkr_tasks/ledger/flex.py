@@ -61,6 +61,7 @@ from ibkr_tasks.ledger.ingest import (
     ensure_account,
     max_batch_size,
     quarantine_rows,
+    stored_commissions_of,
 )
 from ibkr_tasks.ledger.jsonable import to_jsonable
 from ibkr_tasks.ledger.locks import lock_account
@@ -718,22 +719,7 @@ def _book_executions(
         )
     }
     known = [k for k in by_key if k in stored]
-    stored_commissions: dict[str, Any] = {}
-    if known:
-        stored_commissions = {
-            r.execution_id: r
-            for r in session.execute(
-                select(
-                    commissions.c.execution_id,
-                    commissions.c.amount,
-                    commissions.c.currency,
-                    commissions.c.status,
-                    commissions.c.source,
-                ).where(
-                    commissions.c.account_id == account_id, _among(session, commissions.c.execution_id, known)
-                )
-            )
-        }
+    stored_commissions = stored_commissions_of(session, account_id, known)
     newest: dict[str, int] = {}
     for family, revision in [(r.execution_family, r.revision) for r in stored.values()] + [
         _family(r) for r in by_key.values()

@@ -180,6 +180,29 @@ def _among(session: Session, column: Any, values: list[str]) -> Any:
     return column.in_(values)
 
 
+def stored_commissions_of(session: Session, account_id: str, execution_ids: list[str]) -> dict[str, Any]:
+    """The stored commission (amount, currency, status, source) of each of ``execution_ids`` that has
+    one, by execution id: one indexed lookup for a batch."""
+    if not execution_ids:
+        return {}
+    commissions = table(CommissionRow)
+    return {
+        row.execution_id: row
+        for row in session.execute(
+            select(
+                commissions.c.execution_id,
+                commissions.c.amount,
+                commissions.c.currency,
+                commissions.c.status,
+                commissions.c.source,
+            ).where(
+                commissions.c.account_id == account_id,
+                _among(session, commissions.c.execution_id, execution_ids),
+            )
+        )
+    }
+
+
 def ensure_account(session: Session, account_id: str, now: datetime | None = None) -> None:
     """Create the ``accounts`` row for ``account_id`` if it does not exist (one statement)."""
     insert = _insert_for(session)
@@ -379,7 +402,7 @@ def _ingest_chunk(
     # then the stored commissions of the batch's known executions: enough to count new/updated/
     # unchanged, settle corrections and compare commissions. (Two plain index lookups rather than
     # one join: PostgreSQL picks poor join plans for large parameter lists on fresh statistics.)
-    fills, commissions = table(FillRow), table(CommissionRow)
+    fills = table(FillRow)
     stored = session.execute(
         select(
             fills.c.execution_id,
@@ -391,22 +414,7 @@ def _ingest_chunk(
     ).all()
     existing = {row.execution_id: row for row in stored}
     known = [execution_id for execution_id in by_id if execution_id in existing]
-    stored_commissions: dict[str, Any] = {}
-    if known:
-        stored_commissions = {
-            row.execution_id: row
-            for row in session.execute(
-                select(
-                    commissions.c.execution_id,
-                    commissions.c.amount,
-                    commissions.c.currency,
-                    commissions.c.status,
-                    commissions.c.source,
-                ).where(
-                    commissions.c.account_id == account_id, _among(session, commissions.c.execution_id, known)
-                )
-            )
-        }
+    stored_commissions = stored_commissions_of(session, account_id, known)
     # Statement-final commissions that already have an open disagreement break: reported once.
     from_statement = [e for e, c in stored_commissions.items() if c.source == STATEMENT_SOURCE]
     open_disagreements: set[str] = set()
