@@ -36,6 +36,14 @@ AuthMode = Literal["bearer", "oauth2", "sidecar"]
 TradesScope = Literal["auto", "login", "account"]
 
 
+def _problems(exc: ValidationError) -> str:
+    """Field names and reasons of a settings error, never the input (which may hold a token)."""
+    return "; ".join(
+        (".".join(str(p) for p in err["loc"]) or "settings") + ": " + err["msg"]
+        for err in exc.errors(include_input=False, include_url=False)
+    )
+
+
 class IBKRSettings(BaseSettings):
     """Everything the client needs to reach the Client Portal Web API.
 
@@ -129,11 +137,7 @@ class IBKRSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            problems = "; ".join(
-                (".".join(str(p) for p in err["loc"]) or "settings") + ": " + err["msg"]
-                for err in exc.errors(include_input=False, include_url=False)
-            )
-            raise ConfigurationError(f"invalid IBKR settings: {problems}") from None
+            raise ConfigurationError(f"invalid IBKR settings: {_problems(exc)}") from None
 
     @field_validator("account_id")
     @classmethod
@@ -267,11 +271,7 @@ class FlexSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            problems = "; ".join(
-                (".".join(str(p) for p in err["loc"]) or "settings") + ": " + err["msg"]
-                for err in exc.errors(include_input=False, include_url=False)
-            )
-            raise ConfigurationError(f"invalid Flex settings: {problems}") from None
+            raise ConfigurationError(f"invalid Flex settings: {_problems(exc)}") from None
 
     @field_validator("url")
     @classmethod
