@@ -321,7 +321,7 @@ def last_price(app: Any, conid: int) -> Decimal:
 
 
 async def test_a_large_market_order_is_asked_every_market_order_prompt_and_no_limit_one() -> None:
-    app = make(quirks={"prompt_chain_min": 5, "prompt_chain_max": 5})
+    app = make(quirks={"prompt_chain_min": 5, "prompt_chain_max": 5}, order_value_limit=500_000)
     ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 3000, "cOID": "chain-mkt"}
     ids, texts, answer = await asked(app, ticket)
     assert sorted(ids) == ["o10151", "o354", "o383", "o451"]  # value ~570,000 USD > 500,000
@@ -332,6 +332,61 @@ async def test_a_large_market_order_is_asked_every_market_order_prompt_and_no_li
     assert (
         f"value estimate of {value:,.2f} USD exceeds \nthe Total Value Limit of 500,000 USD." in by_id["o451"]
     )
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_an_order_under_the_total_value_limit_is_never_asked_o451(seed: int) -> None:
+    # 300 AAPL at ~190 is ~57,000 USD, far under the default limit of 1,000,000: every prompt that
+    # fits is asked (chain of 5), and o451 is not among them, whatever the seed.
+    app = make(seed=seed, quirks={"prompt_chain_min": 5, "prompt_chain_max": 5})
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 300}
+    ids, _texts, answer = await asked(app, ticket)
+    assert "o451" not in ids and "o383" not in ids
+    assert sorted(ids) == ["o10151", "o354"]
+    assert answer["order_status"] == "Filled"
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_an_order_over_the_total_value_limit_is_always_asked_o451_with_its_value(seed: int) -> None:
+    # ~6,000 x 190 USD is over 1,000,000: asked whatever the draw, even when the chain drawn is empty.
+    app = make(seed=seed, quirks={"prompt_chain_min": 0, "prompt_chain_max": 1})
+    price = (last_price(app, 265598) * Decimal("0.99")).quantize(Decimal("0.01"))  # resting: no o403
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "LMT", "price": str(price), "quantity": 6000}
+    ids, texts, answer = await asked(app, ticket)
+    assert {"o383", "o451"} <= set(ids) and len(ids) <= 3
+    text = dict(zip(ids, texts, strict=True))["o451"]
+    value = Decimal(6000) * price
+    assert value > 1_000_000
+    assert text == (
+        f'The following order "BUY 6000 AAPL NASDAQ.NMS" value estimate of {value:,.2f} USD exceeds \n'
+        "the Total Value Limit of 1,000,000 USD.\nAre you sure you want to submit this order?"
+    )
+    assert answer["order_id"].isdigit()
+
+
+async def test_the_total_value_limit_is_a_scenario_setting() -> None:
+    app = make(quirks={"prompt_chain_min": 0, "prompt_chain_max": 1}, order_value_limit=50_000)
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 300}
+    ids, texts, _answer = await asked(app, ticket)
+    text = dict(zip(ids, texts, strict=True))["o451"]
+    assert "exceeds \nthe Total Value Limit of 50,000 USD." in text
+    assert "value estimate of 5" in text  # ~57,000.00 USD, the order's own value
+
+
+async def test_prompts_off_asks_nothing_even_over_the_limits() -> None:
+    app = make(quirks={"prompt_chain_min": 0, "prompt_chain_max": 0}, order_value_limit=1)
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 3000}
+    ids, _texts, answer = await asked(app, ticket)
+    assert ids == [] and answer["order_status"] == "Filled"
+
+
+async def test_a_suppressed_limit_prompt_is_not_asked() -> None:
+    app = make(quirks={"prompt_chain_min": 0, "prompt_chain_max": 1})
+    async with sim_client(app) as c:
+        await c.post(f"{API}/iserver/questions/suppress", json={"messageIds": ["o383", "o451"]})
+    ticket = {"conid": 265598, "side": "BUY", "orderType": "MKT", "quantity": 6000}
+    ids, _texts, _answer = await asked(app, ticket)
+    assert "o383" not in ids and "o451" not in ids
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -27,8 +28,6 @@ from ibkr_tasks.sim.state import (
 # (the rest is the simulator's, ending like the others). Placeholders: {order} ("BUY 650 AAPL
 # NASDAQ.NMS"), {value} and {currency} (the order's value estimate), {size_limit}, {value_limit}.
 ARE_YOU_SURE = "Are you sure you want to submit this order?"
-SIZE_LIMIT = Decimal(500)
-VALUE_LIMIT = Decimal(500_000)
 PROMPTS: dict[str, str] = {
     "o163": 'The following order "{order}" price exceeds \nthe Percentage constraint of 3%.\n' + ARE_YOU_SURE,
     "o354": "You are submitting an order without market data. We strongly recommend against this as it may "
@@ -39,36 +38,95 @@ PROMPTS: dict[str, str] = {
     "Limit of {value_limit} {currency}.\n" + ARE_YOU_SURE,
     "o10151": "A Market Order is an instruction to trade your order at any available price.\n" + ARE_YOU_SURE,
 }
+# The account's precautionary limits: IBKR asks these whenever the order exceeds them (not at random).
+LIMIT_PROMPTS = ("o383", "o451")
 
 
-def _order_facts(st: SimState, ticket: dict[str, Any], inst: Instrument, qty: Decimal) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OrderFacts:
     """What the prompts of an order depend on, at the simulator's now."""
+
+    order_type: str
+    limit: Decimal | None
+    last: Decimal
+    crosses: bool
+    quantity: Decimal
+    value: Decimal  # quantity x (limit, else last price) x multiplier, in the order's currency
+    size_limit: Decimal
+    value_limit: Decimal
+
+
+def order_facts(st: SimState, ticket: dict[str, Any], inst: Instrument, qty: Decimal) -> OrderFacts:
     bid, ask, last = st.book.catalog.quote(inst, st.clock.now())
     limit = to_decimal(ticket.get("price")) if ticket.get("orderType") == "LMT" else None
     buy = ticket.get("side") == "BUY"
-    return {
-        "type": ticket.get("orderType"),
-        "limit": limit,
-        "last": last,
-        "crosses": limit is not None and (limit >= ask if buy else limit <= bid),
-        "quantity": qty,
-        "value": qty * (limit if limit is not None else last) * inst.multiplier,
-    }
+    return OrderFacts(
+        order_type=str(ticket.get("orderType")),
+        limit=limit,
+        last=last,
+        crosses=limit is not None and (limit >= ask if buy else limit <= bid),
+        quantity=qty,
+        value=qty * (limit if limit is not None else last) * inst.multiplier,
+        size_limit=st.scenario.order_size_limit,
+        value_limit=st.scenario.order_value_limit,
+    )
 
 
-def fitting_prompts(facts: dict[str, Any]) -> list[str]:
+def fitting_prompts(facts: OrderFacts) -> list[str]:
     """The prompts IBKR could ask about this order, in ``PROMPTS`` order: never a market-order
-    question for a limit order, never a limit-price question for a market order."""
-    limit, last = facts["limit"], facts["last"]
+    question for a limit order, never a limit-price question for a market order, a limit question only
+    when the order exceeds that limit."""
+    limit, last = facts.limit, facts.last
     fits = {
         "o163": limit is not None and last > 0 and abs(limit - last) / last > Decimal("0.03"),
         "o354": True,
-        "o383": facts["quantity"] > SIZE_LIMIT,
-        "o403": facts["type"] == "LMT" and facts["crosses"],
-        "o451": facts["value"] > VALUE_LIMIT,
-        "o10151": facts["type"] == "MKT",
+        "o383": facts.quantity > facts.size_limit,
+        "o403": facts.order_type == "LMT" and facts.crosses,
+        "o451": facts.value > facts.value_limit,
+        "o10151": facts.order_type == "MKT",
     }
     return [mid for mid in PROMPTS if fits[mid]]
+
+
+def prompt_chain(st: SimState, facts: OrderFacts) -> list[str]:
+    """The message ids to ask, in order (empty when prompts are off: ``prompt_chain_max`` 0).
+
+    The limit prompts that fit (``o383``, ``o451``) are always asked; the other fitting ones are drawn
+    to make ``prompt_chain_min``..``prompt_chain_max`` prompts in all. Suppressed ids are never asked.
+    Deterministic under the scenario seed (the ``orders`` random stream)."""
+    q = st.quirks
+    if not q.prompt_chain_max:
+        return []
+    rng = st.rng_orders
+    hops = rng.randint(q.prompt_chain_min, q.prompt_chain_max)
+    fitting = [m for m in fitting_prompts(facts) if m not in st.session.suppressed]
+    required = [m for m in fitting if m in LIMIT_PROMPTS]
+    optional = [m for m in fitting if m not in LIMIT_PROMPTS]
+    rng.shuffle(optional)
+    chain = required + optional[: max(0, hops - len(required))]
+    rng.shuffle(chain)
+    return chain
+
+
+def _amount(value: Decimal) -> str:
+    """An amount as IBKR prints it in prompts: thousands grouped, 2 decimals (``57,040.00``)."""
+    return f"{value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
+
+
+def _limit(value: Decimal) -> str:
+    """A limit as IBKR prints it in prompts: grouped, decimals only when it has some (``1,000,000``)."""
+    return f"{int(value):,}" if value == value.to_integral_value() else _amount(value)
+
+
+def prompt_text(message_id: str, ticket: dict[str, Any], inst: Instrument, facts: OrderFacts) -> str:
+    """The text of ``message_id`` for this order, with its real value estimate and the account's limits."""
+    return PROMPTS[message_id].format(
+        order=f"{ticket.get('side')} {render.fmt_qty(facts.quantity)} {inst.symbol} {inst.exchange}",
+        value=_amount(facts.value),
+        currency=inst.currency,
+        size_limit=_limit(facts.size_limit),
+        value_limit=_limit(facts.value_limit),
+    )
 
 
 # ----------------------------------------------------------------------------------- orders
@@ -154,13 +212,8 @@ def _transmit(
 def _prompt(st: SimState, pending: PendingReply, message_id: str) -> Response:
     inst = _ticket_instrument(st, pending.ticket)
     assert inst is not None  # the ticket was validated before any prompt
-    facts = _order_facts(st, pending.ticket, inst, pending.quantity)
-    text = PROMPTS[message_id].format(
-        order=f"{pending.ticket.get('side')} {render.fmt_qty(pending.quantity)} {inst.symbol} {inst.exchange}",
-        value=f"{facts['value']:,.2f}",
-        currency=inst.currency,
-        size_limit=f"{SIZE_LIMIT:,}",
-        value_limit=f"{VALUE_LIMIT:,}",
+    text = prompt_text(
+        message_id, pending.ticket, inst, order_facts(st, pending.ticket, inst, pending.quantity)
     )
     st.session.replies[pending.reply_id] = pending
     st.session.current_reply = pending.reply_id
@@ -189,12 +242,7 @@ async def place_order(st: SimState, req: Request, p: dict[str, str]) -> Response
     coid = ticket.get("cOID")
     if coid is not None and coid in st.coids:
         return error(f"Order couldn't be submitted: Local order ID={coid} is already registered.")
-    q = st.quirks
-    hops = st.rng_orders.randint(q.prompt_chain_min, q.prompt_chain_max) if q.prompt_chain_max else 0
-    fitting = fitting_prompts(_order_facts(st, ticket, inst, qty))
-    ids = [m for m in fitting if m not in st.session.suppressed]
-    st.rng_orders.shuffle(ids)
-    chain = ids[:hops]
+    chain = prompt_chain(st, order_facts(st, ticket, inst, qty))
     if not chain:
         return _transmit(st, acct, ticket, inst, qty)
     pending = PendingReply(st.book.uuid(st.rng_orders), acct.account_id, ticket, qty, chain[1:])

@@ -161,6 +161,18 @@ class Scenario(BaseModel):
     opening_cash: Decimal = Field(
         default=Decimal("1000000"), description="cash per account per currency at start"
     )
+    order_value_limit: Decimal = Field(
+        default=Decimal(1_000_000),
+        gt=0,
+        description="the accounts' Total Value Limit: an order whose value estimate (quantity x price x "
+        "multiplier, in the order's currency) exceeds it is asked o451 when prompts are on",
+    )
+    order_size_limit: Decimal = Field(
+        default=Decimal(500),
+        gt=0,
+        description="the accounts' Size Limit: an order for more than this quantity is asked o383 when "
+        "prompts are on",
+    )
     quirks: Quirks = Field(default_factory=Quirks)
     oauth2: OAuth2Scenario | None = Field(
         default=None, description="OAuth 2.0 mode: token and SSO endpoints, bearer-checked API requests"
