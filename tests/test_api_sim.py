@@ -182,18 +182,20 @@ async def test_snapshot_preflight_against_simulator(sim: Sim) -> None:
 
 async def test_future_order_is_accepted_with_manual_indicator(sim: Sim) -> None:
     await sim.control.post("/faults", json={"quirks": {"prompt_chain_max": 0, "prompt_chain_min": 0}})
-    for acct in await sim.trading_accounts():
-        futures = [p["conid"] for p in (await sim.truth(acct))["positions"] if p["sec_type"] == "FUT"]
-        if futures:
-            break
-    else:
-        pytest.skip("the demo scenario holds no futures")
+    # The future comes from the simulator's catalogue (E-mini ES), not from whatever the scenario's
+    # opening book happens to hold: this test never depends on the holdings the scenario draws.
+    futures = sim.app.sim.book.catalog.futures
+    assert futures, "the simulator's catalogue lists no future"
+    future = futures[0]
+    acct = (await sim.trading_accounts())[0]
     order = OrderRequest(
-        market_id=str(futures[0]), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET
+        market_id=str(future.conid), order_side=OrderSide.BUY, size=1, order_type=OrderType.MARKET
     )
     result = await sim.client.place_order(acct, order, coid="sim-fut-1")
     assert result.order_id and not result.existing
     assert result.request["manualIndicator"] is False
+    (sent,) = [o for o in (await sim.truth(acct))["orders"] if o["cOID"] == "sim-fut-1"]
+    assert sent["conid"] == future.conid and sent["status"] == "Filled"
 
 
 async def test_served_simulator_504_after_accepting_the_order_resolves_by_coid(clock: FakeClock) -> None:
