@@ -15,7 +15,7 @@ from flows.nightly_reconciliation import nightly_reconciliation
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.sim import Scenario
 from ibkr_tasks.sim.book import Execution, JunkRow
-from ibkr_tasks.sim.render import trade_row
+from ibkr_tasks.sim.trade_rows import trade_row
 from ibkr_tasks.testing import SimulatorHandle, running_simulator
 from ibkr_tasks.verify import compare_ledger_with_truth
 
@@ -44,7 +44,7 @@ def _poison(sim: SimulatorHandle) -> tuple[str, list[dict[str, Any]]]:
     rows = []
     for prefix, changes in POISON.items():
         raw = {**trade_row(like), "execution_id": f"{prefix}.6576fd38.01.01", **changes}
-        book._publish(acct, JunkRow(acct.account_id, like.trade_time, raw))
+        book.publish(acct, JunkRow(acct.account_id, like.trade_time, raw))
         rows.append(raw)
     return acct.account_id, rows
 

@@ -11,7 +11,7 @@ import pytest
 
 from ibkr_tasks.accounts import is_paper_account
 from ibkr_tasks.sim import Scenario, create_app
-from ibkr_tasks.sim.book import commission_for
+from ibkr_tasks.sim.commissions import commission_for
 from ibkr_tasks.sim.testing import FakeTime, sim_client
 
 API = "/v1/api"

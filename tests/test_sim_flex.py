@@ -16,7 +16,7 @@ from ibkr_tasks.flex.service import FlexPolling, FlexWebService
 from ibkr_tasks.flex.times import EASTERN
 from ibkr_tasks.sim import create_app
 from ibkr_tasks.sim.asgi import SimApp
-from ibkr_tasks.sim.book import Execution
+from ibkr_tasks.sim.entities import Execution
 from ibkr_tasks.sim.flex import cash_transactions, default_period, end_of_day, positions_at
 from ibkr_tasks.sim.scenario import Scenario
 from ibkr_tasks.sim.testing import FakeTime

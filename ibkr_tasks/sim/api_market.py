@@ -9,8 +9,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ibkr_tasks.sim import render
 from ibkr_tasks.sim.catalog import Instrument
+from ibkr_tasks.sim.formats import fmt_price, fmt_qty, ms, num
 from ibkr_tasks.sim.state import (
     SimState,
     error,
@@ -47,7 +47,7 @@ def _field_values(st: SimState, inst: Instrument, now: datetime) -> dict[str, st
     change = last - prior
     pct = (change / prior * 100) if prior else Decimal(0)
     volume = pick(0, 10_000, 90_000_000) if inst.sec_type == "STK" else pick(0, 100, 90_000)
-    p = render.fmt_price
+    p = fmt_price
     return {
         "31": ("" if is_open else "C") + p(last),
         "55": inst.symbol,
@@ -105,7 +105,7 @@ async def snapshot(st: SimState, req: Request, p: dict[str, str]) -> Response:
             out.append({"conid": conid, "conidEx": str(conid)})
             continue
         values = _field_values(st, inst, now)
-        row: dict[str, Any] = {"conidEx": inst.conid_ex, "conid": conid, "_updated": render.ms(now)}
+        row: dict[str, Any] = {"conidEx": inst.conid_ex, "conid": conid, "_updated": ms(now)}
         server = f"q{n % 4}"
         row.update({"server_id": server, "6119": server, "6509": "RpB"})
         for f in seen[conid]:
@@ -183,7 +183,7 @@ async def contract_info(st: SimState, req: Request, p: dict[str, str]) -> Respon
         inst = None
     if inst is None:
         return error(f"Bad Request: conid {p['conid']} was not found", 400)
-    return respond(render.contract_info(inst))
+    return respond(contract_info_body(inst))
 
 
 async def secdef_info(st: SimState, req: Request, p: dict[str, str]) -> Response:
@@ -211,7 +211,7 @@ async def secdef_info(st: SimState, req: Request, p: dict[str, str]) -> Response
         strike = to_decimal(qp.get("strike"))
         if strike is not None and inst.strike != strike:
             continue
-        out.append(render.secdef_info(inst))
+        out.append(secdef_info_row(inst))
     return respond(out)
 
 
@@ -230,7 +230,7 @@ async def trsrv_secdef(st: SimState, req: Request, p: dict[str, str]) -> Respons
         except (TypeError, ValueError):
             inst = None
         if inst is not None and inst.conid not in st.faults.secdef_omit:
-            out.append(render.trsrv_secdef(inst))
+            out.append(trsrv_secdef_row(inst))
     return respond({"secdef": out})
 
 
@@ -243,7 +243,7 @@ async def trsrv_stocks(st: SimState, req: Request, p: dict[str, str]) -> Respons
     out: dict[str, list[dict[str, Any]]] = {}
     for symbol in symbols:
         stocks = [i for i in st.book.catalog.search(symbol) if i.sec_type == "STK"]
-        out[symbol] = [render.trsrv_stock(inst) for inst in stocks]
+        out[symbol] = [trsrv_stock_row(inst) for inst in stocks]
     return respond(out)
 
 
@@ -256,7 +256,7 @@ async def forecast_details(st: SimState, req: Request, p: dict[str, str]) -> Res
         return error("Bad Request: not a ForecastEx contract conid", 400)
     yes = inst if inst.right == "C" else st.book.catalog.by_conid[inst.pair_conid or 0]
     no = st.book.catalog.by_conid[yes.pair_conid or 0]
-    strike = render.fmt_qty(yes.strike or Decimal(0))
+    strike = fmt_qty(yes.strike or Decimal(0))
     return respond(
         {
             "conid_yes": yes.conid,
@@ -274,3 +274,100 @@ async def forecast_details(st: SimState, req: Request, p: dict[str, str]) -> Res
             "category": "Economics",
         }
     )
+
+
+# ----------------------------------------------------------------------------------- rendering
+def contract_info_body(inst: Instrument) -> dict[str, Any]:
+    """GET /iserver/contract/{conid}/info: snake_case (docs/ibkr-api.md#contracts)."""
+    return {
+        "con_id": inst.conid,
+        "symbol": inst.symbol,
+        "instrument_type": inst.sec_type,
+        "exchange": inst.exchange,
+        "company_name": inst.company_name,
+        "currency": inst.currency,
+        "valid_exchanges": inst.exchange if inst.is_event else f"SMART,{inst.exchange}",
+        "local_symbol": inst.symbol if inst.sec_type == "STK" else inst.contract_desc,
+        "trading_class": inst.trading_class or inst.symbol,
+        "multiplier": None if inst.sec_type == "STK" else fmt_qty(inst.multiplier),
+        "underlying_con_id": inst.underlying_conid or 0,
+        "maturity_date": inst.expiry.strftime("%Y%m%d") if inst.expiry else None,
+        "expiry_full": inst.expiry.strftime("%Y%m%d") if inst.expiry else None,
+        "r_t_h": True,
+        "smart_available": not inst.is_event,
+        "industry": None,
+        "category": None,
+        "is_zero_commission_security": False,
+        "allow_sell_long": not inst.is_event,
+        "cfi_code": "",
+        "cusip": None,
+        "is_event_contract": inst.is_event,
+        "text": None,
+    }
+
+
+def secdef_info_row(inst: Instrument) -> dict[str, Any]:
+    """One element of GET /iserver/secdef/info (multiplier is a STRING there)."""
+    return {
+        "conid": inst.conid,
+        "symbol": inst.symbol,
+        "secType": inst.sec_type,
+        "exchange": inst.exchange,
+        "listingExchange": inst.exchange,
+        "right": inst.right,
+        "strike": num(inst.strike) if inst.strike is not None else 0.0,
+        "currency": inst.currency,
+        "cusip": None,
+        "coupon": "No Coupon",
+        "desc1": inst.symbol,
+        "desc2": (inst.description_2 or "").split(") ", 1)[-1] or None,
+        "maturityDate": inst.expiry.strftime("%Y%m%d") if inst.expiry else None,
+        "multiplier": fmt_qty(inst.multiplier),
+        "tradingClass": inst.trading_class or inst.symbol,
+        "validExchanges": inst.exchange if inst.is_event else f"SMART,{inst.exchange}",
+        "showPrips": False,
+    }
+
+
+def trsrv_secdef_row(inst: Instrument) -> dict[str, Any]:
+    """One element of GET /trsrv/secdef ``secdef`` (multiplier a float; strike a string)."""
+    return {
+        "conid": inst.conid,
+        "currency": inst.currency,
+        "crossCurrency": False,
+        "time": 0,
+        "chineseName": "",
+        "allExchanges": inst.exchange,
+        "listingExchange": inst.exchange,
+        "countryCode": inst.country,
+        "name": inst.company_name,
+        "assetClass": inst.sec_type,
+        "expiry": inst.expiry.strftime("%Y%m%d") if inst.expiry else None,
+        "lastTradingDay": inst.expiry.strftime("%Y-%m-%d") if inst.expiry else None,
+        "group": None,
+        "putOrCall": inst.right,
+        "sector": None,
+        "sectorGroup": None,
+        "strike": fmt_qty(inst.strike) if inst.strike is not None else "0",
+        "ticker": inst.symbol,
+        "undConid": inst.underlying_conid or 0,
+        "multiplier": 0.0 if inst.sec_type == "STK" else num(inst.multiplier),
+        "type": "COMMON" if inst.sec_type == "STK" else "",
+        "hasOptions": inst.symbol == "AAPL",
+        "fullName": inst.contract_desc,
+        "isUS": inst.country == "US",
+        "isEventContract": inst.is_event,
+        "incrementRules": [{"lowerEdge": 0.0, "increment": num(inst.tick)}],
+    }
+
+
+def trsrv_stock_row(inst: Instrument) -> dict[str, Any]:
+    """One element of a symbol's list in GET /trsrv/stocks (exchange without the ``.NMS`` suffix)."""
+    return {
+        "name": inst.company_name,
+        "chineseName": "",
+        "assetClass": inst.sec_type,
+        "contracts": [
+            {"conid": inst.conid, "exchange": inst.exchange.split(".", 1)[0], "isUS": inst.country == "US"}
+        ],
+    }

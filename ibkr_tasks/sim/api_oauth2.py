@@ -21,8 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
@@ -30,50 +29,14 @@ from cryptography.hazmat.primitives import serialization
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ibkr_tasks.sim.oauth2 import SSOSession
 from ibkr_tasks.sim.scenario import OAuth2Scenario
-
-if TYPE_CHECKING:
-    from ibkr_tasks.sim.state import SimState
+from ibkr_tasks.sim.state import SimState
 
 TOKEN_PATH = "/oauth2/api/v1/token"  # noqa: S105 (a path, not a password)
 SSO_PATH = "/gw/api/v1/sso-sessions"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SSO_SCOPE = "sso-sessions.write"
-
-
-@dataclass
-class SSOSession:
-    """One SSO session: its bearer's expiry and whether ssodh/init opened its brokerage session."""
-
-    number: int
-    expires_at: float
-    bridged: bool = False
-
-
-@dataclass
-class OAuth2State:
-    """Issued tokens and the counters ``/sim/stats`` reports under ``oauth2``."""
-
-    access_tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (epoch s)
-    sessions: dict[str, SSOSession] = field(default_factory=dict)  # bearer -> session
-    tokens_issued: int = 0
-    sso_sessions: int = 0
-    refused: dict[str, int] = field(default_factory=dict)  # "token 400", "sso 401", "api 401", ...
-    rng: random.Random = field(default_factory=random.Random)
-
-    def stats(self) -> dict[str, Any]:
-        bridged = sum(1 for s in self.sessions.values() if s.bridged)
-        return {
-            "tokens_issued": self.tokens_issued,
-            "sso_sessions": self.sso_sessions,
-            "renewals": max(0, self.sso_sessions - 1),
-            "sso_sessions_bridged": bridged,
-            "refused": dict(sorted(self.refused.items())),
-        }
-
-
-def new_state(seed: int) -> OAuth2State:
-    return OAuth2State(rng=random.Random(f"{seed}|oauth2"))
 
 
 def problem(status: int, title: str, detail: str, instance: str) -> Response:

@@ -1,17 +1,21 @@
-"""Order endpoints: place (with reply-prompt chains), reply, suppress, live orders, status, cancel."""
+"""Order endpoints: place (with reply-prompt chains), reply, suppress, live orders, status, cancel.
+
+Which prompts an order is asked is decided in :mod:`ibkr_tasks.sim.prompts`; fills in
+:mod:`ibkr_tasks.sim.matching`. The live-order and order-status JSON is rendered at the end.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ibkr_tasks.sim import render
-from ibkr_tasks.sim.book import Account, Order
 from ibkr_tasks.sim.catalog import Instrument
+from ibkr_tasks.sim.entities import Account, Order
+from ibkr_tasks.sim.formats import fmt_price, fmt_qty, ms, num, short_time, thousands
+from ibkr_tasks.sim.prompts import order_facts, prompt_chain, prompt_text
 from ibkr_tasks.sim.session import PendingReply
 from ibkr_tasks.sim.state import (
     DropResponse,
@@ -22,111 +26,6 @@ from ibkr_tasks.sim.state import (
     respond,
     to_decimal,
 )
-
-# Reply prompts by message id, worded as IBKR words them (docs/ibkr-api.md#prompts): the ids and texts
-# of IBKR's list of suppressible messages; o354 as captured; o10151 known only by its opening sentence
-# (the rest is the simulator's, ending like the others). Placeholders: {order} ("BUY 650 AAPL
-# NASDAQ.NMS"), {value} and {currency} (the order's value estimate), {size_limit}, {value_limit}.
-ARE_YOU_SURE = "Are you sure you want to submit this order?"
-PROMPTS: dict[str, str] = {
-    "o163": 'The following order "{order}" price exceeds \nthe Percentage constraint of 3%.\n' + ARE_YOU_SURE,
-    "o354": "You are submitting an order without market data. We strongly recommend against this as it may "
-    "result in erroneous and unexpected trades.\n" + ARE_YOU_SURE,
-    "o383": 'The following order "{order}" size exceeds the Size Limit of {size_limit}.\n' + ARE_YOU_SURE,
-    "o403": "This order will most likely trigger and fill immediately.\n" + ARE_YOU_SURE,
-    "o451": 'The following order "{order}" value estimate of {value} {currency} exceeds \nthe Total Value '
-    "Limit of {value_limit} {currency}.\n" + ARE_YOU_SURE,
-    "o10151": "A Market Order is an instruction to trade your order at any available price.\n" + ARE_YOU_SURE,
-}
-# The account's precautionary limits: IBKR asks these whenever the order exceeds them (not at random).
-LIMIT_PROMPTS = ("o383", "o451")
-
-
-@dataclass(frozen=True)
-class OrderFacts:
-    """What the prompts of an order depend on, at the simulator's now."""
-
-    order_type: str
-    limit: Decimal | None
-    last: Decimal
-    crosses: bool
-    quantity: Decimal
-    value: Decimal  # quantity x (limit, else last price) x multiplier, in the order's currency
-    size_limit: Decimal
-    value_limit: Decimal
-
-
-def order_facts(st: SimState, ticket: dict[str, Any], inst: Instrument, qty: Decimal) -> OrderFacts:
-    bid, ask, last = st.book.catalog.quote(inst, st.clock.now())
-    limit = to_decimal(ticket.get("price")) if ticket.get("orderType") == "LMT" else None
-    buy = ticket.get("side") == "BUY"
-    return OrderFacts(
-        order_type=str(ticket.get("orderType")),
-        limit=limit,
-        last=last,
-        crosses=limit is not None and (limit >= ask if buy else limit <= bid),
-        quantity=qty,
-        value=qty * (limit if limit is not None else last) * inst.multiplier,
-        size_limit=st.scenario.order_size_limit,
-        value_limit=st.scenario.order_value_limit,
-    )
-
-
-def fitting_prompts(facts: OrderFacts) -> list[str]:
-    """The prompts IBKR could ask about this order, in ``PROMPTS`` order: never a market-order
-    question for a limit order, never a limit-price question for a market order, a limit question only
-    when the order exceeds that limit."""
-    limit, last = facts.limit, facts.last
-    fits = {
-        "o163": limit is not None and last > 0 and abs(limit - last) / last > Decimal("0.03"),
-        "o354": True,
-        "o383": facts.quantity > facts.size_limit,
-        "o403": facts.order_type == "LMT" and facts.crosses,
-        "o451": facts.value > facts.value_limit,
-        "o10151": facts.order_type == "MKT",
-    }
-    return [mid for mid in PROMPTS if fits[mid]]
-
-
-def prompt_chain(st: SimState, facts: OrderFacts) -> list[str]:
-    """The message ids to ask, in order (empty when prompts are off: ``prompt_chain_max`` 0).
-
-    The limit prompts that fit (``o383``, ``o451``) are always asked; the other fitting ones are drawn
-    to make ``prompt_chain_min``..``prompt_chain_max`` prompts in all. Suppressed ids are never asked.
-    Deterministic under the scenario seed (the ``orders`` random stream)."""
-    q = st.quirks
-    if not q.prompt_chain_max:
-        return []
-    rng = st.rng_orders
-    hops = rng.randint(q.prompt_chain_min, q.prompt_chain_max)
-    fitting = [m for m in fitting_prompts(facts) if m not in st.session.suppressed]
-    required = [m for m in fitting if m in LIMIT_PROMPTS]
-    optional = [m for m in fitting if m not in LIMIT_PROMPTS]
-    rng.shuffle(optional)
-    chain = required + optional[: max(0, hops - len(required))]
-    rng.shuffle(chain)
-    return chain
-
-
-def _amount(value: Decimal) -> str:
-    """An amount as IBKR prints it in prompts: thousands grouped, 2 decimals (``57,040.00``)."""
-    return f"{value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
-
-
-def _limit(value: Decimal) -> str:
-    """A limit as IBKR prints it in prompts: grouped, decimals only when it has some (``1,000,000``)."""
-    return f"{int(value):,}" if value == value.to_integral_value() else _amount(value)
-
-
-def prompt_text(message_id: str, ticket: dict[str, Any], inst: Instrument, facts: OrderFacts) -> str:
-    """The text of ``message_id`` for this order, with its real value estimate and the account's limits."""
-    return PROMPTS[message_id].format(
-        order=f"{ticket.get('side')} {render.fmt_qty(facts.quantity)} {inst.symbol} {inst.exchange}",
-        value=_amount(facts.value),
-        currency=inst.currency,
-        size_limit=_limit(facts.size_limit),
-        value_limit=_limit(facts.value_limit),
-    )
 
 
 # ----------------------------------------------------------------------------------- orders
@@ -311,9 +210,9 @@ async def live_orders(st: SimState, req: Request, p: dict[str, str]) -> Response
             continue
         if not (order.working or order.epoch == s.epoch):
             continue
-        if wanted and render.status_filter_name(order.status) not in wanted:
+        if wanted and status_filter_name(order.status) not in wanted:
             continue
-        rows.append(render.live_order(order))
+        rows.append(live_order_row(order))
     return respond({"orders": rows[:1000], "snapshot": True})
 
 
@@ -327,7 +226,7 @@ async def order_status(st: SimState, req: Request, p: dict[str, str]) -> Respons
         return error(f"OrderID {oid} doesn't exist", 400)
     if not order.working and order.epoch != st.session.epoch:
         return error("Service Unavailable: the order finished before this brokerage session", 503)
-    return respond(render.order_status(order, str(st.rng_faults.randint(10000, 99999))))
+    return respond(order_status_body(order, str(st.rng_faults.randint(10000, 99999))))
 
 
 async def cancel_order(st: SimState, req: Request, p: dict[str, str]) -> Response:
@@ -356,3 +255,135 @@ async def cancel_order(st: SimState, req: Request, p: dict[str, str]) -> Respons
             "account": acct.account_id,
         }
     )
+
+
+# ----------------------------------------------------------------------------------- rendering
+_STATUS_FILTER = {
+    "Inactive": "inactive",
+    "PendingSubmit": "pending_submit",
+    "PreSubmitted": "pre_submitted",
+    "Submitted": "submitted",
+    "Filled": "filled",
+    "PendingCancel": "pending_cancel",
+    "Cancelled": "cancelled",
+    "WarnState": "warn_state",
+}
+
+
+def status_filter_name(status: str) -> str:
+    return _STATUS_FILTER.get(status, status.lower())
+
+
+def live_order_row(o: Order) -> dict[str, Any]:
+    """One element of GET /iserver/account/orders ``orders`` (docs/ibkr-api.md#live-orders)."""
+    inst = o.inst
+    avg = o.avg_price
+    row: dict[str, Any] = {
+        "acct": o.account_id,
+        "account": o.account_id,
+        "conidex": inst.conid_ex,
+        "conid": inst.conid,
+        "exchange": "FORECASTX" if inst.is_event else "SMART",
+        "orderId": o.order_id,
+        "cashCcy": inst.currency,
+        "sizeAndFills": f"{fmt_qty(o.filled)}/{thousands(o.quantity)}",
+        "orderDesc": _order_desc(o),
+        "description1": inst.symbol,
+        "ticker": inst.symbol,
+        "secType": inst.sec_type,
+        "listingExchange": inst.exchange,
+        "remainingQuantity": num(o.remaining),
+        "filledQuantity": num(o.filled),
+        "totalSize": num(o.quantity),
+        "companyName": inst.company_name,
+        "status": o.status,
+        "order_ccp_status": o.status,
+        "origOrderType": "MARKET" if o.order_type == "MKT" else "LIMIT",
+        "supportsTaxOpt": "1" if inst.sec_type == "STK" else "0",
+        "lastExecutionTime": short_time(o.last_exec or o.created),
+        "orderType": "Market" if o.order_type == "MKT" else "Limit",
+        "bgColor": "#FFFFFF",
+        "fgColor": "#000000",
+        "isEventTrading": "1" if inst.is_event else "0",
+        "price": fmt_price(o.limit) if o.limit is not None else "",
+        "timeInForce": "CLOSE" if o.tif == "DAY" else o.tif,
+        "lastExecutionTime_r": ms(o.last_exec or o.created),
+        "side": o.side,
+        "outsideRTH": False,
+    }
+    if inst.description_2:
+        row["description2"] = inst.description_2
+    if o.coid:
+        row["order_ref"] = o.coid
+    if avg is not None:
+        row["avgPrice"] = fmt_price(avg.quantize(Decimal("0.0001")).normalize())
+    return row
+
+
+def _order_desc(o: Order) -> str:
+    verb = "Buy" if o.side == "BUY" else "Sell"
+    kind = "Market" if o.order_type == "MKT" else f"Limit {fmt_price(o.limit or Decimal(0))}"
+    return f"{verb} {fmt_qty(o.quantity)} {kind}, {o.tif}"
+
+
+def order_status_body(o: Order, request_id: str) -> dict[str, Any]:
+    """GET /iserver/account/order/status/{orderId} (payload iserver_account_order_status_easyib.json)."""
+    inst = o.inst
+    row: dict[str, Any] = {
+        "sub_type": None,
+        "request_id": request_id,
+        "order_id": o.order_id,
+        "conidex": inst.conid_ex,
+        "conid": inst.conid,
+        "symbol": inst.symbol,
+        "side": "B" if o.side == "BUY" else "S",
+        "contract_description_1": inst.symbol,
+        "listing_exchange": inst.exchange,
+        "option_acct": "c",
+        "company_name": inst.company_name,
+        "size": fmt_qty(o.remaining),
+        "total_size": fmt_qty(o.quantity),
+        "currency": inst.currency,
+        "account": o.account_id,
+        "order_type": "MARKET" if o.order_type == "MKT" else "LIMIT",
+        "cum_fill": fmt_qty(o.filled),
+        "order_status": o.status,
+        "order_ccp_status": o.status,
+        "order_status_description": _STATUS_TEXT.get(o.status, o.status),
+        "tif": o.tif,
+        "fg_color": "#000000",
+        "bg_color": "#3399CC",
+        "order_not_editable": not o.working,
+        "editable_fields": "\u001e",
+        "cannot_cancel_order": not o.working,
+        "deactivate_order": False,
+        "sec_type": inst.sec_type,
+        "available_chart_periods": "#R|1",
+        "order_description": _order_desc(o),
+        "order_description_with_contract": _order_desc(o).replace(" ", f" {inst.symbol} ", 1),
+        "alert_active": 1,
+        "child_order_type": "3",
+        "size_and_fills": f"{fmt_qty(o.filled)}/{fmt_qty(o.quantity)}",
+        "exit_strategy_display_price": fmt_price(o.limit) if o.limit is not None else "0.00",
+        "exit_strategy_chart_description": _order_desc(o),
+        "exit_strategy_tool_availability": "1",
+        "allowed_duplicate_opposite": True,
+        "order_time": short_time(o.created),
+        "clearing_id": "IB",
+        "clearing_name": "IB",
+        "server_id": "0",
+    }
+    if o.limit is not None:
+        row["limit_price"] = fmt_price(o.limit)
+    if o.avg_price is not None:
+        row["average_price"] = fmt_price(o.avg_price.quantize(Decimal("0.0001")).normalize())
+    return row
+
+
+_STATUS_TEXT = {
+    "PreSubmitted": "Order Submitted",
+    "Submitted": "Order Submitted",
+    "Filled": "Order Filled",
+    "Cancelled": "Order Cancelled",
+    "PendingSubmit": "Submitting Order...",
+}

@@ -7,7 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ibkr_tasks.sim import render
+from ibkr_tasks.sim.book import Book
+from ibkr_tasks.sim.entities import Account
+from ibkr_tasks.sim.formats import ms
 from ibkr_tasks.sim.state import (
     SimState,
     error,
@@ -15,18 +17,21 @@ from ibkr_tasks.sim.state import (
     respond,
 )
 
+SERVER_INFO = {"serverName": "JifSim0001", "serverVersion": "Build 10.44.1d, Mar 3, 2026 1:55:32 PM"}
+MAC = "F4:03:43:CD:BD:C0"
+
 
 def _auth_status(st: SimState) -> dict[str, Any]:
     s = st.session
     return {
-        "MAC": render.MAC,
+        "MAC": MAC,
         "authenticated": s.brokerage and s.authenticated,
         "competing": s.competing,
         "connected": s.authenticated,
         "fail": "",
-        "hardware_info": f"1c4558e8|{render.MAC}",
+        "hardware_info": f"1c4558e8|{MAC}",
         "message": "",
-        "serverInfo": dict(render.SERVER_INFO),
+        "serverInfo": dict(SERVER_INFO),
     }
 
 
@@ -69,10 +74,10 @@ async def ssodh_init(st: SimState, req: Request, p: dict[str, str]) -> Response:
                 "connected": True,
                 "passed": False,
                 "established": False,
-                "hardware_info": f"1c4558e8|{render.MAC}",
-                "MAC": render.MAC,
+                "hardware_info": f"1c4558e8|{MAC}",
+                "MAC": MAC,
                 "message": "",
-                "serverInfo": dict(render.SERVER_INFO),
+                "serverInfo": dict(SERVER_INFO),
                 "fail": "another brokerage session is active: send compete=true to take it over",
             }
         )
@@ -95,7 +100,7 @@ async def iserver_accounts(st: SimState, req: Request, p: dict[str, str]) -> Res
         return respond({})
     st.session.iserver_accounts_done = True
     session_id = f"{st.session.session_hex[:8]}.{st.session.epoch:08x}"
-    return respond(render.iserver_accounts(st.book, session_id, st.selected_account()))
+    return respond(iserver_accounts_body(st.book, session_id, st.selected_account()))
 
 
 async def switch_account(st: SimState, req: Request, p: dict[str, str]) -> Response:
@@ -111,9 +116,123 @@ async def switch_account(st: SimState, req: Request, p: dict[str, str]) -> Respo
 
 async def portfolio_accounts(st: SimState, req: Request, p: dict[str, str]) -> Response:
     st.session.portfolio_accounts_done = True
-    return respond([render.portfolio_account(st.book, a) for a in st.book.accounts.values()])
+    return respond([portfolio_account_row(st.book, a) for a in st.book.accounts.values()])
 
 
 async def portfolio_subaccounts(st: SimState, req: Request, p: dict[str, str]) -> Response:
     st.session.portfolio_accounts_done = True
-    return respond([render.portfolio_account(st.book, a) for a in st.book.accounts.values() if a.faclient])
+    return respond([portfolio_account_row(st.book, a) for a in st.book.accounts.values() if a.faclient])
+
+
+# ----------------------------------------------------------------------------------- rendering
+def iserver_accounts_body(book: Book, session_id: str, selected: str | None = None) -> dict[str, Any]:
+    """GET /iserver/accounts: every account of the login, their properties and the selected one."""
+    ids = list(book.accounts)
+    master = next((a.account_id for a in book.accounts.values() if a.kind == "master"), None)
+    props = {
+        a.account_id: {
+            "hasChildAccounts": a.kind == "master",
+            "supportsCashQty": True,
+            "liteUnderPro": False,
+            "noFXConv": False,
+            "isProp": False,
+            "supportsFractions": True,
+            "allowCustomerTime": False,
+            "autoFx": False,
+        }
+        for a in book.accounts.values()
+    }
+    selected = selected or book.default_account()
+    return {
+        "accounts": ids,
+        "acctProps": props,
+        "aliases": {i: i for i in ids},
+        "allowFeatures": {
+            "showGFIS": True,
+            "showEUCostReport": False,
+            "allowEventContract": True,
+            "allowFXConv": True,
+            "allowFinancialLens": False,
+            "allowMTA": True,
+            "allowTypeAhead": True,
+            "allowEventTrading": True,
+            "snapshotRefreshTimeout": 30,
+            "liteUser": False,
+            "showWebNews": True,
+            "research": True,
+            "debugPnl": True,
+            "showTaxOpt": True,
+            "showImpactDashboard": True,
+            "allowDynAccount": False,
+            "allowCrypto": True,
+            "allowFA": master is not None,
+            "allowLiteUnderPro": False,
+            "allowedAssetTypes": "STK,CFD,OPT,FOP,WAR,FUT,BAG,PDC,CASH,IND,BOND,BILL,FUND,SLB,News,CMDTY,IOPT,ICU,ICS,PHYSS,CRYPTO",
+            "restrictTradeSubscription": False,
+            "showUkUserLabels": False,
+            "sideBySide": True,
+        },
+        "chartPeriods": {
+            k: (["2h", "1d", "2d", "1w", "1m"] if k in ("OPT", "FOP") else ["*"])
+            for k in (
+                "STK",
+                "CFD",
+                "OPT",
+                "FOP",
+                "WAR",
+                "IOPT",
+                "FUT",
+                "CASH",
+                "IND",
+                "BOND",
+                "FUND",
+                "CMDTY",
+                "PHYSS",
+                "CRYPTO",
+            )
+        },
+        "groups": [],
+        "profiles": [],
+        "selectedAccount": selected,
+        "serverInfo": dict(SERVER_INFO),
+        "sessionId": session_id,
+        "isFT": False,
+        "isPaper": all(a.kind != "live" for a in book.accounts.values()),
+    }
+
+
+def portfolio_account_row(book: Book, acct: Account) -> dict[str, Any]:
+    """One element of GET /portfolio/accounts (``faclient`` lower-case as at IBKR)."""
+    master = next((a.account_id for a in book.accounts.values() if a.kind == "master"), "")
+    return {
+        "id": acct.account_id,
+        "PrepaidCrypto-Z": False,
+        "PrepaidCrypto-P": False,
+        "brokerageAccess": True,
+        "accountId": acct.account_id,
+        "accountVan": acct.account_id,
+        "accountTitle": f"Simulated {acct.kind} account",
+        "displayName": acct.account_id,
+        "accountAlias": None,
+        "accountStatus": ms(book.start) - 86_400_000 * 400,
+        "currency": acct.currency,
+        "type": "DEMO" if acct.kind != "live" else "INDIVIDUAL",
+        "tradingType": "STKNOPT",
+        "businessType": "IB_PROSERVE",
+        "category": "",
+        "ibEntity": "IBLLC-US",
+        "faclient": acct.faclient,
+        "clearingStatus": "O",
+        "covestor": False,
+        "noClientTrading": False,
+        "trackVirtualFXPortfolio": True,
+        "acctCustType": "INDIVIDUAL",
+        "parent": {
+            "mmc": [],
+            "accountId": master if acct.faclient else "",
+            "isMParent": acct.kind == "master",
+            "isMChild": False,
+            "isMultiplex": False,
+        },
+        "desc": acct.account_id,
+    }

@@ -23,7 +23,6 @@ from ibkr_tasks.sim.api_market import (
     trsrv_stocks,
 )
 from ibkr_tasks.sim.api_orders import (
-    PROMPTS,
     cancel_order,
     live_orders,
     order_status,
@@ -50,6 +49,7 @@ from ibkr_tasks.sim.api_session import (
     switch_account,
     tickle,
 )
+from ibkr_tasks.sim.prompts import PROMPTS
 from ibkr_tasks.sim.state import DropResponse, SimState, SimulatedReadTimeout
 
 __all__ = ["PROMPTS", "ROUTES", "DropResponse", "Route", "SimState", "SimulatedReadTimeout", "match"]

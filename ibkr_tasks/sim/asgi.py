@@ -4,7 +4,9 @@ Every API request goes through one pipeline, in this order: count it, add latenc
 delay), pacing (429 + penalty box), random 5xx, session checks (401 expired, 400 "no bridge", competing
 session, "Please query /accounts first"), invalidate a pending reply prompt unless this is its reply,
 then the handler (its wall and CPU time are measured and reported in ``/sim/stats``).
-``/sim/...`` requests skip the pipeline; they are not part of IBKR's API.
+``/sim/...`` requests (:mod:`ibkr_tasks.sim.control`) skip the pipeline; they are not part of IBKR's
+API. ``/flex/...`` is the Flex Web Service (:mod:`ibkr_tasks.sim.api_flex`), ``/oauth2/...`` and
+``/gw/...`` the OAuth 2.0 endpoints (:mod:`ibkr_tasks.sim.api_oauth2`).
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ibkr_tasks.sim import api_oauth2, render
+from ibkr_tasks.sim import api_oauth2
+from ibkr_tasks.sim.api_flex import flex_endpoint
 from ibkr_tasks.sim.app import match
 from ibkr_tasks.sim.clock import SimClock
-from ibkr_tasks.sim.flex import flex_control, flex_endpoint
+from ibkr_tasks.sim.control import control
+from ibkr_tasks.sim.oauth2 import SSOSession
 from ibkr_tasks.sim.scenario import Quirks, Scenario
 from ibkr_tasks.sim.state import (
     API_PREFIX,
@@ -35,7 +38,6 @@ from ibkr_tasks.sim.state import (
     SimState,
     SimulatedReadTimeout,
     error,
-    read_json,
     respond,
 )
 
@@ -69,7 +71,7 @@ class SimApp:
         if path.startswith(API_PREFIX + "/"):
             response = await self._api(request, path[len(API_PREFIX) :])
         elif path.startswith("/sim/"):
-            response = await self._control(request, path[len("/sim") :])
+            response = await control(self.sim, request, path[len("/sim") :])
         elif path.startswith("/flex/"):
             response = await flex_endpoint(self.sim, request, path[len("/flex") :])
         elif path.startswith(("/oauth2/", "/gw/")):
@@ -130,7 +132,7 @@ class SimApp:
         if st.faults.fail_accounts and params.get("acct") in st.faults.fail_accounts:
             st.stats.faults_5xx += 1
             return respond({"error": "Internal Server Error", "statusCode": 500}, 500)
-        sso: api_oauth2.SSOSession | None = None
+        sso: SSOSession | None = None
         if st.scenario.oauth2 is not None:
             # OAuth 2.0 mode: an unexpired SSO bearer, whose brokerage session /iserver needs opened.
             sso, refused = api_oauth2.bearer_session(st, request)
@@ -203,141 +205,6 @@ class SimApp:
             if route.preflight == "portfolio" and not s.portfolio_accounts_done:
                 return error("Please query /portfolio/accounts first", 500)
         return None
-
-    # ------------------------------------------------------------------ control and truth
-    async def _control(self, request: Request, path: str) -> Response:
-        st = self.sim
-        method = request.method
-        if method == "GET" and path.startswith("/truth/"):
-            acct = st.account(path[len("/truth/") :].strip("/"))
-            if acct is None:
-                return error(f"unknown account {path[len('/truth/') :]!r}; see GET /sim/accounts", 404)
-            return respond(render.truth(st.book, acct, st.clock.now()))
-        if method == "GET" and path == "/accounts":
-            return respond(
-                [
-                    {"account_id": a.account_id, "kind": a.kind, "faclient": a.faclient}
-                    for a in st.book.accounts.values()
-                ]
-            )
-        if method == "GET" and path == "/stats":
-            return respond(self._stats(st))
-        if method == "GET" and path == "/ip":
-            return api_oauth2.ip_echo(request)
-        if method == "GET" and path == "/scenario":
-            return Response(st.scenario.model_dump_json(), media_type="application/json")
-        if method == "POST" and path == "/advance":
-            return await self._advance(st, request)
-        if method == "POST" and path == "/faults":
-            return await self._faults(st, request)
-        if method in ("GET", "POST") and path == "/flex":
-            return await flex_control(st, request)
-        return error(f"Not Found: {method} /sim{path}", 404)
-
-    @staticmethod
-    def _stats(st: SimState) -> dict[str, Any]:
-        lim = st.limiter
-        return {
-            "now": st.clock.now().isoformat(),
-            "requests": dict(sorted(st.stats.requests.items())),
-            "requests_total": sum(st.stats.requests.values()),
-            "statuses": dict(sorted(st.stats.statuses.items())),
-            "responses_429": st.stats.responses_429,
-            "first_request_at": st.stats.first_request_at,
-            "last_request_at": st.stats.last_request_at,
-            "rate_limited": st.stats.responses_429,  # alias of responses_429
-            "rate_limit_violations": lim.violations,
-            "rate_limit_violations_by_endpoint": dict(lim.violations_by_endpoint),
-            "penalty_box": lim.box_state(st.clock.mono()),
-            "faults_5xx": st.stats.faults_5xx,
-            "dropped_order_responses": st.stats.dropped_order_responses,
-            "session": {
-                "authenticated": st.session.authenticated,
-                "brokerage": st.session.brokerage,
-                "competing": st.session.competing,
-                "epoch": st.session.epoch,
-                "expiries": st.session.expiries,
-            },
-            "handler_ms_max": dict(sorted(st.stats.handler_ms_max.items())),
-            "handler_ms_max_overall": max(st.stats.handler_ms_max.values(), default=0.0),
-            "handler_cpu_ms_max": dict(sorted(st.stats.handler_cpu_ms_max.items())),
-            "handler_cpu_ms_max_overall": max(st.stats.handler_cpu_ms_max.values(), default=0.0),
-            "executions_total": len(st.book.executions),
-            "oauth2": st.oauth2.stats(),
-        }
-
-    @staticmethod
-    async def _advance(st: SimState, request: Request) -> Response:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            return error('expected {"days": n} or {"seconds": n}', 400)
-        try:
-            seconds = float(body.get("days", 0)) * 86400 + float(body.get("seconds", 0))
-        except (TypeError, ValueError):
-            return error('expected {"days": n} or {"seconds": n} with numbers', 400)
-        if seconds < 0:
-            return error("the simulator clock only moves forward", 400)
-        started = time.perf_counter()
-        before = st.clock.now().replace(microsecond=0)
-        st.clock.advance(seconds)
-        after = st.clock.now().replace(microsecond=0)
-        st.book.advance(before, after)
-        return respond(
-            {
-                "now": after.isoformat(),
-                "advanced_seconds": seconds,
-                "executions_total": len(st.book.executions),
-                "took_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
-        )
-
-    @staticmethod
-    async def _faults(st: SimState, request: Request) -> Response:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            return error("expected a JSON object", 400)
-        s = st.session
-        if body.get("expire_session"):
-            s.expire()
-        if "competing" in body:
-            s.competing = bool(body["competing"])
-            if s.competing:
-                s.invalidate_reply()
-        if body.get("drop_bridge"):
-            s.brokerage = False
-        if "drop_next_order_response" in body:
-            st.faults.drop_next_order_responses = int(body["drop_next_order_response"])
-        if "fail_next_requests" in body:
-            st.faults.fail_next_requests = int(body["fail_next_requests"])
-        if "fail_accounts" in body:
-            st.faults.fail_accounts = {str(a) for a in body["fail_accounts"] or []}
-        if "secdef_omit" in body:
-            try:
-                st.faults.secdef_omit = {int(c) for c in body["secdef_omit"] or []}
-            except (TypeError, ValueError):
-                return error("secdef_omit must be a list of conids", 400)
-        if body.get("release_penalty_box"):
-            st.limiter.release()
-        if "quirks" in body:
-            try:
-                merged = {**st.quirks.model_dump(), **dict(body["quirks"])}
-                st.set_quirks(Quirks.model_validate(merged))
-            except (ValidationError, TypeError, ValueError) as exc:
-                return error(f"invalid quirks: {exc}", 400)
-        return respond(
-            {
-                "session": {
-                    "authenticated": s.authenticated,
-                    "brokerage": s.brokerage,
-                    "competing": s.competing,
-                },
-                "drop_next_order_response": st.faults.drop_next_order_responses,
-                "fail_next_requests": st.faults.fail_next_requests,
-                "fail_accounts": sorted(st.faults.fail_accounts),
-                "secdef_omit": sorted(st.faults.secdef_omit),
-                "quirks": st.quirks.model_dump(mode="json"),
-            }
-        )
 
 
 def _over_a_socket(st: SimState, request: Request) -> bool:

@@ -1,7 +1,7 @@
-"""The simulator's Flex Web Service: ``/flex/SendRequest`` and ``/flex/GetStatement`` (v3 XML).
+"""The simulator's Flex statements: Activity statements from its ground truth, and the service's knobs.
 
-Point ``IBKR_FLEX_URL`` at ``http://<simulator>/flex``. Statements are Activity statements built from
-the simulator's ground truth at the moment GetStatement is answered, in their final end-of-day state:
+Statements (``statement_xml``) are built from the simulator's records at the moment they are asked
+for, in their final end-of-day state:
 
 - every execution of the period under the execution id ``/iserver/account/trades`` shows, with its
   final commission (``ibCommission`` negative, as IBKR prints it) and ``tradeID``/``transactionID``;
@@ -13,53 +13,39 @@ the simulator's ground truth at the moment GetStatement is answered, in their fi
   of the Client Portal endpoints do not include them;
 - ``OpenPositions`` at the end of the period (SUMMARY rows), replayed from the executions.
 
-Knobs (``POST /sim/flex`` with a JSON object, ``GET /sim/flex`` shows them): ``token`` (the token to
-accept; empty = any), ``token_error`` (answer every request with 1012, 1013, 1015 ...),
-``in_progress_polls`` (GetStatement answers 1019 this many times first), ``min_poll_seconds``
-(GetStatement faster than this after the previous one answers 1018), ``date_format`` /
-``time_format`` / ``separator`` (the query's format settings) and ``query_ids`` (accepted ids; empty
-= any numeric id).
+:class:`FlexSim` holds the service's knobs (``SimState.flex``); the endpoints are in
+:mod:`ibkr_tasks.sim.api_flex`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
-from xml.sax.saxutils import escape
 
-from starlette.requests import Request
-from starlette.responses import Response
-
-from ibkr_tasks.flex.render import FlexFormat, Section, write_response
-from ibkr_tasks.flex.service import ERROR_CODES, MAX_RANGE_DAYS
-from ibkr_tasks.flex.times import EASTERN
-from ibkr_tasks.sim.book import Account, Book, Execution
 from ibkr_tasks.sim.catalog import CENT
+from ibkr_tasks.sim.entities import ZERO, Account, Execution
+from ibkr_tasks.sim.flex_xml import EASTERN, FlexFormat, Section, write_response
+from ibkr_tasks.sim.journal import Journal
 
-__all__ = ["FlexSim", "cash_transactions", "flex_control", "flex_endpoint", "flex_of", "statement_xml"]
-
-ZERO = Decimal(0)
-_MESSAGES = {
-    "1003": "Statement is not available.",
-    "1012": "Token has expired.",
-    "1013": "IP restriction.",
-    "1014": "Query is invalid.",
-    "1015": "Token is invalid.",
-    "1017": "Reference code is invalid.",
-    "1018": "Too many requests have been made from this token. Please try again shortly.",
-    "1019": "Statement generation in progress. Please try again shortly.",
-    "1020": "Invalid request or unable to validate request.",
-}
+__all__ = [
+    "FlexSim",
+    "cash_transactions",
+    "default_period",
+    "end_of_day",
+    "positions_at",
+    "statement_xml",
+]
 
 
 @dataclass
-class _Request:
+class FlexRequest:
+    """A SendRequest whose statement has not been fetched yet."""
+
     query_id: str
     from_date: date | None
     to_date: date | None
@@ -79,7 +65,7 @@ class FlexSim:
     time_format: str = "HHmmss"
     separator: str = ";"
     query_ids: list[str] = field(default_factory=list)
-    requests: dict[str, _Request] = field(default_factory=dict)
+    requests: dict[str, FlexRequest] = field(default_factory=dict)
     last_poll: float | None = None
     counter: int = 0
     polls: int = 0
@@ -101,123 +87,6 @@ class FlexSim:
     @property
     def format(self) -> FlexFormat:
         return FlexFormat(self.date_format, self.time_format, self.separator)
-
-
-def flex_of(st: Any) -> FlexSim:
-    """The Flex service state of a simulator (created on first use)."""
-    flex = st.__dict__.get("flex")
-    if flex is None:
-        flex = st.__dict__["flex"] = FlexSim()
-    return flex  # type: ignore[no-any-return]
-
-
-def _xml(body: str) -> Response:
-    return Response(body, media_type="text/xml")
-
-
-def _envelope(st: Any, inner: str) -> Response:
-    stamp = st.clock.now().astimezone(EASTERN)
-    text = stamp.strftime("%d %B, %Y %I:%M %p ") + (stamp.tzname() or "EST")
-    return _xml(f"<FlexStatementResponse timestamp='{text}'>{inner}</FlexStatementResponse>")
-
-
-def _fail(st: Any, code: str, status: str = "Fail") -> Response:
-    message = _MESSAGES.get(code) or ERROR_CODES.get(code, "Error.")
-    return _envelope(
-        st,
-        f"<Status>{status}</Status><ErrorCode>{code}</ErrorCode><ErrorMessage>{escape(message)}</ErrorMessage>",
-    )
-
-
-def _yyyymmdd(text: str | None) -> date | None:
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).date()
-
-
-def _token_problem(flex: FlexSim, token: str | None) -> str | None:
-    if flex.token_error:
-        return flex.token_error
-    if not token:
-        return "1020"
-    if flex.token and token != flex.token:
-        return "1015"
-    return None
-
-
-async def flex_endpoint(st: Any, request: Request, path: str) -> Response:
-    """``/flex/SendRequest`` and ``/flex/GetStatement`` (v3)."""
-    flex = flex_of(st)
-    params = request.query_params
-    problem = _token_problem(flex, params.get("t"))
-    if path.rstrip("/") == "/SendRequest":
-        if problem:
-            return _fail(st, problem)
-        query = params.get("q") or ""
-        if not query.isdigit() or (flex.query_ids and query not in flex.query_ids):
-            return _fail(st, "1014")
-        try:
-            start, end = _yyyymmdd(params.get("fd")), _yyyymmdd(params.get("td"))
-        except ValueError:
-            return _fail(st, "1020")
-        if (start is None) != (end is None) or (
-            start is not None and end is not None and not 0 <= (end - start).days < MAX_RANGE_DAYS
-        ):
-            return _fail(st, "1003")
-        flex.counter += 1
-        reference = f"{7_000_000_000 + flex.counter}"
-        flex.requests[reference] = _Request(query, start, end)
-        url = f"{request.url.scheme}://{request.url.netloc}{request.url.path.rsplit('/', 1)[0]}/GetStatement"
-        return _envelope(
-            st, f"<Status>Success</Status><ReferenceCode>{reference}</ReferenceCode><Url>{escape(url)}</Url>"
-        )
-    if path.rstrip("/") == "/GetStatement":
-        if problem:
-            return _fail(st, problem)
-        pending = flex.requests.get(params.get("q") or "")
-        if pending is None:
-            return _fail(st, "1017")
-        now = st.clock.mono()
-        flex.polls += 1
-        too_fast = flex.last_poll is not None and now - flex.last_poll < flex.min_poll_seconds
-        flex.last_poll = now
-        if too_fast:
-            return _fail(st, "1018", "Warn")
-        pending.polls += 1
-        if pending.polls <= flex.in_progress_polls:
-            return _fail(st, "1019", "Warn")
-        if pending.body is None:
-            pending.body = statement_xml(
-                st.book, st.clock.now(), flex.format, from_date=pending.from_date, to_date=pending.to_date
-            )
-        return Response(pending.body, media_type="text/xml")
-    return _xml(
-        "<FlexStatementResponse><Status>Fail</Status><ErrorCode>1020</ErrorCode></FlexStatementResponse>"
-    )
-
-
-async def flex_control(st: Any, request: Request) -> Response:
-    """``GET /sim/flex`` (the knobs) and ``POST /sim/flex`` (change them)."""
-    flex = flex_of(st)
-    if request.method == "POST":
-        body = await request.json()
-        for key, value in (body or {}).items():
-            if key not in {
-                "token",
-                "token_error",
-                "in_progress_polls",
-                "min_poll_seconds",
-                "date_format",
-                "time_format",
-                "separator",
-                "query_ids",
-            }:
-                return Response(
-                    json.dumps({"error": f"unknown Flex knob {key!r}"}), 400, media_type="application/json"
-                )
-            setattr(flex, key, value)
-        flex.format  # noqa: B018 - validates the format settings
-    return Response(json.dumps(flex.knobs()), media_type="application/json")
 
 
 # ---------------------------------------------------------------------------------- statements
@@ -243,16 +112,12 @@ def _ids(execution_id: str) -> tuple[str, str]:
     return str(1_000_000_000 + digest % 8_000_000_000), str(20_000_000_000 + digest % 70_000_000_000)
 
 
-def _final(ex: Execution) -> Decimal:
-    return ex.commission_stages[-1] or ZERO
-
-
 def _trade_rows(fmt: FlexFormat, acct: Account, ex: Execution) -> Iterator[tuple[str, dict[str, str]]]:
     inst = ex.inst
     trade_id, transaction_id = _ids(ex.execution_id)
     signed = ex.signed_size
     money = signed * ex.price * inst.multiplier
-    commission = _final(ex)
+    commission = ex.final_commission
     day = _eastern_day(ex.trade_time)
     booked = ex.side in ("X", "N")
     row = {
@@ -321,7 +186,7 @@ def _trade_rows(fmt: FlexFormat, acct: Account, ex: Execution) -> Iterator[tuple
     yield from return_rows
 
 
-def _correction_of(book: Book, ex: Execution) -> Execution | None:
+def _correction_of(book: Journal, ex: Execution) -> Execution | None:
     if ex.correction is not None:
         return ex.correction
     if ex.superseded:
@@ -329,7 +194,7 @@ def _correction_of(book: Book, ex: Execution) -> Execution | None:
     return None
 
 
-def _executions(book: Book, acct: Account, start: date, end: date) -> Iterator[Execution]:
+def _executions(book: Journal, acct: Account, start: date, end: date) -> Iterator[Execution]:
     for entry in acct.entries:
         if isinstance(entry, Execution) and start <= _eastern_day(entry.trade_time) <= end:
             if entry.execution_id.endswith(".02") and entry.execution_id[:-2] + "01" in book.executions:
@@ -338,7 +203,7 @@ def _executions(book: Book, acct: Account, start: date, end: date) -> Iterator[E
 
 
 def _trades(
-    book: Book, fmt: FlexFormat, acct: Account, start: date, end: date
+    book: Journal, fmt: FlexFormat, acct: Account, start: date, end: date
 ) -> Iterator[tuple[str, dict[str, str]]]:
     for ex in _executions(book, acct, start, end):
         yield from _trade_rows(fmt, acct, ex)
@@ -353,7 +218,7 @@ def _hash(*parts: object) -> int:
     return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
-def cash_transactions(book: Book, acct: Account, start: date, end: date) -> list[dict[str, Any]]:
+def cash_transactions(book: Journal, acct: Account, start: date, end: date) -> list[dict[str, Any]]:
     """The period's cash transactions of ``acct`` (deterministic: the same seed gives the same rows).
 
     Each is ``{"transaction_id", "type", "amount", "currency", "date", "datetime", "description",
@@ -452,7 +317,7 @@ def _cash_rows(
         )
 
 
-def positions_at(book: Book, acct: Account, end: datetime) -> dict[int, Decimal]:
+def positions_at(book: Journal, acct: Account, end: datetime) -> dict[int, Decimal]:
     """Quantities held at ``end``: today's positions minus the executions traded after it."""
     held = {conid: pos.qty for conid, pos in acct.positions.items()}
     for entry in reversed(acct.entries):
@@ -464,7 +329,7 @@ def positions_at(book: Book, acct: Account, end: datetime) -> dict[int, Decimal]
 
 
 def _position_rows(
-    book: Book, fmt: FlexFormat, acct: Account, end: date
+    book: Journal, fmt: FlexFormat, acct: Account, end: date
 ) -> Iterator[tuple[str, dict[str, str]]]:
     close = end_of_day(end)
     for conid, qty in sorted(positions_at(book, acct, close).items()):
@@ -491,7 +356,7 @@ def _position_rows(
 
 
 def statement_xml(
-    book: Book,
+    book: Journal,
     now: datetime,
     fmt: FlexFormat | None = None,
     *,

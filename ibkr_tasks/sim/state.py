@@ -1,4 +1,10 @@
-"""The simulator's live state (``app.state.sim``) and the small helpers every endpoint uses."""
+"""The simulator's live state (``app.state.sim``) and the small helpers every endpoint uses.
+
+:class:`SimState` holds the brokerage (:class:`~ibkr_tasks.sim.book.Book`), the clock, the gateway
+session, the pacing limiter, the counters behind ``/sim/stats``, the one-shot faults, the OAuth 2.0
+and Flex service state and the orders placed through the API. The helpers build JSON responses the
+way the gateway answers (``respond``, ``error``, ``bad_account``) and read request bodies.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,14 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ibkr_tasks.sim import render
-from ibkr_tasks.sim.api_oauth2 import new_state as new_oauth2_state
-from ibkr_tasks.sim.book import Account, Book, Order
+from ibkr_tasks.sim.book import Book
 from ibkr_tasks.sim.catalog import Instrument
 from ibkr_tasks.sim.clock import SimClock
+from ibkr_tasks.sim.entities import Account, Order
+from ibkr_tasks.sim.flex import FlexSim
+from ibkr_tasks.sim.formats import dumps
 from ibkr_tasks.sim.limits import RateLimiter
+from ibkr_tasks.sim.oauth2 import new_state as new_oauth2_state
 from ibkr_tasks.sim.scenario import Quirks, Scenario
 from ibkr_tasks.sim.session import Session
 
@@ -90,6 +98,7 @@ class SimState:
         self.rng_orders = random.Random(f"{scenario.seed}|orders")
         self.session.session_hex = f"{self.rng_faults.getrandbits(128):032x}"
         self.oauth2 = new_oauth2_state(scenario.seed)  # OAuth 2.0 tokens and SSO sessions (Scenario.oauth2)
+        self.flex = FlexSim()  # the Flex Web Service's knobs and outstanding reference codes
         self.coids: dict[str, int] = {}
         self.orders: dict[int, Order] = {}
         self.positions_cache: dict[str, list[tuple[Instrument, Decimal, Decimal]]] = {}
@@ -128,7 +137,7 @@ class SimState:
 
 # ----------------------------------------------------------------------------------- helpers
 def respond(data: Any, status: int = 200) -> Response:
-    return Response(render.dumps(data), status_code=status, media_type="application/json")
+    return Response(dumps(data), status_code=status, media_type="application/json")
 
 
 def error(message: str, status: int = 200) -> Response:
