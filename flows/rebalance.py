@@ -66,6 +66,7 @@ from ibkr_tasks.rebalance.execute import (
     gather_inputs,
     record_plan,
 )
+from ibkr_tasks.rebalance.report import failure_markdown
 from ibkr_tasks.reporting import artifact_key
 from ibkr_tasks.tasks import place_order
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
@@ -141,15 +142,8 @@ async def publish_report(report: ExecutionReport) -> None:
             description=f"Targets vs achieved after rebalance run {report.run_id} for {acct}",
         )
     if report.error or report.cancelled or report.cancel_errors or report.timed_out:
-        lines = [f"# Rebalance {acct} stopped" if report.error else f"# Rebalance {acct}", ""]
-        if report.error:
-            lines += [f"Error: `{report.error}`", ""]
-        if report.timed_out:
-            lines += ["Some orders were not filled within the fill timeout.", ""]
-        lines += [f"Cancel requested for this run's working orders: {', '.join(report.cancelled) or 'none'}."]
-        lines += [f"- {e}" for e in report.cancel_errors]
         await acreate_markdown_artifact(
-            markdown="\n".join(lines),
+            markdown=failure_markdown(report),
             key=artifact_key("rebalance-failure", acct),
             description=f"What rebalance run {report.run_id} did after a failure",
         )
@@ -177,6 +171,7 @@ async def rebalance(
     ledger_url: str | None = None,
     credentials: str | None = None,
     prompt_policy: str | None = None,
+    allow_prompts: list[str] = [],  # noqa: B006 -- never mutated; a literal [] is what the run form shows
     run_id: str | None = None,
 ) -> dict[str, Any] | State:
     """Rebalance one account to ``targets`` (or place explicit ``orders``); a dry run by default.
@@ -203,7 +198,10 @@ async def rebalance(
         allow_prior_close: price from yesterday's close when the market is closed (refused by default).
         ledger_url: SQLAlchemy URL of the ledger (``IBKR_LEDGER_URL`` or ``sqlite:///ibkr_ledger.db``).
         credentials: name of a saved ``IBKRCredentials`` block; the ``IBKR_*`` environment otherwise.
-        prompt_policy: path of a prompt policy JSON file; the shipped policy otherwise.
+        prompt_policy: path of a prompt policy JSON file (a full copy of the shipped one, edited); the
+            shipped policy otherwise.
+        allow_prompts: prompt message ids to confirm in this run on top of the policy, e.g. ``["o451"]``
+            (the order value exceeds the Total Value Limit); see docs/rebalance.md.
         run_id: id the cOIDs derive from; the flow-run id by default (keep it to resume a run safely).
     """
     logger = get_run_logger()
@@ -226,6 +224,7 @@ async def rebalance(
             fill_poll_interval=fill_poll_interval,
             price_max_age=price_max_age,
             allow_prior_close=allow_prior_close,
+            allow_prompts=allow_prompts,
         )
     except (ValidationError, IBKRError) as exc:
         return Failed(message=f"invalid rebalance parameters: {exc}")

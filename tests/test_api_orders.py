@@ -95,13 +95,17 @@ async def test_two_hop_confirmation_chain_returns_real_order_id(
 async def test_unknown_prompt_is_refused_and_order_discarded(
     router: respx.MockRouter, clock: FakeClock
 ) -> None:
-    router.post(ORDERS).respond(200, json=question("r1", "o99999", text="Something new and scary"))
+    router.post(ORDERS).respond(200, json=question("r1", "o99999", text="Something new\nand scary"))
     decline = router.post("/iserver/reply/r1").respond(200, json={"error": "Order discarded"})
     with pytest.raises(UnknownPrompt) as caught:
         await make_client(clock).place_order(ACCT, AAPL, coid="c-unknown")
     assert caught.value.message_ids == ["o99999"]
-    assert "Something new and scary" in caught.value.text
-    assert "unknown to the prompt policy" in str(caught.value)
+    assert caught.value.text == "Something new\nand scary"  # IBKR's text as asked
+    message = str(caught.value)
+    assert "unknown to the prompt policy" in message
+    # the text once, readable on one line, and the client's own parameter to allow it
+    assert message.count("Something new and scary") == 1 and "\\n" not in message and "\n" not in message
+    assert 'policy=PromptPolicy.default().with_allowed("o99999")' in message
     assert decline.call_count == 1
     assert body(decline.calls[0].request) == {"confirmed": False}
     (record,) = caught.value.prompts  # type: ignore[attr-defined]

@@ -128,14 +128,45 @@ async def test_unknown_prompt_stops_that_order_and_fails_with_its_text(tmp_path:
                 sleep=rig.clock.sleep,
                 clock=rig.clock,
             )
-        assert isinstance(info.value.cause, UnknownPrompt)
-        assert info.value.cause.text and info.value.cause.text in str(info.value)
+        cause = info.value.cause
+        assert isinstance(cause, UnknownPrompt)
+        text = " ".join(cause.text.split())  # IBKR's text, once, on one line (no "\n" escapes)
+        (asked,) = cause.message_ids
+        for message in (str(info.value), info.value.report.error or ""):
+            assert message.count(text) == 1 and "\\n" not in message, message
+            assert f'allow_prompts=["{asked}"]' in message and "prompt_policy" in message
+            assert "policy=..." not in message
         truth = await rig.truth()
         assert truth["orders"] == []  # declined: nothing transmitted
         (row,) = rig.ledger_orders("run-prompt")
         assert row.status == "prompt_refused" and row.order_id is None
         assert row.prompts and row.prompts[0]["confirmed"] is False
-        assert info.value.cause.text in row.error
+        assert row.error is not None and row.error.count(text) == 1
+
+        # what the hint says works: the same order again, allowing the refused prompt (the simulator
+        # may ask another question next time: that one is then allowed the same way)
+        allowed = [asked]
+        for _attempt in range(6):
+            again = p.model_copy(update={"allow_prompts": tuple(allowed)})
+            try:
+                report = await execute_plan(
+                    rig.client,
+                    rig.ledger,
+                    plan,
+                    again,
+                    policy=PromptPolicy.allowing([]),
+                    sleep=rig.clock.sleep,
+                    clock=rig.clock,
+                )
+                break
+            except RebalanceFailed as refused:
+                assert isinstance(refused.cause, UnknownPrompt)
+                allowed += refused.cause.message_ids
+        else:
+            pytest.fail(f"still refused after allowing {allowed}")
+        (sent,) = (await rig.truth())["orders"]
+        assert report.orders[0].order_id == sent["order_id"]
+        assert report.orders[0].answered[0].split(" ")[1] == "(confirmed):"
     finally:
         await rig.client.aclose()
 

@@ -289,6 +289,17 @@ async def test_unknown_prompt_fails_the_run_with_its_text_and_places_nothing(
         opening = " ".join(row.prompts[0]["messages"][0].split())[:40]
         assert order["prompts"].startswith(f"{asked} (declined): {opening}"), order
 
+        # the failure artifact: IBKR's text once, line by line, and the flow parameter that allows it
+        failure = await artifact(artifact_key("rebalance-failure", paper))
+        assert failure is not None and failure["type"] == "markdown"
+        markdown = failure["data"]
+        assert "\\n" not in markdown
+        for line in filter(None, (x.strip() for x in row.prompts[0]["messages"][0].splitlines())):
+            assert markdown.count(line) == 1 and f"> {line}" in markdown, markdown
+        assert f'`allow_prompts=["{asked}"]`' in markdown and "`prompt_policy`" in markdown
+        assert "policy=..." not in markdown
+        assert f'allow_prompts=["{asked}"]' in (state.message or "")
+
 
 async def test_unexpected_error_after_the_order_was_accepted_still_records_it_as_placed(
     sim: SimulatorHandle, tmp_path, monkeypatch: pytest.MonkeyPatch

@@ -56,7 +56,7 @@ from ibkr_tasks.models import (
 )
 from ibkr_tasks.models.numbers import parse_decimal
 
-__all__ = ["MAX_REPLY_HOPS", "OrderDesk", "TransportLike", "parse_live_order"]
+__all__ = ["MAX_REPLY_HOPS", "OrderDesk", "TransportLike", "one_line", "parse_live_order"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,15 @@ def _acknowledgement(answer: Any) -> Mapping[str, Any] | None:
     if isinstance(answer, Mapping) and answer.get("order_id") and not answer.get("error"):
         return answer
     return None
+
+
+def one_line(text: str) -> str:
+    """A prompt's text on one line (IBKR breaks its questions with newlines)."""
+    return " ".join(text.split())
+
+
+def _quoted(message_ids: Sequence[str]) -> str:
+    return ", ".join(f'"{mid}"' for mid in message_ids)
 
 
 def _as_list(value: Any) -> list[str]:
@@ -289,8 +298,9 @@ class OrderDesk:
                     )
                 raise UnknownPrompt(
                     f"order {coid} for {account_id} was NOT placed: IBKR asked "
-                    f"{policy.describe(message_ids)}: {text!r}. Review the prompt; to allow it, add its "
-                    "id to the prompt policy (ibkr_tasks/data/prompt_policy.json or policy=...)",
+                    f'{policy.describe(message_ids)}, answered no. IBKR\'s text: "{one_line(text)}". '
+                    f"To allow it, pass policy=PromptPolicy.default().with_allowed({_quoted(message_ids)}) "
+                    "to place_order, or allow it in a prompt policy file (see ibkr_tasks/data/prompt_policy.json)",
                     message_ids=message_ids,
                     text=text,
                 )

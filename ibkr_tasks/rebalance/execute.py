@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from ibkr_tasks.accounts import validate_account_id
+from ibkr_tasks.client.orders import one_line
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.errors import (
     AccountMismatch,
@@ -69,7 +70,9 @@ __all__ = [
     "OrderOutcome",
     "PlaceFn",
     "RebalanceFailed",
+    "RefusedPrompt",
     "achieved_rows",
+    "allow_prompts_hint",
     "cancel_own_orders",
     "execute_plan",
     "gather_inputs",
@@ -252,6 +255,32 @@ def prompt_summary(prompt: Any) -> str:
     return f"{ids} ({answer}): {text}" if text else f"{ids} ({answer})"
 
 
+def allow_prompts_hint(message_ids: Sequence[str]) -> str:
+    """How to let a rebalance confirm these prompts, naming the flow parameters and their values."""
+    ids = ", ".join(f'"{mid}"' for mid in message_ids)
+    entries = ", ".join(f'"{mid}": {{"allow": true}}' for mid in message_ids)
+    return (
+        f"To allow it for one run, run again with allow_prompts=[{ids}]; to allow it in every run, set "
+        f"{entries} in a copy of ibkr_tasks/data/prompt_policy.json and pass that file's path as prompt_policy"
+    )
+
+
+@dataclass(frozen=True)
+class RefusedPrompt:
+    """A confirmation question the prompt policy did not allow: answered "no", the order not placed."""
+
+    message_ids: list[str]
+    text: str  # IBKR's text, line breaks kept
+    reason: str  # the policy's word on each id: unknown, or known and not allowed (and what it means)
+
+    def describe(self) -> str:
+        """One line: which question, why refused, IBKR's text (once) and how to allow it."""
+        return (
+            f"IBKR asked {self.reason}; answered no, the order was NOT placed. IBKR's text: "
+            f'"{one_line(self.text)}". {allow_prompts_hint(self.message_ids)}'
+        )
+
+
 @dataclass
 class OrderOutcome:
     """What happened to one planned order in this run."""
@@ -270,6 +299,7 @@ class OrderOutcome:
     avg_price: Decimal | None = None  # volume-weighted price of this run's fills of the order
     currency: str | None = None
     answered: list[str] = field(default_factory=list)  # prompt_summary() of each prompt
+    refused_prompt: RefusedPrompt | None = None  # the question that stopped the order, if one did
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -517,13 +547,18 @@ async def _place_one(
         outcome.prompts = len(prompts)
         outcome.answered = [prompt_summary(p) for p in prompts]
         outcome.error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, UnknownPrompt):
+            outcome.refused_prompt = RefusedPrompt(
+                message_ids=list(exc.message_ids),
+                text=exc.text,
+                reason=(policy or PromptPolicy.default()).describe(exc.message_ids),
+            )
+            outcome.error = outcome.refused_prompt.describe()
         if isinstance(exc, Exception) and not isinstance(exc, (OrderError, TransportError)):
             outcome.error += (
                 "; it may have reached IBKR but is not in live orders or trades under its cOID yet: "
                 "run again with the same run_id (the same cOID is never placed twice)"
             )
-        if isinstance(exc, UnknownPrompt):
-            outcome.error += f"\nprompt text ({', '.join(exc.message_ids)}): {exc.text}"
         await asyncio.to_thread(
             ledger.update_order,
             acct,
@@ -647,6 +682,8 @@ async def execute_plan(
     if not plan.orders:
         return report
     place_fn: PlaceFn = place or _client_place
+    if params.allow_prompts:
+        policy = (policy or PromptPolicy.default()).with_allowed(*params.allow_prompts)
     check_working_orders(await client.live_orders(acct), plan, own_coids=[o.coid for o in plan.orders])
     for order, outcome in zip(plan.orders, report.orders, strict=True):
         try:
