@@ -66,7 +66,7 @@ from ibkr_tasks.rebalance.execute import (
     gather_inputs,
     record_plan,
 )
-from ibkr_tasks.rebalance.report import failure_markdown
+from ibkr_tasks.rebalance.report import RunResult, emit_events, failure_markdown
 from ibkr_tasks.reporting import artifact_key
 from ibkr_tasks.tasks import place_order
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
@@ -204,7 +204,6 @@ async def rebalance(
             (the order value exceeds the Total Value Limit); see docs/rebalance.md.
         run_id: id the cOIDs derive from; the flow-run id by default (keep it to resume a run safely).
     """
-    logger = get_run_logger()
     try:
         params = RebalanceParams(
             account_id=account_id,
@@ -227,19 +226,45 @@ async def rebalance(
             allow_prompts=allow_prompts,
         )
     except (ValidationError, IBKRError) as exc:
-        return Failed(message=f"invalid rebalance parameters: {exc}")
+        return Failed(message=f"invalid rebalance parameters: {exc}")  # no valid account: no event
+    run = run_id or flow_run.get_id() or f"local-{uuid.uuid4()}"
+    result = await _rebalance(
+        params, run, ledger_url=ledger_url, credentials=credentials, prompt_policy=prompt_policy
+    )
+    emit_events(result)
+    if result.failed:
+        return Failed(message=result.message, data=result.data)
+    return Completed(message=result.message, data=result.data)
+
+
+async def _rebalance(
+    params: RebalanceParams,
+    run: str,
+    *,
+    ledger_url: str | None,
+    credentials: str | None,
+    prompt_policy: str | None,
+) -> RunResult:
+    """The run after its parameters were validated; the result says how it ended (never raises for
+    a refusal or a failed order)."""
+    logger = get_run_logger()
+    acct = params.account_id
+    result = RunResult(account_id=acct, run_id=run, dry_run=params.dry_run, failed=True, message="")
+
+    def failed(message: str, data: dict[str, Any] | None = None) -> RunResult:
+        result.message, result.data = message, data
+        return result
+
     try:
-        ensure_account_allowed(params.account_id, params.allow_live)  # before any request at all
+        ensure_account_allowed(acct, params.allow_live)  # before any request at all
     except LiveAccountRefused as exc:
         logger.error("%s", exc)
-        return Failed(message=str(exc))
+        return failed(str(exc))
 
-    run = run_id or flow_run.get_id() or f"local-{uuid.uuid4()}"
     policy = PromptPolicy.load(prompt_policy) if prompt_policy else None
     settings = await aresolve_settings(credentials)
     ledger = await asyncio.to_thread(Ledger, ledger_url)
     await configure_rate_limits(settings)
-    acct = params.account_id
     logger.info("rebalance %s of %s (%s)", run, acct, "dry run" if params.dry_run else "EXECUTE")
 
     async with IBKRClient.from_settings(settings) as client:
@@ -252,7 +277,8 @@ async def rebalance(
                 plan = build_plan(params, inputs, run)
         except (RebalanceRefused, IBKRError) as exc:
             logger.error("no plan: %s", exc)
-            return Failed(message=f"rebalance of {acct} refused: {exc}")
+            return failed(f"rebalance of {acct} refused: {exc}")
+        result.plan = plan
         await publish_plan(plan, params.dry_run)
         logger.info("plan of %s: %s", acct, plan.describe())
         for row in plan.rows:
@@ -270,7 +296,7 @@ async def rebalance(
             check_plan(plan, params)
         except RebalanceRefused as exc:
             logger.error("%s", exc)
-            return Failed(message=f"rebalance of {acct} refused: {exc}")
+            return failed(f"rebalance of {acct} refused: {exc}")
 
         summary: dict[str, Any] = {
             "run_id": run,
@@ -284,23 +310,26 @@ async def rebalance(
             try:
                 n = await record_plan_task(ledger, plan)
             except IBKRError as exc:  # e.g. a repeated run_id whose cOID now carries another price
-                return Failed(message=f"dry run of {acct}: the plan could not be stored: {exc}", data=summary)
-            return Completed(
-                message=f"dry run: {n} order(s) planned for {acct} ({plan.describe()}), nothing sent "
-                "(ledger orders, status planned)",
-                data=summary,
+                return failed(f"dry run of {acct}: the plan could not be stored: {exc}", summary)
+            result.failed, result.data = False, summary
+            result.message = (
+                f"dry run: {n} order(s) planned for {acct} ({plan.describe()}), nothing sent "
+                "(ledger orders, status planned)"
             )
+            return result
         try:
             report = await execute_plan(client, ledger, plan, params, place=place_order, policy=policy)
         except RebalanceFailed as exc:
+            result.report = exc.report
             await publish_report(exc.report)
             summary["execution"] = exc.report.summary()
-            return Failed(message=f"rebalance of {acct} failed: {exc}", data=summary)
+            return failed(f"rebalance of {acct} failed: {exc}", summary)
         except RebalanceRefused as exc:
-            return Failed(message=f"rebalance of {acct} refused: {exc}", data=summary)
+            return failed(f"rebalance of {acct} refused: {exc}", summary)
         except IBKRError as exc:  # before any order was placed (e.g. listing working orders failed)
-            return Failed(message=f"rebalance of {acct} failed before placing orders: {exc}", data=summary)
+            return failed(f"rebalance of {acct} failed before placing orders: {exc}", summary)
 
+    result.report = report
     await publish_report(report)
     summary["execution"] = report.summary()
     off = [a for a in report.achieved if a.off_by is not None and abs(a.off_by) >= 1]
@@ -322,9 +351,10 @@ async def rebalance(
             "(the next reconciliation books them)"
         )
     if report.timed_out:
-        return Failed(
-            message=f"{message}; not all orders filled within {params.fill_timeout:g} s "
+        return failed(
+            f"{message}; not all orders filled within {params.fill_timeout:g} s "
             f"(cancel requested for {len(report.cancelled)})",
-            data=summary,
+            summary,
         )
-    return Completed(message=message, data=summary)
+    result.failed, result.message, result.data = False, message, summary
+    return result

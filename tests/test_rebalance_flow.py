@@ -8,7 +8,7 @@ test_rebalance_execute.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from flows.rebalance import rebalance
 from ibkr_tasks.ledger import Ledger, OrderRow
+from ibkr_tasks.rebalance.report import EVENT_COMPLETED, EVENT_FAILED, EVENT_ORDER_FILLED
 from ibkr_tasks.reporting import artifact_key
 from ibkr_tasks.sim import Quirks, Scenario
 from ibkr_tasks.testing import SimulatorHandle, running_simulator
@@ -45,6 +46,25 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatorHandle]:
         monkeypatch.setenv("IBKR_ACCESS_TOKEN", "gateway-placeholder")
         monkeypatch.setenv("IBKR_RATE_LIMIT_BACKEND", "local")
         yield handle
+
+
+@pytest.fixture
+def emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], Awaitable[list[Any]]]]:
+    """The Prefect events a test's runs emit, recorded on their way to the test server."""
+    from prefect.events.clients import AssertingPassthroughEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_a, **_k: worker)
+
+    async def drained() -> list[Any]:
+        await worker.drain()  # waits until every event emitted so far went through the client
+        client = AssertingPassthroughEventsClient.last
+        assert client is not None
+        return [e for e in client.events if e.event.startswith("ibkr.")]
+
+    yield drained
+    AssertingPassthroughEventsClient.reset()
 
 
 def accounts(sim: SimulatorHandle) -> tuple[str, str]:
@@ -142,7 +162,9 @@ async def test_dry_run_places_nothing_stores_the_plan_and_publishes_it(
     assert sim.truth(paper)["orders"] == []
 
 
-async def test_executed_rebalance_reaches_targets_and_books_fills(sim: SimulatorHandle, tmp_path) -> None:
+async def test_executed_rebalance_reaches_targets_and_books_fills(
+    sim: SimulatorHandle, tmp_path, emitted: Callable[[], Awaitable[list[Any]]]
+) -> None:
     paper, _ = accounts(sim)
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     before = positions(sim, paper)
@@ -181,6 +203,31 @@ async def test_executed_rebalance_reaches_targets_and_books_fills(sim: Simulator
         assert re.fullmatch(r"[\d,]+\.\d{2,} [A-Z]{3}", o["avg price"]), o
     assert "filled: buy " in (state.message or "")
 
+    # events: one per filled order, then the run's; the account is the resource, the summary is
+    # shown by the UI as a related resource
+    events = await emitted()
+    assert [e.event for e in events] == [EVENT_ORDER_FILLED] * len(orders) + [EVENT_COMPLETED]
+    assert {e.resource.id for e in events} == {f"ibkr.account.{paper}"}
+    for event in events:
+        assert f"ibkr.summary: {event.payload['summary']}" in [r.id for r in event.related]
+    by_coid = {o["cOID"]: o for o in orders}
+    for event in events[:-1]:
+        p = event.payload
+        row = by_coid[p["coid"]]
+        assert p["account_id"] == paper and p["mode"] == "execute"
+        assert int(p["conid"]) == row["conid"] and p["symbol"] == row["symbol"] and p["side"] == row["side"]
+        assert Decimal(p["quantity"]) == Decimal(row["filled"].replace(",", ""))
+        assert Decimal(p["avg_price"]) > 0 and p["currency"] == "USD"
+        assert p["summary"].startswith(f"{paper}: buy {row['filled']} {row['symbol']} at ")
+    done = events[-1].payload
+    assert done["mode"] == "execute" and done["account_id"] == paper and done["run_id"] == data["run_id"]
+    assert (done["orders_placed"], done["orders_filled"], done["orders_failed"]) == (
+        len(orders),
+        len(orders),
+        0,
+    )
+    assert done["summary"].startswith(f"rebalance {paper} execute completed: {len(orders)} of ")
+
 
 async def test_live_account_without_allow_live_is_refused_before_any_request(
     sim: SimulatorHandle, tmp_path
@@ -196,7 +243,9 @@ async def test_live_account_without_allow_live_is_refused_before_any_request(
     assert sim.truth(live)["orders"] == []
 
 
-async def test_oversize_order_is_refused_and_nothing_is_sent(sim: SimulatorHandle, tmp_path) -> None:
+async def test_oversize_order_is_refused_and_nothing_is_sent(
+    sim: SimulatorHandle, tmp_path, emitted: Callable[[], Awaitable[list[Any]]]
+) -> None:
     paper, _ = accounts(sim)
     state = await run(
         account_id=paper,
@@ -209,6 +258,11 @@ async def test_oversize_order_is_refused_and_nothing_is_sent(sim: SimulatorHandl
     assert "max_order_notional" in (state.message or "")
     assert sim.truth(paper)["orders"] == []
     assert sim.stats()["requests"].get("POST /iserver/account/{acct}/orders", 0) == 0
+    (event,) = await emitted()
+    assert event.event == EVENT_FAILED and event.resource.id == f"ibkr.account.{paper}"
+    assert event.payload["mode"] == "execute" and event.payload["orders_placed"] == 0
+    assert event.payload["orders_planned"] == 1 and "max_order_notional" in event.payload["summary"]
+    assert f"ibkr.summary: {event.payload['summary']}" in [r.id for r in event.related]
 
 
 async def test_dropped_order_response_leaves_exactly_one_order_also_when_run_again(

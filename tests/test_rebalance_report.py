@@ -66,3 +66,78 @@ def test_other_errors_are_shown_in_a_block_with_what_was_cancelled() -> None:
     assert "```text\nOrderRejected: IBKR rejected order rb-1 for DU1234567: contract expired\n```" in markdown
     assert "Cancel requested for this run's working orders: 1234." in markdown
     assert "allow_prompts" not in markdown
+
+
+def test_events_of_an_executed_run_one_per_filled_order_then_completed() -> None:
+    from ibkr_tasks.rebalance.report import EVENT_COMPLETED, EVENT_ORDER_FILLED, RunResult, run_events
+
+    filled = OrderOutcome(
+        coid="rb-1-265598-B-10",
+        conid=265598,
+        symbol="AAPL",
+        side="Buy",
+        quantity=Decimal(10),
+        order_id="111",
+        status="Filled",
+        filled=Decimal(10),
+        avg_price=Decimal("190.125"),
+        currency="USD",
+    )
+    resting = OrderOutcome(
+        coid="rb-1-756733-S-5", conid=756733, symbol="SPY", side="Sell", quantity=Decimal(5), order_id="112"
+    )
+    report = ExecutionReport(run_id="run-1", account_id="DU1234567", orders=[filled, resting], fills_new=1)
+    events = run_events(
+        RunResult(
+            account_id="DU1234567", run_id="run-1", dry_run=False, failed=False, message="ok", report=report
+        )
+    )
+
+    assert [e.event for e in events] == [EVENT_ORDER_FILLED, EVENT_COMPLETED]
+    assert all(e.resource["prefect.resource.id"] == "ibkr.account.DU1234567" for e in events)
+    fill = events[0].payload
+    assert fill == fill | {
+        "account_id": "DU1234567",
+        "mode": "execute",
+        "conid": 265598,
+        "symbol": "AAPL",
+        "side": "Buy",
+        "quantity": "10",
+        "avg_price": "190.125",
+        "currency": "USD",
+        "coid": "rb-1-265598-B-10",
+        "order_id": "111",
+    }
+    assert fill["summary"] == "DU1234567: buy 10 AAPL at 190.125 USD (cOID rb-1-265598-B-10)"
+    done = events[1].payload
+    assert (done["orders_placed"], done["orders_filled"], done["orders_failed"]) == (2, 1, 0)
+    assert (
+        done["summary"] == "rebalance DU1234567 execute completed: 2 of 2 order(s) placed, 1 filled, 0 failed"
+    )
+    for event in events:
+        (related,) = event.related
+        assert related["prefect.resource.id"] == f"ibkr.summary: {event.payload['summary']}"
+        assert related["prefect.resource.role"] == "summary"
+
+
+def test_events_of_a_stopped_run_and_of_a_dry_run() -> None:
+    from ibkr_tasks.rebalance.report import EVENT_COMPLETED, EVENT_FAILED, RunResult, run_events
+
+    (failed,) = run_events(
+        RunResult(
+            account_id="DU1234567",
+            run_id="run-3",
+            dry_run=False,
+            failed=True,
+            message="rebalance of DU1234567 failed: IBKR asked o451",
+            report=refused_report(),
+        )
+    )
+    assert failed.event == EVENT_FAILED
+    assert failed.payload["orders_failed"] == 1 and failed.payload["orders_placed"] == 0
+    assert failed.payload["summary"].endswith("; rebalance of DU1234567 failed: IBKR asked o451")
+    (dry,) = run_events(
+        RunResult(account_id="DU1234567", run_id="run-4", dry_run=True, failed=False, message="dry run")
+    )
+    assert dry.event == EVENT_COMPLETED and dry.payload["mode"] == "dry-run"
+    assert dry.payload["summary"] == "rebalance DU1234567 dry-run completed: 0 order(s) planned, nothing sent"

@@ -6,10 +6,28 @@ to Prefect as artifacts.
 
 from __future__ import annotations
 
-from ibkr_tasks.formatting import number
-from ibkr_tasks.rebalance.execute import ExecutionReport, OrderOutcome
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["failure_markdown"]
+from ibkr_tasks.formatting import money, number
+from ibkr_tasks.rebalance.execute import ExecutionReport, OrderOutcome
+from ibkr_tasks.rebalance.plan import RebalancePlan
+from ibkr_tasks.reporting import account_resource
+
+__all__ = [
+    "EVENT_COMPLETED",
+    "EVENT_FAILED",
+    "EVENT_ORDER_FILLED",
+    "RebalanceEvent",
+    "RunResult",
+    "emit_events",
+    "failure_markdown",
+    "run_events",
+]
+
+EVENT_COMPLETED = "ibkr.rebalance.completed"
+EVENT_FAILED = "ibkr.rebalance.failed"
+EVENT_ORDER_FILLED = "ibkr.rebalance.order.filled"
 
 
 def _order_label(outcome: OrderOutcome) -> str:
@@ -65,3 +83,139 @@ def failure_markdown(report: ExecutionReport) -> str:
     lines += [f"Cancel requested for this run's working orders: {', '.join(report.cancelled) or 'none'}."]
     lines += [f"- {e}" for e in report.cancel_errors]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+@dataclass
+class RunResult:
+    """How a rebalance run of a valid account ended: what the run's events are built from."""
+
+    account_id: str
+    run_id: str
+    dry_run: bool
+    failed: bool
+    message: str
+    plan: RebalancePlan | None = None
+    report: ExecutionReport | None = None
+    data: dict[str, Any] | None = None  # the flow run's result (plan, orders, execution)
+
+    @property
+    def mode(self) -> str:
+        return "dry-run" if self.dry_run else "execute"
+
+    def counts(self) -> dict[str, int]:
+        """Orders planned, placed (IBKR has them), filled (some quantity traded), failed (refused,
+        unknown or in error) and not sent (after the run stopped)."""
+        orders = self.report.orders if self.report is not None else []  # one per planned order
+        planned = len(orders) if self.report is not None else len(self.plan.orders) if self.plan else 0
+        return {
+            "orders_planned": planned,
+            "orders_placed": sum(1 for o in orders if o.order_id is not None),
+            "orders_filled": sum(1 for o in orders if o.filled),
+            "orders_failed": sum(1 for o in orders if o.error is not None and o.order_id is None),
+            "orders_not_sent": sum(1 for o in orders if o.status == "not sent"),
+        }
+
+    def summary(self) -> str:
+        """``DU1234567 execute: 2 order(s) placed, 2 filled, 0 failed``: one line a person reads."""
+        c = self.counts()
+        if self.dry_run:
+            counts = f"{c['orders_planned']} order(s) planned, nothing sent"
+        else:
+            counts = (
+                f"{c['orders_placed']} of {c['orders_planned']} order(s) placed, {c['orders_filled']} filled, "
+                f"{c['orders_failed']} failed"
+            )
+        head = f"rebalance {self.account_id} {self.mode} {'failed' if self.failed else 'completed'}"
+        return f"{head}: {counts}" + (f"; {self.message}" if self.failed else "")
+
+
+@dataclass(frozen=True)
+class RebalanceEvent:
+    """One event to emit: its name, the account as resource, a readable summary as related resource."""
+
+    event: str
+    resource: dict[str, str]
+    payload: dict[str, Any]
+    related: list[dict[str, str]] = field(default_factory=list)
+
+
+_SUMMARY_CHARS = 500  # a resource id is shown in full in the UI: keep the summary a paragraph
+
+
+def _summary_resource(account_id: str, summary: str) -> dict[str, str]:
+    """A related resource whose id IS the readable summary: Prefect's UI shows an event's related
+    resources in its Details tab (by id, for an unknown role), never the payload."""
+    text = summary if len(summary) <= _SUMMARY_CHARS else summary[: _SUMMARY_CHARS - 1] + "\u2026"
+    return {
+        "prefect.resource.id": f"ibkr.summary: {text}",
+        "prefect.resource.role": "summary",
+        "prefect.resource.name": account_id,
+    }
+
+
+def _filled_payload(result: RunResult, outcome: OrderOutcome) -> dict[str, Any]:
+    assert outcome.filled is not None
+    price = f" at {money(outcome.avg_price, outcome.currency)}" if outcome.avg_price is not None else ""
+    summary = (
+        f"{result.account_id}: {outcome.side.lower()} {number(outcome.filled)} "
+        f"{outcome.symbol or outcome.conid}{price} (cOID {outcome.coid})"
+    )
+    return {
+        "summary": summary,
+        "account_id": result.account_id,
+        "run_id": result.run_id,
+        "mode": result.mode,
+        "conid": outcome.conid,
+        "symbol": outcome.symbol,
+        "side": outcome.side,
+        "quantity": str(outcome.filled),
+        "ordered_quantity": str(outcome.quantity),
+        "avg_price": None if outcome.avg_price is None else str(outcome.avg_price),
+        "currency": outcome.currency,
+        "coid": outcome.coid,
+        "order_id": outcome.order_id,
+        "status": outcome.status,
+    }
+
+
+def run_events(result: RunResult) -> list[RebalanceEvent]:
+    """``ibkr.rebalance.order.filled`` for every order that traded, then ``ibkr.rebalance.completed``
+    or ``ibkr.rebalance.failed``; each names the account as its resource (automations match
+    ``ibkr.account.*``) and carries a readable ``summary`` (decimals as strings)."""
+    resource = account_resource(result.account_id)
+    events: list[RebalanceEvent] = []
+    for outcome in result.report.orders if result.report is not None else []:
+        if outcome.filled:
+            payload = _filled_payload(result, outcome)
+            related = [_summary_resource(result.account_id, payload["summary"])]
+            events.append(RebalanceEvent(EVENT_ORDER_FILLED, resource, payload, related))
+    summary = result.summary()
+    payload = {
+        "summary": summary,
+        "account_id": result.account_id,
+        "run_id": result.run_id,
+        "mode": result.mode,
+        **result.counts(),
+        "message": result.message,
+    }
+    if result.report is not None:
+        payload |= {
+            "fills_new": result.report.fills_new,
+            "timed_out": result.report.timed_out,
+            "cancelled": list(result.report.cancelled),
+            "error": result.report.error,
+        }
+    name = EVENT_FAILED if result.failed else EVENT_COMPLETED
+    events.append(RebalanceEvent(name, resource, payload, [_summary_resource(result.account_id, summary)]))
+    return events
+
+
+def emit_events(result: RunResult) -> None:
+    """Send the run's events to Prefect (nothing happens outside a Prefect API context)."""
+    from prefect.events import emit_event
+
+    for e in run_events(result):
+        emit_event(e.event, resource=e.resource, related=e.related, payload=e.payload)
