@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from prefect import flow, task
@@ -66,6 +65,7 @@ from ibkr_tasks.rebalance.execute import (
     gather_inputs,
     record_plan,
 )
+from ibkr_tasks.rebalance.params import as_decimal
 from ibkr_tasks.rebalance.report import RunResult, emit_events, failure_markdown
 from ibkr_tasks.reporting import artifact_key
 from ibkr_tasks.tasks import place_order
@@ -152,16 +152,16 @@ async def publish_report(report: ExecutionReport) -> None:
 @flow(name="rebalance", flow_run_name=_run_name, retries=0, validate_parameters=True)
 async def rebalance(
     account_id: str,
-    targets: dict[str, Any] | None = None,
+    targets: dict[str, Any] = {},  # noqa: B006 -- never mutated; a literal {} is what the run form shows
     target_kind: Literal["weight", "quantity"] = "weight",
     orders: list[OrderRequest] | None = None,
     dry_run: bool = True,
     pricing: PricingMode = PricingMode.LIMIT,
-    limit_offset_bps: Annotated[Decimal, Field(ge=0)] = Decimal(10),
+    limit_offset_bps: Annotated[float, Field(ge=0)] = 10.0,
     tif: TimeInForce = TimeInForce.DAY,
-    max_order_notional: Decimal | None = None,
-    max_total_notional: Decimal | None = None,
-    min_trade_value: Decimal = Decimal(0),
+    max_order_notional: Annotated[float, Field(ge=0)] | None = None,
+    max_total_notional: Annotated[float, Field(ge=0)] | None = None,
+    min_trade_value: Annotated[float, Field(ge=0)] = 0.0,
     liquidate_unlisted: bool = False,
     allow_live: bool = False,
     fill_timeout: Annotated[float, Field(ge=0, le=86400)] = 60.0,
@@ -208,15 +208,15 @@ async def rebalance(
         params = RebalanceParams(
             account_id=account_id,
             target_kind=target_kind,
-            targets=targets or {},
+            targets=targets,
             orders=orders,
             dry_run=dry_run,
             pricing=pricing,
-            limit_offset_bps=limit_offset_bps,
+            limit_offset_bps=as_decimal(limit_offset_bps),
             tif=tif,
-            max_order_notional=max_order_notional,
-            max_total_notional=max_total_notional,
-            min_trade_value=min_trade_value,
+            max_order_notional=as_decimal(max_order_notional),
+            max_total_notional=as_decimal(max_total_notional),
+            min_trade_value=as_decimal(min_trade_value),
             liquidate_unlisted=liquidate_unlisted,
             allow_live=allow_live,
             fill_timeout=fill_timeout,

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -28,10 +28,23 @@ from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.models import OrderRequest, Side, TimeInForce
 from ibkr_tasks.models.numbers import parse_decimal
 
-__all__ = ["PricingMode", "RebalanceParams", "TargetSpec"]
+__all__ = ["PricingMode", "RebalanceParams", "TargetSpec", "as_decimal"]
 
 NonNegativeDecimal = Annotated[Decimal, Field(ge=0)]
 _PROMPT_ID = re.compile(r"[a-z]\d+")  # IBKR's message ids: o163, o451, p6, o10151
+
+
+@overload
+def as_decimal(value: float) -> Decimal: ...
+@overload
+def as_decimal(value: None) -> None: ...
+def as_decimal(value: float | None) -> Decimal | None:
+    """A number from a form or JSON as the Decimal it was written as (``0.1`` -> ``Decimal("0.1")``,
+    ``50000.0`` -> ``Decimal("50000")``): the flow takes limits as plain numbers, the plan uses Decimals."""
+    if value is None:
+        return None
+    number = parse_decimal(value)
+    return number.quantize(Decimal(1)) if number == number.to_integral_value() else number
 
 
 class PricingMode(StrEnum):
