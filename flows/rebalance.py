@@ -68,8 +68,8 @@ from ibkr_tasks.rebalance.execute import (
 from ibkr_tasks.rebalance.params import as_decimal
 from ibkr_tasks.rebalance.report import RunResult, emit_events, failure_markdown
 from ibkr_tasks.reporting import artifact_key
-from ibkr_tasks.tasks import place_order
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
+from ibkr_tasks.tasks.rebalance import placing_with
 
 
 async def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -318,7 +318,9 @@ async def _rebalance(
             )
             return result
         try:
-            report = await execute_plan(client, ledger, plan, params, place=place_order, policy=policy)
+            report = await execute_plan(
+                client, ledger, plan, params, place=placing_with(client), policy=policy
+            )
         except RebalanceFailed as exc:
             result.report = exc.report
             await publish_report(exc.report)
