@@ -16,7 +16,12 @@ The run is a dry run unless ``dry_run=false``. It:
 4. dry run: stores the planned orders in the ledger's ``orders`` table (status ``planned``) and stops;
 5. otherwise places the orders one at a time (intent in the ledger first, deterministic cOIDs,
    prompts per the policy), waits for fills, ingests them and reports targets vs achieved. A failure
-   after some orders were placed cancels this run's still-working orders, and only those.
+   after some orders were placed cancels this run's still-working orders, and only those;
+6. emits ``ibkr.rebalance.completed`` or ``ibkr.rebalance.failed`` (and ``ibkr.rebalance.order.filled``
+   per traded order) with the account as resource.
+
+The tasks are in :mod:`ibkr_tasks.tasks.rebalance`, artifacts, messages and events in
+:mod:`ibkr_tasks.rebalance.report`: this module only composes them.
 """
 
 from __future__ import annotations
@@ -25,9 +30,7 @@ import asyncio
 import uuid
 from typing import Annotated, Any, Literal
 
-from prefect import flow, task
-from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -36,76 +39,30 @@ from pydantic import Field, ValidationError
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.prompts import PromptPolicy
-from ibkr_tasks.errors import (
-    IBKRError,
-    LiveAccountRefused,
-    RateLimited,
-    RebalanceRefused,
-    ServerError,
-    TransportError,
-)
-from ibkr_tasks.formatting import money, number
+from ibkr_tasks.errors import IBKRError, LiveAccountRefused, RebalanceRefused
 from ibkr_tasks.ledger import Ledger
-from ibkr_tasks.models import OrderRequest, Position, TimeInForce
+from ibkr_tasks.models import OrderRequest, TimeInForce
 from ibkr_tasks.prefect_limits import configure_rate_limits
 from ibkr_tasks.rebalance import (
-    PlanInputs,
     PricingMode,
     RebalanceParams,
-    RebalancePlan,
     build_plan,
     check_plan,
     ensure_account_allowed,
     plan_from_orders,
 )
-from ibkr_tasks.rebalance.execute import (
-    ExecutionReport,
-    RebalanceFailed,
-    execute_plan,
-    gather_inputs,
-    record_plan,
-)
+from ibkr_tasks.rebalance.execute import RebalanceFailed, execute_plan
 from ibkr_tasks.rebalance.params import as_decimal
-from ibkr_tasks.rebalance.report import RunResult, emit_events, failure_markdown
-from ibkr_tasks.reporting import artifact_key
-from ibkr_tasks.tasks import refresh_session as refresh_session_task
-from ibkr_tasks.tasks.rebalance import placing_with
-
-
-async def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry the reads only on errors that another try can fix (no answer, 5xx, 429).
-
-    Async on purpose: inside the async task engine ``state.result()`` is a coroutine, so a sync check
-    would never see the exception (and never retry).
-    """
-    try:
-        await state.aresult()
-    except (TransportError, ServerError, RateLimited):
-        return True
-    except Exception:
-        return False
-    return False
-
-
-@task(
-    name="gather-rebalance-inputs",
-    retries=2,
-    retry_delay_seconds=[5, 20],
-    retry_condition_fn=_transient,
-    task_run_name="gather-rebalance-inputs-{params.account_id}",
-    cache_policy=NO_CACHE,
+from ibkr_tasks.rebalance.report import (
+    RunResult,
+    emit_events,
+    execution_message,
+    plan_lines,
+    publish_plan,
+    publish_report,
 )
-async def gather_rebalance_inputs(
-    client: IBKRClient, params: RebalanceParams
-) -> tuple[PlanInputs, list[Position]]:
-    """Positions, net liquidation value, contract details and fresh snapshots of one account (reads only)."""
-    return await gather_inputs(client, params)
-
-
-@task(name="record-plan", cache_policy=NO_CACHE, retries=1)
-async def record_plan_task(ledger: Ledger, plan: RebalancePlan) -> int:
-    """Store a dry run's planned orders in the ledger (``orders``, status ``planned``); idempotent."""
-    return await asyncio.to_thread(record_plan, ledger, plan)
+from ibkr_tasks.tasks import refresh_session
+from ibkr_tasks.tasks.rebalance import gather_rebalance_inputs, placing_with, record_rebalance_plan
 
 
 def _run_name() -> str:
@@ -113,40 +70,6 @@ def _run_name() -> str:
     parameters = flow_run.get_parameters() or {}
     mode = "dry-run" if parameters.get("dry_run", True) else "execute"
     return f"rebalance-{str(parameters.get('account_id', '')).upper()}-{mode}"
-
-
-async def publish_plan(plan: RebalancePlan, dry_run: bool) -> None:
-    """The plan table artifact (conid, symbol, action, cOID, quantities, order terms, notional)."""
-    await acreate_table_artifact(
-        table=plan.table() or [{"conid": "", "symbol": "", "action": "nothing to do"}],
-        key=artifact_key("rebalance-plan", plan.account_id),
-        description=(
-            f"{'Dry run' if dry_run else 'Rebalance'} plan of {plan.account_id} at "
-            f"{plan.as_of:%Y-%m-%d %H:%M} UTC: {plan.describe()}"
-        ),
-    )
-
-
-async def publish_report(report: ExecutionReport) -> None:
-    """Orders (with their outcome) and targets vs achieved, as artifacts."""
-    acct = report.account_id
-    await acreate_table_artifact(
-        table=[o.as_dict() for o in report.orders] or [{"cOID": "", "status": "no orders"}],
-        key=artifact_key("rebalance-orders", acct),
-        description=f"Orders of rebalance run {report.run_id} for {acct}",
-    )
-    if report.achieved:
-        await acreate_table_artifact(
-            table=[a.as_dict() for a in report.achieved],
-            key=artifact_key("rebalance-result", acct),
-            description=f"Targets vs achieved after rebalance run {report.run_id} for {acct}",
-        )
-    if report.error or report.cancelled or report.cancel_errors or report.timed_out:
-        await acreate_markdown_artifact(
-            markdown=failure_markdown(report),
-            key=artifact_key("rebalance-failure", acct),
-            description=f"What rebalance run {report.run_id} did after a failure",
-        )
 
 
 @flow(name="rebalance", flow_run_name=_run_name, retries=0, validate_parameters=True)
@@ -173,7 +96,7 @@ async def rebalance(
     prompt_policy: str | None = None,
     allow_prompts: list[str] = [],  # noqa: B006 -- never mutated; a literal [] is what the run form shows
     run_id: str | None = None,
-) -> dict[str, Any] | State:
+) -> State[Any]:
     """Rebalance one account to ``targets`` (or place explicit ``orders``); a dry run by default.
 
     Args:
@@ -245,21 +168,16 @@ async def _rebalance(
     credentials: str | None,
     prompt_policy: str | None,
 ) -> RunResult:
-    """The run after its parameters were validated; the result says how it ended (never raises for
-    a refusal or a failed order)."""
+    """The run once its parameters are valid: guard, read, plan, check, then record or execute.
+    Refusals and failed orders end in the result (``failed``), never as an exception."""
     logger = get_run_logger()
     acct = params.account_id
     result = RunResult(account_id=acct, run_id=run, dry_run=params.dry_run, failed=True, message="")
-
-    def failed(message: str, data: dict[str, Any] | None = None) -> RunResult:
-        result.message, result.data = message, data
-        return result
-
     try:
         ensure_account_allowed(acct, params.allow_live)  # before any request at all
     except LiveAccountRefused as exc:
         logger.error("%s", exc)
-        return failed(str(exc))
+        return result.end(str(exc))
 
     policy = PromptPolicy.load(prompt_policy) if prompt_policy else None
     settings = await aresolve_settings(credentials)
@@ -268,7 +186,7 @@ async def _rebalance(
     logger.info("rebalance %s of %s (%s)", run, acct, "dry run" if params.dry_run else "EXECUTE")
 
     async with IBKRClient.from_settings(settings) as client:
-        await refresh_session_task(client)
+        await refresh_session(client)
         try:
             inputs, _positions = await gather_rebalance_inputs(client, params)
             if params.orders:
@@ -277,46 +195,32 @@ async def _rebalance(
                 plan = build_plan(params, inputs, run)
         except (RebalanceRefused, IBKRError) as exc:
             logger.error("no plan: %s", exc)
-            return failed(f"rebalance of {acct} refused: {exc}")
+            return result.end(f"rebalance of {acct} refused: {exc}")
         result.plan = plan
         await publish_plan(plan, params.dry_run)
         logger.info("plan of %s: %s", acct, plan.describe())
-        for row in plan.rows:
-            logger.info(
-                "%s %s: %s -> %s (%s)",
-                row.conid,
-                row.symbol,
-                number(row.current),
-                number(row.target, missing="not a target"),
-                row.action,
-            )
+        for line in plan_lines(plan):
+            logger.info("%s", line)
         for warning in plan.warnings:
             logger.warning("%s", warning)
         try:
             check_plan(plan, params)
         except RebalanceRefused as exc:
             logger.error("%s", exc)
-            return failed(f"rebalance of {acct} refused: {exc}")
+            return result.end(f"rebalance of {acct} refused: {exc}")
 
-        summary: dict[str, Any] = {
-            "run_id": run,
-            "account_id": acct,
-            "dry_run": params.dry_run,
-            "plan": plan.table(),
-            "orders": [o.as_dict() for o in plan.orders],
-            "warnings": list(plan.warnings),
-        }
+        data = result.plan_data()
         if params.dry_run:
             try:
-                n = await record_plan_task(ledger, plan)
+                n = await record_rebalance_plan(ledger, plan)
             except IBKRError as exc:  # e.g. a repeated run_id whose cOID now carries another price
-                return failed(f"dry run of {acct}: the plan could not be stored: {exc}", summary)
-            result.failed, result.data = False, summary
-            result.message = (
+                return result.end(f"dry run of {acct}: the plan could not be stored: {exc}", data)
+            return result.end(
                 f"dry run: {n} order(s) planned for {acct} ({plan.describe()}), nothing sent "
-                "(ledger orders, status planned)"
+                "(ledger orders, status planned)",
+                data,
+                failed=False,
             )
-            return result
         try:
             report = await execute_plan(
                 client, ledger, plan, params, place=placing_with(client), policy=policy
@@ -324,39 +228,18 @@ async def _rebalance(
         except RebalanceFailed as exc:
             result.report = exc.report
             await publish_report(exc.report)
-            summary["execution"] = exc.report.summary()
-            return failed(f"rebalance of {acct} failed: {exc}", summary)
+            return result.end(
+                f"rebalance of {acct} failed: {exc}", data | {"execution": exc.report.summary()}
+            )
         except RebalanceRefused as exc:
-            return failed(f"rebalance of {acct} refused: {exc}", summary)
+            return result.end(f"rebalance of {acct} refused: {exc}", data)
         except IBKRError as exc:  # before any order was placed (e.g. listing working orders failed)
-            return failed(f"rebalance of {acct} failed before placing orders: {exc}", summary)
+            return result.end(f"rebalance of {acct} failed before placing orders: {exc}", data)
 
     result.report = report
     await publish_report(report)
-    summary["execution"] = report.summary()
-    off = [a for a in report.achieved if a.off_by is not None and abs(a.off_by) >= 1]
-    message = (
-        f"{len(report.placed)} order(s) placed for {acct}, {report.fills_new} new fill(s) in the ledger; "
-        f"{len(off)} target(s) off by one unit or more"
+    return result.end(
+        execution_message(report, params.fill_timeout),
+        data | {"execution": report.summary()},
+        failed=report.timed_out,
     )
-    filled = [o for o in report.placed if o.filled]
-    if filled:
-        message += "; filled: " + ", ".join(
-            f"{o.side.lower()} {number(o.filled)} {o.symbol or o.conid}"
-            + (f" at {money(o.avg_price, o.currency)}" if o.avg_price is not None else "")
-            for o in filled[:5]
-        )
-        message += f" and {len(filled) - 5} more" if len(filled) > 5 else ""
-    if report.fills_missing:
-        message += (
-            f"; fills of {len(report.fills_missing)} order(s) not yet in IBKR's trades "
-            "(the next reconciliation books them)"
-        )
-    if report.timed_out:
-        return failed(
-            f"{message}; not all orders filled within {params.fill_timeout:g} s "
-            f"(cancel requested for {len(report.cancelled)})",
-            summary,
-        )
-    result.failed, result.message, result.data = False, message, summary
-    return result

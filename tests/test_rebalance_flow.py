@@ -293,17 +293,6 @@ async def test_dropped_order_response_leaves_exactly_one_order_also_when_run_aga
     assert row.coid == orders[0]["cOID"] and row.order_id == orders[0]["order_id"]
 
 
-async def test_input_reads_retry_only_on_transient_errors() -> None:
-    from prefect.states import Completed, Failed
-
-    from flows.rebalance import _transient
-    from ibkr_tasks.errors import NotAuthenticated, ServerError
-
-    assert await _transient(None, None, Failed(data=ServerError("503", status_code=503)))
-    assert not await _transient(None, None, Failed(data=NotAuthenticated("401", status_code=401)))
-    assert not await _transient(None, None, Completed(data=1))
-
-
 async def test_unknown_prompt_fails_the_run_with_its_text_and_places_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:

@@ -1,7 +1,8 @@
-"""What a rebalance run shows a person: artifact contents built from its plan and its execution report.
+"""What a rebalance run shows a person: its artifacts, its final message and its events.
 
-Plain functions (tested without Prefect); :func:`publish_plan` and :func:`publish_report` send them
-to Prefect as artifacts.
+The builders are plain functions (tested without Prefect); ``publish_*`` and :func:`emit_events` send
+them to Prefect. Artifact keys: ``rebalance-plan-<account>``, ``rebalance-orders-<account>``,
+``rebalance-result-<account>``, ``rebalance-failure-<account>``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from ibkr_tasks.formatting import money, number
 from ibkr_tasks.rebalance.execute import ExecutionReport, OrderOutcome
 from ibkr_tasks.rebalance.plan import RebalancePlan
-from ibkr_tasks.reporting import account_resource
+from ibkr_tasks.reporting import account_resource, artifact_key
 
 __all__ = [
     "EVENT_COMPLETED",
@@ -21,13 +22,110 @@ __all__ = [
     "RebalanceEvent",
     "RunResult",
     "emit_events",
+    "execution_message",
     "failure_markdown",
+    "plan_lines",
+    "publish_plan",
+    "publish_report",
     "run_events",
 ]
 
 EVENT_COMPLETED = "ibkr.rebalance.completed"
 EVENT_FAILED = "ibkr.rebalance.failed"
 EVENT_ORDER_FILLED = "ibkr.rebalance.order.filled"
+
+
+# ------------------------------------------------------------------------------------------ plan
+
+
+def plan_table(plan: RebalancePlan) -> list[dict[str, Any]]:
+    """The plan artifact's rows (conid, symbol, action, cOID, quantities, order terms, notional)."""
+    return plan.table() or [{"conid": "", "symbol": "", "action": "nothing to do"}]
+
+
+def plan_description(plan: RebalancePlan, dry_run: bool) -> str:
+    return (
+        f"{'Dry run' if dry_run else 'Rebalance'} plan of {plan.account_id} at "
+        f"{plan.as_of:%Y-%m-%d %H:%M} UTC: {plan.describe()}"
+    )
+
+
+def plan_lines(plan: RebalancePlan) -> list[str]:
+    """The plan as log lines: one per row (``265598 AAPL: 100 -> 305 (buy 205)``)."""
+    return [
+        f"{row.conid} {row.symbol}: {number(row.current)} -> {number(row.target, missing='not a target')} "
+        f"({row.action})"
+        for row in plan.rows
+    ]
+
+
+async def publish_plan(plan: RebalancePlan, dry_run: bool) -> None:
+    """The ``rebalance-plan-<account>`` table artifact."""
+    from prefect.artifacts import acreate_table_artifact
+
+    await acreate_table_artifact(
+        table=plan_table(plan),
+        key=artifact_key("rebalance-plan", plan.account_id),
+        description=plan_description(plan, dry_run),
+    )
+
+
+# ------------------------------------------------------------------------------------------ execution
+
+
+def execution_message(report: ExecutionReport, fill_timeout: float) -> str:
+    """The final message of an executed run: orders placed, fills booked, targets missed, what
+    filled at which average price, and what is still missing."""
+    acct = report.account_id
+    off = [a for a in report.achieved if a.off_by is not None and abs(a.off_by) >= 1]
+    message = (
+        f"{len(report.placed)} order(s) placed for {acct}, {report.fills_new} new fill(s) in the ledger; "
+        f"{len(off)} target(s) off by one unit or more"
+    )
+    filled = [o for o in report.placed if o.filled]
+    if filled:
+        message += "; filled: " + ", ".join(
+            f"{o.side.lower()} {number(o.filled)} {o.symbol or o.conid}"
+            + (f" at {money(o.avg_price, o.currency)}" if o.avg_price is not None else "")
+            for o in filled[:5]
+        )
+        message += f" and {len(filled) - 5} more" if len(filled) > 5 else ""
+    if report.fills_missing:
+        message += (
+            f"; fills of {len(report.fills_missing)} order(s) not yet in IBKR's trades "
+            "(the next reconciliation books them)"
+        )
+    if report.timed_out:
+        message += f"; not all orders filled within {fill_timeout:g} s (cancel requested for {len(report.cancelled)})"
+    return message
+
+
+def needs_failure_report(report: ExecutionReport) -> bool:
+    return bool(report.error or report.cancelled or report.cancel_errors or report.timed_out)
+
+
+async def publish_report(report: ExecutionReport) -> None:
+    """Orders with their outcome, targets vs achieved, and why the run stopped (when it did)."""
+    from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+
+    acct = report.account_id
+    await acreate_table_artifact(
+        table=[o.as_dict() for o in report.orders] or [{"cOID": "", "status": "no orders"}],
+        key=artifact_key("rebalance-orders", acct),
+        description=f"Orders of rebalance run {report.run_id} for {acct}",
+    )
+    if report.achieved:
+        await acreate_table_artifact(
+            table=[a.as_dict() for a in report.achieved],
+            key=artifact_key("rebalance-result", acct),
+            description=f"Targets vs achieved after rebalance run {report.run_id} for {acct}",
+        )
+    if needs_failure_report(report):
+        await acreate_markdown_artifact(
+            markdown=failure_markdown(report),
+            key=artifact_key("rebalance-failure", acct),
+            description=f"What rebalance run {report.run_id} did after a failure",
+        )
 
 
 def _order_label(outcome: OrderOutcome) -> str:
@@ -104,6 +202,23 @@ class RunResult:
     @property
     def mode(self) -> str:
         return "dry-run" if self.dry_run else "execute"
+
+    def end(self, message: str, data: dict[str, Any] | None = None, *, failed: bool = True) -> RunResult:
+        """Set how the run ended; returns itself."""
+        self.message, self.data, self.failed = message, data, failed
+        return self
+
+    def plan_data(self) -> dict[str, Any]:
+        """The flow run's result once there is a plan: run, account, mode, plan rows, orders, warnings."""
+        assert self.plan is not None
+        return {
+            "run_id": self.run_id,
+            "account_id": self.account_id,
+            "dry_run": self.dry_run,
+            "plan": self.plan.table(),
+            "orders": [o.as_dict() for o in self.plan.orders],
+            "warnings": list(self.plan.warnings),
+        }
 
     def counts(self) -> dict[str, int]:
         """Orders planned, placed (IBKR has them), filled (some quantity traded), failed (refused,
