@@ -8,7 +8,7 @@ test_rebalance_execute.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -49,7 +49,7 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatorHandle]:
 
 
 @pytest.fixture
-def emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], Awaitable[list[Any]]]]:
+async def emitted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[[], Awaitable[list[Any]]]]:
     """The Prefect events a test's runs emit, recorded on their way to the test server."""
     from prefect.events.clients import AssertingPassthroughEventsClient
     from prefect.events.worker import EventsWorker
@@ -63,8 +63,11 @@ def emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], Awaitable[
         assert client is not None
         return [e for e in client.events if e.event.startswith("ibkr.")]
 
-    yield drained
-    AssertingPassthroughEventsClient.reset()
+    try:
+        yield drained
+    finally:
+        await worker.drain()  # also when the test failed before reading the events
+        AssertingPassthroughEventsClient.reset()
 
 
 def accounts(sim: SimulatorHandle) -> tuple[str, str]:

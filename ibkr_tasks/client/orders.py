@@ -372,7 +372,7 @@ class OrderDesk:
                 if hop >= MAX_REPLY_HOPS:
                     raise OrderRejected(
                         f"order {coid} for {account_id} asked more than {MAX_REPLY_HOPS} confirmation "
-                        f"questions; declined the last one ({', '.join(message_ids)}): {text}"
+                        f"questions; declined the last one ({', '.join(message_ids)}): {one_line(text)}"
                     )
                 raise UnknownPrompt(
                     f"order {coid} for {account_id} was NOT placed: IBKR asked "
