@@ -151,9 +151,17 @@ async def rebalance(
     except (ValidationError, IBKRError) as exc:
         return Failed(message=f"invalid rebalance parameters: {exc}")  # no valid account: no event
     run = run_id or flow_run.get_id() or f"local-{uuid.uuid4()}"
-    result = await _rebalance(
-        params, run, ledger_url=ledger_url, credentials=credentials, prompt_policy=prompt_policy
-    )
+    try:
+        result = await _rebalance(
+            params, run, ledger_url=ledger_url, credentials=credentials, prompt_policy=prompt_policy
+        )
+    except Exception as exc:  # e.g. no such credentials block: the run fails, automations still hear it
+        emit_events(
+            RunResult(
+                params.account_id, run, params.dry_run, failed=True, message=f"{type(exc).__name__}: {exc}"
+            )
+        )
+        raise
     emit_events(result)
     if result.failed:
         return Failed(message=result.message, data=result.data)

@@ -401,3 +401,18 @@ async def test_resumed_run_with_a_changed_order_fails_naming_the_cause(
     assert "None" not in (resumed.message or "")
     assert "different request" in (resumed.message or ""), resumed.message
     assert len(sim.truth(paper)["orders"]) == 1
+
+
+async def test_a_run_that_raises_still_emits_its_failed_event(
+    emitted: Callable[[], Awaitable[list[Any]]], tmp_path
+) -> None:
+    state = await run(
+        account_id="DU1234567",
+        targets={str(AAPL): 0.1},
+        credentials="no-such-block",
+        ledger_url=f"sqlite:///{tmp_path / 'l.db'}",
+    )
+    assert state.is_failed() and "no-such-block" in (state.message or "")
+    (event,) = await emitted()
+    assert event.event == EVENT_FAILED and event.resource.id == "ibkr.account.DU1234567"
+    assert event.payload["mode"] == "dry-run" and "no-such-block" in event.payload["summary"]
