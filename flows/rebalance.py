@@ -16,19 +16,21 @@ The run is a dry run unless ``dry_run=false``. It:
 4. dry run: stores the planned orders in the ledger's ``orders`` table (status ``planned``) and stops;
 5. otherwise places the orders one at a time (intent in the ledger first, deterministic cOIDs,
    prompts per the policy), waits for fills, ingests them and reports targets vs achieved. A failure
-   after some orders were placed cancels this run's still-working orders, and only those.
+   after some orders were placed cancels this run's still-working orders, and only those;
+6. emits ``ibkr.rebalance.completed`` or ``ibkr.rebalance.failed`` (and ``ibkr.rebalance.order.filled``
+   per traded order) with the account as resource.
+
+The tasks are in :mod:`ibkr_tasks.tasks.rebalance`, artifacts, messages and events in
+:mod:`ibkr_tasks.rebalance.report`: this module only composes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from prefect import flow, task
-from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -37,74 +39,30 @@ from pydantic import Field, ValidationError
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.prompts import PromptPolicy
-from ibkr_tasks.errors import (
-    IBKRError,
-    LiveAccountRefused,
-    RateLimited,
-    RebalanceRefused,
-    ServerError,
-    TransportError,
-)
-from ibkr_tasks.formatting import money, number
+from ibkr_tasks.errors import IBKRError, LiveAccountRefused, RebalanceRefused
 from ibkr_tasks.ledger import Ledger
-from ibkr_tasks.models import OrderRequest, Position, TimeInForce
+from ibkr_tasks.models import OrderRequest, TimeInForce
 from ibkr_tasks.prefect_limits import configure_rate_limits
 from ibkr_tasks.rebalance import (
-    PlanInputs,
     PricingMode,
     RebalanceParams,
-    RebalancePlan,
     build_plan,
     check_plan,
     ensure_account_allowed,
     plan_from_orders,
 )
-from ibkr_tasks.rebalance.execute import (
-    ExecutionReport,
-    RebalanceFailed,
-    execute_plan,
-    gather_inputs,
-    record_plan,
+from ibkr_tasks.rebalance.execute import RebalanceFailed, execute_plan
+from ibkr_tasks.rebalance.params import as_decimal
+from ibkr_tasks.rebalance.report import (
+    RunResult,
+    emit_events,
+    execution_message,
+    plan_lines,
+    publish_plan,
+    publish_report,
 )
-from ibkr_tasks.reporting import artifact_key
-from ibkr_tasks.tasks import place_order
-from ibkr_tasks.tasks import refresh_session as refresh_session_task
-
-
-async def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry the reads only on errors that another try can fix (no answer, 5xx, 429).
-
-    Async on purpose: inside the async task engine ``state.result()`` is a coroutine, so a sync check
-    would never see the exception (and never retry).
-    """
-    try:
-        await state.aresult()
-    except (TransportError, ServerError, RateLimited):
-        return True
-    except Exception:
-        return False
-    return False
-
-
-@task(
-    name="gather-rebalance-inputs",
-    retries=2,
-    retry_delay_seconds=[5, 20],
-    retry_condition_fn=_transient,
-    task_run_name="gather-rebalance-inputs-{params.account_id}",
-    cache_policy=NO_CACHE,
-)
-async def gather_rebalance_inputs(
-    client: IBKRClient, params: RebalanceParams
-) -> tuple[PlanInputs, list[Position]]:
-    """Positions, net liquidation value, contract details and fresh snapshots of one account (reads only)."""
-    return await gather_inputs(client, params)
-
-
-@task(name="record-plan", cache_policy=NO_CACHE, retries=1)
-async def record_plan_task(ledger: Ledger, plan: RebalancePlan) -> int:
-    """Store a dry run's planned orders in the ledger (``orders``, status ``planned``); idempotent."""
-    return await asyncio.to_thread(record_plan, ledger, plan)
+from ibkr_tasks.tasks import refresh_session
+from ibkr_tasks.tasks.rebalance import gather_rebalance_inputs, placing_with, record_rebalance_plan
 
 
 def _run_name() -> str:
@@ -114,60 +72,19 @@ def _run_name() -> str:
     return f"rebalance-{str(parameters.get('account_id', '')).upper()}-{mode}"
 
 
-async def publish_plan(plan: RebalancePlan, dry_run: bool) -> None:
-    """The plan table artifact (conid, symbol, action, cOID, quantities, order terms, notional)."""
-    await acreate_table_artifact(
-        table=plan.table() or [{"conid": "", "symbol": "", "action": "nothing to do"}],
-        key=artifact_key("rebalance-plan", plan.account_id),
-        description=(
-            f"{'Dry run' if dry_run else 'Rebalance'} plan of {plan.account_id} at "
-            f"{plan.as_of:%Y-%m-%d %H:%M} UTC: {plan.describe()}"
-        ),
-    )
-
-
-async def publish_report(report: ExecutionReport) -> None:
-    """Orders (with their outcome) and targets vs achieved, as artifacts."""
-    acct = report.account_id
-    await acreate_table_artifact(
-        table=[o.as_dict() for o in report.orders] or [{"cOID": "", "status": "no orders"}],
-        key=artifact_key("rebalance-orders", acct),
-        description=f"Orders of rebalance run {report.run_id} for {acct}",
-    )
-    if report.achieved:
-        await acreate_table_artifact(
-            table=[a.as_dict() for a in report.achieved],
-            key=artifact_key("rebalance-result", acct),
-            description=f"Targets vs achieved after rebalance run {report.run_id} for {acct}",
-        )
-    if report.error or report.cancelled or report.cancel_errors or report.timed_out:
-        lines = [f"# Rebalance {acct} stopped" if report.error else f"# Rebalance {acct}", ""]
-        if report.error:
-            lines += [f"Error: `{report.error}`", ""]
-        if report.timed_out:
-            lines += ["Some orders were not filled within the fill timeout.", ""]
-        lines += [f"Cancel requested for this run's working orders: {', '.join(report.cancelled) or 'none'}."]
-        lines += [f"- {e}" for e in report.cancel_errors]
-        await acreate_markdown_artifact(
-            markdown="\n".join(lines),
-            key=artifact_key("rebalance-failure", acct),
-            description=f"What rebalance run {report.run_id} did after a failure",
-        )
-
-
 @flow(name="rebalance", flow_run_name=_run_name, retries=0, validate_parameters=True)
 async def rebalance(
     account_id: str,
-    targets: dict[str, Any] | None = None,
+    targets: dict[str, Any] = {},  # noqa: B006 -- never mutated; a literal {} is what the run form shows
     target_kind: Literal["weight", "quantity"] = "weight",
     orders: list[OrderRequest] | None = None,
     dry_run: bool = True,
     pricing: PricingMode = PricingMode.LIMIT,
-    limit_offset_bps: Annotated[Decimal, Field(ge=0)] = Decimal(10),
+    limit_offset_bps: Annotated[float, Field(ge=0)] = 10.0,
     tif: TimeInForce = TimeInForce.DAY,
-    max_order_notional: Decimal | None = None,
-    max_total_notional: Decimal | None = None,
-    min_trade_value: Decimal = Decimal(0),
+    max_order_notional: Annotated[float, Field(ge=0)] | None = None,
+    max_total_notional: Annotated[float, Field(ge=0)] | None = None,
+    min_trade_value: Annotated[float, Field(ge=0)] = 0.0,
     liquidate_unlisted: bool = False,
     allow_live: bool = False,
     fill_timeout: Annotated[float, Field(ge=0, le=86400)] = 60.0,
@@ -177,8 +94,9 @@ async def rebalance(
     ledger_url: str | None = None,
     credentials: str | None = None,
     prompt_policy: str | None = None,
+    allow_prompts: list[str] = [],  # noqa: B006 -- never mutated; a literal [] is what the run form shows
     run_id: str | None = None,
-) -> dict[str, Any] | State:
+) -> State[Any]:
     """Rebalance one account to ``targets`` (or place explicit ``orders``); a dry run by default.
 
     Args:
@@ -203,48 +121,80 @@ async def rebalance(
         allow_prior_close: price from yesterday's close when the market is closed (refused by default).
         ledger_url: SQLAlchemy URL of the ledger (``IBKR_LEDGER_URL`` or ``sqlite:///ibkr_ledger.db``).
         credentials: name of a saved ``IBKRCredentials`` block; the ``IBKR_*`` environment otherwise.
-        prompt_policy: path of a prompt policy JSON file; the shipped policy otherwise.
+        prompt_policy: path of a prompt policy JSON file (a full copy of the shipped one, edited); the
+            shipped policy otherwise.
+        allow_prompts: prompt message ids to confirm in this run on top of the policy, e.g. ``["o451"]``
+            (the order value exceeds the Total Value Limit); see docs/rebalance.md.
         run_id: id the cOIDs derive from; the flow-run id by default (keep it to resume a run safely).
     """
-    logger = get_run_logger()
     try:
         params = RebalanceParams(
             account_id=account_id,
             target_kind=target_kind,
-            targets=targets or {},
+            targets=targets,
             orders=orders,
             dry_run=dry_run,
             pricing=pricing,
-            limit_offset_bps=limit_offset_bps,
+            limit_offset_bps=as_decimal(limit_offset_bps),
             tif=tif,
-            max_order_notional=max_order_notional,
-            max_total_notional=max_total_notional,
-            min_trade_value=min_trade_value,
+            max_order_notional=as_decimal(max_order_notional),
+            max_total_notional=as_decimal(max_total_notional),
+            min_trade_value=as_decimal(min_trade_value),
             liquidate_unlisted=liquidate_unlisted,
             allow_live=allow_live,
             fill_timeout=fill_timeout,
             fill_poll_interval=fill_poll_interval,
             price_max_age=price_max_age,
             allow_prior_close=allow_prior_close,
+            allow_prompts=allow_prompts,
         )
     except (ValidationError, IBKRError) as exc:
-        return Failed(message=f"invalid rebalance parameters: {exc}")
+        return Failed(message=f"invalid rebalance parameters: {exc}")  # no valid account: no event
+    run = run_id or flow_run.get_id() or f"local-{uuid.uuid4()}"
     try:
-        ensure_account_allowed(params.account_id, params.allow_live)  # before any request at all
+        result = await _rebalance(
+            params, run, ledger_url=ledger_url, credentials=credentials, prompt_policy=prompt_policy
+        )
+    except Exception as exc:  # e.g. no such credentials block: the run fails, automations still hear it
+        emit_events(
+            RunResult(
+                params.account_id, run, params.dry_run, failed=True, message=f"{type(exc).__name__}: {exc}"
+            )
+        )
+        raise
+    emit_events(result)
+    if result.failed:
+        return Failed(message=result.message, data=result.data)
+    return Completed(message=result.message, data=result.data)
+
+
+async def _rebalance(
+    params: RebalanceParams,
+    run: str,
+    *,
+    ledger_url: str | None,
+    credentials: str | None,
+    prompt_policy: str | None,
+) -> RunResult:
+    """The run once its parameters are valid: guard, read, plan, check, then record or execute.
+    Refusals and failed orders end in the result (``failed``), never as an exception."""
+    logger = get_run_logger()
+    acct = params.account_id
+    result = RunResult(account_id=acct, run_id=run, dry_run=params.dry_run, failed=True, message="")
+    try:
+        ensure_account_allowed(acct, params.allow_live)  # before any request at all
     except LiveAccountRefused as exc:
         logger.error("%s", exc)
-        return Failed(message=str(exc))
+        return result.end(str(exc))
 
-    run = run_id or flow_run.get_id() or f"local-{uuid.uuid4()}"
     policy = PromptPolicy.load(prompt_policy) if prompt_policy else None
     settings = await aresolve_settings(credentials)
     ledger = await asyncio.to_thread(Ledger, ledger_url)
     await configure_rate_limits(settings)
-    acct = params.account_id
     logger.info("rebalance %s of %s (%s)", run, acct, "dry run" if params.dry_run else "EXECUTE")
 
     async with IBKRClient.from_settings(settings) as client:
-        await refresh_session_task(client)
+        await refresh_session(client)
         try:
             inputs, _positions = await gather_rebalance_inputs(client, params)
             if params.orders:
@@ -253,79 +203,51 @@ async def rebalance(
                 plan = build_plan(params, inputs, run)
         except (RebalanceRefused, IBKRError) as exc:
             logger.error("no plan: %s", exc)
-            return Failed(message=f"rebalance of {acct} refused: {exc}")
+            return result.end(f"rebalance of {acct} refused: {exc}")
+        result.plan = plan
         await publish_plan(plan, params.dry_run)
         logger.info("plan of %s: %s", acct, plan.describe())
-        for row in plan.rows:
-            logger.info(
-                "%s %s: %s -> %s (%s)",
-                row.conid,
-                row.symbol,
-                number(row.current),
-                number(row.target, missing="not a target"),
-                row.action,
-            )
+        for line in plan_lines(plan):
+            logger.info("%s", line)
         for warning in plan.warnings:
             logger.warning("%s", warning)
         try:
             check_plan(plan, params)
         except RebalanceRefused as exc:
             logger.error("%s", exc)
-            return Failed(message=f"rebalance of {acct} refused: {exc}")
+            return result.end(f"rebalance of {acct} refused: {exc}")
 
-        summary: dict[str, Any] = {
-            "run_id": run,
-            "account_id": acct,
-            "dry_run": params.dry_run,
-            "plan": plan.table(),
-            "orders": [o.as_dict() for o in plan.orders],
-            "warnings": list(plan.warnings),
-        }
+        data = result.plan_data()
         if params.dry_run:
             try:
-                n = await record_plan_task(ledger, plan)
+                n = await record_rebalance_plan(ledger, plan)
             except IBKRError as exc:  # e.g. a repeated run_id whose cOID now carries another price
-                return Failed(message=f"dry run of {acct}: the plan could not be stored: {exc}", data=summary)
-            return Completed(
-                message=f"dry run: {n} order(s) planned for {acct} ({plan.describe()}), nothing sent "
+                return result.end(f"dry run of {acct}: the plan could not be stored: {exc}", data)
+            return result.end(
+                f"dry run: {n} order(s) planned for {acct} ({plan.describe()}), nothing sent "
                 "(ledger orders, status planned)",
-                data=summary,
+                data,
+                failed=False,
             )
         try:
-            report = await execute_plan(client, ledger, plan, params, place=place_order, policy=policy)
+            report = await execute_plan(
+                client, ledger, plan, params, place=placing_with(client), policy=policy
+            )
         except RebalanceFailed as exc:
+            result.report = exc.report
             await publish_report(exc.report)
-            summary["execution"] = exc.report.summary()
-            return Failed(message=f"rebalance of {acct} failed: {exc}", data=summary)
+            return result.end(
+                f"rebalance of {acct} failed: {exc}", data | {"execution": exc.report.summary()}
+            )
         except RebalanceRefused as exc:
-            return Failed(message=f"rebalance of {acct} refused: {exc}", data=summary)
+            return result.end(f"rebalance of {acct} refused: {exc}", data)
         except IBKRError as exc:  # before any order was placed (e.g. listing working orders failed)
-            return Failed(message=f"rebalance of {acct} failed before placing orders: {exc}", data=summary)
+            return result.end(f"rebalance of {acct} failed before placing orders: {exc}", data)
 
+    result.report = report
     await publish_report(report)
-    summary["execution"] = report.summary()
-    off = [a for a in report.achieved if a.off_by is not None and abs(a.off_by) >= 1]
-    message = (
-        f"{len(report.placed)} order(s) placed for {acct}, {report.fills_new} new fill(s) in the ledger; "
-        f"{len(off)} target(s) off by one unit or more"
+    return result.end(
+        execution_message(report, params.fill_timeout),
+        data | {"execution": report.summary()},
+        failed=report.timed_out,
     )
-    filled = [o for o in report.placed if o.filled]
-    if filled:
-        message += "; filled: " + ", ".join(
-            f"{o.side.lower()} {number(o.filled)} {o.symbol or o.conid}"
-            + (f" at {money(o.avg_price, o.currency)}" if o.avg_price is not None else "")
-            for o in filled[:5]
-        )
-        message += f" and {len(filled) - 5} more" if len(filled) > 5 else ""
-    if report.fills_missing:
-        message += (
-            f"; fills of {len(report.fills_missing)} order(s) not yet in IBKR's trades "
-            "(the next reconciliation books them)"
-        )
-    if report.timed_out:
-        return Failed(
-            message=f"{message}; not all orders filled within {params.fill_timeout:g} s "
-            f"(cancel requested for {len(report.cancelled)})",
-            data=summary,
-        )
-    return Completed(message=message, data=summary)

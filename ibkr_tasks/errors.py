@@ -6,6 +6,9 @@ ever carries a secret: transport code builds messages from the method, path and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class IBKRError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -64,7 +67,15 @@ class LiveAccountRefused(IBKRError):
 
 
 class OrderError(IBKRError):
-    """Base class of order placement problems."""
+    """Base class of order placement problems.
+
+    When placing fails, the client sets ``prompts`` (every question IBKR asked and its answer),
+    ``coid`` and ``account_id`` on the error.
+    """
+
+    prompts: Sequence[Any] = ()
+    coid: str | None = None
+    account_id: str | None = None
 
 
 class OrderRejected(OrderError):

@@ -11,6 +11,7 @@ import respx
 from test_api_support import ACCT, OTHER, body, gateway, make_client, payload, requests_to
 
 from ibkr_tasks.client.clock import FakeClock
+from ibkr_tasks.client.orders import FoundOrder, may_have_reached_ibkr, resolve_failed_placement
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.errors import OrderError, OrderRejected, OrderStateUnknown, RequestFailed, UnknownPrompt
 from ibkr_tasks.models import OrderRequest, OrderSide
@@ -95,16 +96,20 @@ async def test_two_hop_confirmation_chain_returns_real_order_id(
 async def test_unknown_prompt_is_refused_and_order_discarded(
     router: respx.MockRouter, clock: FakeClock
 ) -> None:
-    router.post(ORDERS).respond(200, json=question("r1", "o99999", text="Something new and scary"))
+    router.post(ORDERS).respond(200, json=question("r1", "o99999", text="Something new\nand scary"))
     decline = router.post("/iserver/reply/r1").respond(200, json={"error": "Order discarded"})
     with pytest.raises(UnknownPrompt) as caught:
         await make_client(clock).place_order(ACCT, AAPL, coid="c-unknown")
     assert caught.value.message_ids == ["o99999"]
-    assert "Something new and scary" in caught.value.text
-    assert "unknown to the prompt policy" in str(caught.value)
+    assert caught.value.text == "Something new\nand scary"  # IBKR's text as asked
+    message = str(caught.value)
+    assert "unknown to the prompt policy" in message
+    # the text once, readable on one line, and the client's own parameter to allow it
+    assert message.count("Something new and scary") == 1 and "\\n" not in message and "\n" not in message
+    assert 'policy=PromptPolicy.default().with_allowed("o99999")' in message
     assert decline.call_count == 1
     assert body(decline.calls[0].request) == {"confirmed": False}
-    (record,) = caught.value.prompts  # type: ignore[attr-defined]
+    (record,) = caught.value.prompts
     assert not record.confirmed and not record.allowed_by_policy
 
 
@@ -202,7 +207,7 @@ async def test_reply_timed_out_503_is_rejected_when_not_found(
     router.get("/iserver/account/trades").respond(200, json=[])
     with pytest.raises(OrderRejected, match="timed out") as caught:
         await make_client(clock).place_order(ACCT, AAPL, coid="c-503")
-    assert [p.confirmed for p in caught.value.prompts] == [True]  # type: ignore[attr-defined]
+    assert [p.confirmed for p in caught.value.prompts] == [True]
 
 
 async def test_duplicate_coid_resolves_to_existing_order(router: respx.MockRouter, clock: FakeClock) -> None:
@@ -250,7 +255,7 @@ async def test_timeout_after_sending_and_not_found_is_state_unknown(
     with pytest.raises(OrderStateUnknown, match="Do NOT resend") as caught:
         await make_client(clock).place_order(ACCT, AAPL, coid="c-void")
     assert post.call_count == 1
-    assert caught.value.coid == "c-void"  # type: ignore[attr-defined]
+    assert caught.value.coid == "c-void"
 
 
 async def test_connect_error_means_not_sent(router: respx.MockRouter, clock: FakeClock) -> None:
@@ -423,3 +428,71 @@ async def test_unrecognised_answer_is_looked_up_not_trusted(
     )
     result = await make_client(clock).place_order(ACCT, AAPL, coid="c-odd")
     assert result.existing and result.order_id == "5"
+
+
+class Lookup:
+    """A CoidLookup that answers from a dict (or raises), counting the questions."""
+
+    def __init__(self, orders: dict[str, FoundOrder] | None = None, error: Exception | None = None) -> None:
+        self.orders, self.error, self.asked = orders or {}, error, []
+
+    async def find_by_coid(self, account_id: str, coid: str) -> FoundOrder | None:
+        self.asked.append((account_id, coid))
+        if self.error is not None:
+            raise self.error
+        return self.orders.get(coid)
+
+
+NOT_SENT = [
+    UnknownPrompt("declined", message_ids=["o451"], text="Total Value Limit"),
+    OrderRejected("IBKR rejected order c1: no permission"),
+    RequestFailed("POST /orders: could not connect", method="POST", path="/orders", maybe_sent=False),
+]
+MAYBE_SENT = [
+    OrderStateUnknown("no answer and not in live orders yet"),
+    RequestFailed("POST /orders: read timeout", method="POST", path="/orders", maybe_sent=True),
+    OrderError("some other order problem"),
+    KeyError("order_status"),  # an answer that fails to parse after IBKR accepted the order
+    RuntimeError("the task runner lost the result"),
+]
+
+
+def test_only_typed_not_sent_errors_say_the_order_cannot_be_at_ibkr() -> None:
+    assert [may_have_reached_ibkr(e) for e in NOT_SENT] == [False] * len(NOT_SENT)
+    assert [may_have_reached_ibkr(e) for e in MAYBE_SENT] == [True] * len(MAYBE_SENT)
+    # the class decides, not the wording: "already registered" in a refusal is still a refusal
+    assert not may_have_reached_ibkr(OrderRejected("Local order ID=c1 is already registered"))
+
+
+@pytest.mark.parametrize("error", MAYBE_SENT, ids=lambda e: type(e).__name__)
+async def test_failed_placement_that_may_have_been_sent_is_found_by_coid(error: Exception) -> None:
+    lookup = Lookup({"c1": FoundOrder("987", "Filled", "trades")})
+    found = await resolve_failed_placement(lookup, ACCT, "c1", error)
+    assert found == FoundOrder("987", "Filled", "trades")
+    assert lookup.asked == [(ACCT, "c1")]
+    assert await resolve_failed_placement(lookup, ACCT, "c2", error) is None  # not there (yet)
+
+
+@pytest.mark.parametrize("error", NOT_SENT, ids=lambda e: type(e).__name__)
+async def test_failed_placement_that_was_not_sent_is_not_looked_up(error: Exception) -> None:
+    lookup = Lookup({"c1": FoundOrder("987", "Submitted", "live orders")})
+    assert await resolve_failed_placement(lookup, ACCT, "c1", error) is None
+    assert lookup.asked == []
+
+
+async def test_failed_lookup_after_a_failed_placement_answers_not_found() -> None:
+    lookup = Lookup(error=RequestFailed("GET /orders", method="GET", path="/orders", maybe_sent=True))
+    assert await resolve_failed_placement(lookup, ACCT, "c1", OrderStateUnknown("lost")) is None
+    assert lookup.asked == [(ACCT, "c1")]
+
+
+async def test_order_desk_finds_its_orders_by_coid_for_the_resolution(
+    router: respx.MockRouter, clock: FakeClock
+) -> None:
+    router.get("/iserver/account/orders").respond(
+        200, json={"orders": [live(555, OTHER, ref="c1"), live(777, ACCT, ref="c1", status="Filled")]}
+    )
+    client = make_client(clock)
+    found = await resolve_failed_placement(client.orders, ACCT, "c1", RuntimeError("lost"))
+    assert found == FoundOrder("777", "Filled", "live orders")  # never the other account's order
+    assert requests_to(router, "POST", ORDERS) == []  # looked up, never sent

@@ -47,3 +47,17 @@ def test_every_prompt_the_simulator_asks_is_known_to_the_shipped_policy() -> Non
     policy = PromptPolicy.default()
     assert set(PROMPTS) <= policy.known
     assert policy.allows(["o354", "o10151", "o163", "o403"])  # what ordinary orders are asked
+
+
+def test_rebalance_docs_list_every_prompt_id_the_shipped_policy_knows() -> None:
+    """docs/rebalance.md tells how to allow a prompt; its table of ids must say what the policy says."""
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "rebalance.md").read_text("utf-8")
+    documented = {
+        m["id"]: m["allow"] == "yes"
+        for m in re.finditer(r"^\| `(?P<id>[a-z]\d+)` \| (?P<allow>yes|no) \|", docs, re.MULTILINE)
+    }
+    policy = PromptPolicy.default()
+    assert documented == {mid: mid in policy.allowed for mid in policy.known}
+    assert "allow_prompts='[\"o451\"]'" in docs  # the per-run way, as a CLI parameter

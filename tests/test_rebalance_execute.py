@@ -19,7 +19,7 @@ from ibkr_tasks.client.clock import FakeClock
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.client.transport import Transport
-from ibkr_tasks.errors import UnknownPrompt
+from ibkr_tasks.errors import OrderRejected, OrderStateUnknown, RequestFailed, UnknownPrompt
 from ibkr_tasks.ledger import Ledger, OrderRow
 from ibkr_tasks.models import OrderRequest, OrderSide
 from ibkr_tasks.rebalance import RebalanceParams, build_plan, check_plan, plan_from_orders
@@ -128,14 +128,45 @@ async def test_unknown_prompt_stops_that_order_and_fails_with_its_text(tmp_path:
                 sleep=rig.clock.sleep,
                 clock=rig.clock,
             )
-        assert isinstance(info.value.cause, UnknownPrompt)
-        assert info.value.cause.text and info.value.cause.text in str(info.value)
+        cause = info.value.cause
+        assert isinstance(cause, UnknownPrompt)
+        text = " ".join(cause.text.split())  # IBKR's text, once, on one line (no "\n" escapes)
+        (asked,) = cause.message_ids
+        for message in (str(info.value), info.value.report.error or ""):
+            assert message.count(text) == 1 and "\\n" not in message, message
+            assert f'allow_prompts=["{asked}"]' in message and "prompt_policy" in message
+            assert "policy=..." not in message
         truth = await rig.truth()
         assert truth["orders"] == []  # declined: nothing transmitted
         (row,) = rig.ledger_orders("run-prompt")
         assert row.status == "prompt_refused" and row.order_id is None
         assert row.prompts and row.prompts[0]["confirmed"] is False
-        assert info.value.cause.text in row.error
+        assert row.error is not None and row.error.count(text) == 1
+
+        # what the hint says works: the same order again, allowing the refused prompt (the simulator
+        # may ask another question next time: that one is then allowed the same way)
+        allowed = [asked]
+        for _attempt in range(6):
+            again = p.model_copy(update={"allow_prompts": tuple(allowed)})
+            try:
+                report = await execute_plan(
+                    rig.client,
+                    rig.ledger,
+                    plan,
+                    again,
+                    policy=PromptPolicy.allowing([]),
+                    sleep=rig.clock.sleep,
+                    clock=rig.clock,
+                )
+                break
+            except RebalanceFailed as refused:
+                assert isinstance(refused.cause, UnknownPrompt)
+                allowed += refused.cause.message_ids
+        else:
+            pytest.fail(f"still refused after allowing {allowed}")
+        (sent,) = (await rig.truth())["orders"]
+        assert report.orders[0].order_id == sent["order_id"]
+        assert report.orders[0].answered[0].split(" ")[1] == "(confirmed):"
     finally:
         await rig.client.aclose()
 
@@ -242,30 +273,111 @@ async def test_unexpected_error_after_the_order_went_out_is_resolved_by_its_coid
     assert second.coid in str(info.value) and "expired" in str(info.value)
 
 
-async def test_unexpected_error_after_a_filled_order_continues_the_run(rig: Rig) -> None:
-    """An error raised after IBKR accepted (and filled) the order: found by cOID, recorded with the
-    broker's id and status, and the run goes on to book the fill."""
+class Placer:
+    """A ``place`` that fails the way a test says, after sending the order (``send``) or not."""
 
-    async def place_then_fail(client: Any, account_id: str, order: Any, coid: str, policy: Any = None) -> Any:
-        await client.place_order(account_id, order, coid=coid, policy=policy)
-        raise RuntimeError("the task runner lost the result")
+    def __init__(self, rig: Rig, error: Exception, *, send: bool) -> None:
+        self.rig, self.error, self.send, self.calls = rig, error, send, 0
 
+    async def __call__(self, account_id: str, order: OrderRequest, coid: str, policy: Any) -> Any:
+        self.calls += 1
+        if self.send:
+            await self.rig.client.place_order(account_id, order, coid=coid, policy=policy)
+        raise self.error
+
+
+def count_lookups(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The cOIDs looked up at IBKR (live orders, then trades) from now on."""
+    looked_up: list[str] = []
+    find = rig.client.orders.find_by_coid
+
+    async def counting(account_id: str, coid: str) -> Any:
+        looked_up.append(coid)
+        return await find(account_id, coid)
+
+    monkeypatch.setattr(rig.client.orders, "find_by_coid", counting)
+    return looked_up
+
+
+AMBIGUOUS = [
+    pytest.param(OrderStateUnknown("no answer from IBKR; not in live orders yet"), id="state-unknown"),
+    pytest.param(
+        RequestFailed(
+            "POST /orders: no answer (ReadTimeout)", method="POST", path="/orders", maybe_sent=True
+        ),
+        id="read-timeout",
+    ),
+    pytest.param(RuntimeError("the task runner lost the result"), id="unexpected"),
+]
+
+
+@pytest.mark.parametrize("error", AMBIGUOUS)
+async def test_ambiguous_placement_found_by_coid_is_recorded_once_and_never_resent(
+    rig: Rig, error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order reached IBKR, then placing raised an error that does not say whether it did: it is
+    looked up by its cOID, recorded with IBKR's id and status, counted as placed, and the run goes on
+    to book its fill. It is sent once."""
     p = params(rig, targets={str(AAPL): 20}, target_kind="quantity", pricing="market")
-    plan = await plan_for(rig, p, "run-lost-result")
+    plan = await plan_for(rig, p, "run-ambiguous")
     (order,) = plan.orders
+    place = Placer(rig, error, send=True)
+    looked_up = count_lookups(rig, monkeypatch)
 
     report = await execute_plan(
-        rig.client, rig.ledger, plan, p, place=place_then_fail, sleep=rig.clock.sleep, clock=rig.clock
+        rig.client, rig.ledger, plan, p, place=place, sleep=rig.clock.sleep, clock=rig.clock
     )
 
+    assert place.calls == 1 and looked_up == [order.coid]
     truth = await rig.truth()
     (sent,) = [o for o in truth["orders"] if o["cOID"] == order.coid]
-    (row,) = rig.ledger_orders("run-lost-result")
+    (row,) = rig.ledger_orders("run-ambiguous")
     assert row.order_id == sent["order_id"] and row.status == sent["status"] == "Filled"
-    assert "RuntimeError" in (row.error or "")
-    assert [o.order_id for o in report.placed] == [sent["order_id"]]
+    assert type(error).__name__ in (row.error or "") and "found by its cOID" in (row.error or "")
+    assert [o.order_id for o in report.placed] == [sent["order_id"]] and report.orders[0].existing
     booked = [f for f in rig.ledger.fills_for(rig.account_id) if f.order_ref == order.coid]
     assert sum(f.quantity for f in booked) == order.quantity
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "looked_up"),
+    [
+        pytest.param(OrderStateUnknown("no answer from IBKR"), "unknown", True, id="state-unknown"),
+        pytest.param(RuntimeError("the task runner crashed"), "error", True, id="unexpected"),
+        pytest.param(
+            RequestFailed("POST /orders: could not connect", method="POST", path="/orders", maybe_sent=False),
+            "error",
+            False,
+            id="never-left",
+        ),
+        pytest.param(
+            OrderRejected("IBKR rejected order: no trading permission"), "rejected", False, id="rejected"
+        ),
+    ],
+)
+async def test_failed_placement_not_at_ibkr_is_reported_and_not_resent(
+    rig: Rig, error: Exception, status: str, looked_up: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Placing failed and IBKR does not have the order: the run stops and says so, the ledger row
+    keeps the status and the error, and nothing is sent again. Only an error that may have come after
+    sending is looked up by cOID."""
+    p = params(rig, targets={str(AAPL): 20}, target_kind="quantity", pricing="market")
+    plan = await plan_for(rig, p, "run-not-there")
+    (order,) = plan.orders
+    place = Placer(rig, error, send=False)
+    lookups = count_lookups(rig, monkeypatch)
+
+    with pytest.raises(RebalanceFailed) as info:
+        await execute_plan(
+            rig.client, rig.ledger, plan, p, place=place, sleep=rig.clock.sleep, clock=rig.clock
+        )
+
+    assert place.calls == 1 and lookups == ([order.coid] if looked_up else [])
+    assert info.value.cause is error and str(error) in str(info.value)
+    assert (await rig.truth())["orders"] == []
+    (row,) = rig.ledger_orders("run-not-there")
+    assert row.status == status and row.order_id is None and str(error) in (row.error or "")
+    assert info.value.report.placed == []
 
 
 async def test_resumed_run_whose_ledger_refuses_a_changed_order_says_why(rig: Rig) -> None:

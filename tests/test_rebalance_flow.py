@@ -8,7 +8,7 @@ test_rebalance_execute.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from flows.rebalance import rebalance
 from ibkr_tasks.ledger import Ledger, OrderRow
+from ibkr_tasks.rebalance.report import EVENT_COMPLETED, EVENT_FAILED, EVENT_ORDER_FILLED
 from ibkr_tasks.reporting import artifact_key
 from ibkr_tasks.sim import Quirks, Scenario
 from ibkr_tasks.testing import SimulatorHandle, running_simulator
@@ -45,6 +46,28 @@ def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatorHandle]:
         monkeypatch.setenv("IBKR_ACCESS_TOKEN", "gateway-placeholder")
         monkeypatch.setenv("IBKR_RATE_LIMIT_BACKEND", "local")
         yield handle
+
+
+@pytest.fixture
+async def emitted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[[], Awaitable[list[Any]]]]:
+    """The Prefect events a test's runs emit, recorded on their way to the test server."""
+    from prefect.events.clients import AssertingPassthroughEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_a, **_k: worker)
+
+    async def drained() -> list[Any]:
+        await worker.drain()  # waits until every event emitted so far went through the client
+        client = AssertingPassthroughEventsClient.last
+        assert client is not None
+        return [e for e in client.events if e.event.startswith("ibkr.")]
+
+    try:
+        yield drained
+    finally:
+        await worker.drain()  # also when the test failed before reading the events
+        AssertingPassthroughEventsClient.reset()
 
 
 def accounts(sim: SimulatorHandle) -> tuple[str, str]:
@@ -142,7 +165,9 @@ async def test_dry_run_places_nothing_stores_the_plan_and_publishes_it(
     assert sim.truth(paper)["orders"] == []
 
 
-async def test_executed_rebalance_reaches_targets_and_books_fills(sim: SimulatorHandle, tmp_path) -> None:
+async def test_executed_rebalance_reaches_targets_and_books_fills(
+    sim: SimulatorHandle, tmp_path, emitted: Callable[[], Awaitable[list[Any]]]
+) -> None:
     paper, _ = accounts(sim)
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     before = positions(sim, paper)
@@ -181,6 +206,31 @@ async def test_executed_rebalance_reaches_targets_and_books_fills(sim: Simulator
         assert re.fullmatch(r"[\d,]+\.\d{2,} [A-Z]{3}", o["avg price"]), o
     assert "filled: buy " in (state.message or "")
 
+    # events: one per filled order, then the run's; the account is the resource, the summary is
+    # shown by the UI as a related resource
+    events = await emitted()
+    assert [e.event for e in events] == [EVENT_ORDER_FILLED] * len(orders) + [EVENT_COMPLETED]
+    assert {e.resource.id for e in events} == {f"ibkr.account.{paper}"}
+    for event in events:
+        assert f"ibkr.summary: {event.payload['summary']}" in [r.id for r in event.related]
+    by_coid = {o["cOID"]: o for o in orders}
+    for event in events[:-1]:
+        p = event.payload
+        row = by_coid[p["coid"]]
+        assert p["account_id"] == paper and p["mode"] == "execute"
+        assert int(p["conid"]) == row["conid"] and p["symbol"] == row["symbol"] and p["side"] == row["side"]
+        assert Decimal(p["quantity"]) == Decimal(row["filled"].replace(",", ""))
+        assert Decimal(p["avg_price"]) > 0 and p["currency"] == "USD"
+        assert p["summary"].startswith(f"{paper}: buy {row['filled']} {row['symbol']} at ")
+    done = events[-1].payload
+    assert done["mode"] == "execute" and done["account_id"] == paper and done["run_id"] == data["run_id"]
+    assert (done["orders_placed"], done["orders_filled"], done["orders_failed"]) == (
+        len(orders),
+        len(orders),
+        0,
+    )
+    assert done["summary"].startswith(f"rebalance {paper} execute completed: {len(orders)} of ")
+
 
 async def test_live_account_without_allow_live_is_refused_before_any_request(
     sim: SimulatorHandle, tmp_path
@@ -196,7 +246,9 @@ async def test_live_account_without_allow_live_is_refused_before_any_request(
     assert sim.truth(live)["orders"] == []
 
 
-async def test_oversize_order_is_refused_and_nothing_is_sent(sim: SimulatorHandle, tmp_path) -> None:
+async def test_oversize_order_is_refused_and_nothing_is_sent(
+    sim: SimulatorHandle, tmp_path, emitted: Callable[[], Awaitable[list[Any]]]
+) -> None:
     paper, _ = accounts(sim)
     state = await run(
         account_id=paper,
@@ -209,6 +261,11 @@ async def test_oversize_order_is_refused_and_nothing_is_sent(sim: SimulatorHandl
     assert "max_order_notional" in (state.message or "")
     assert sim.truth(paper)["orders"] == []
     assert sim.stats()["requests"].get("POST /iserver/account/{acct}/orders", 0) == 0
+    (event,) = await emitted()
+    assert event.event == EVENT_FAILED and event.resource.id == f"ibkr.account.{paper}"
+    assert event.payload["mode"] == "execute" and event.payload["orders_placed"] == 0
+    assert event.payload["orders_planned"] == 1 and "max_order_notional" in event.payload["summary"]
+    assert f"ibkr.summary: {event.payload['summary']}" in [r.id for r in event.related]
 
 
 async def test_dropped_order_response_leaves_exactly_one_order_also_when_run_again(
@@ -237,17 +294,6 @@ async def test_dropped_order_response_leaves_exactly_one_order_also_when_run_aga
     assert positions(sim, paper)[AAPL] == 7
     (row,) = order_rows(ledger_url, "rebalance-drop-test")
     assert row.coid == orders[0]["cOID"] and row.order_id == orders[0]["order_id"]
-
-
-async def test_input_reads_retry_only_on_transient_errors() -> None:
-    from prefect.states import Completed, Failed
-
-    from flows.rebalance import _transient
-    from ibkr_tasks.errors import NotAuthenticated, ServerError
-
-    assert await _transient(None, None, Failed(data=ServerError("503", status_code=503)))
-    assert not await _transient(None, None, Failed(data=NotAuthenticated("401", status_code=401)))
-    assert not await _transient(None, None, Completed(data=1))
 
 
 async def test_unknown_prompt_fails_the_run_with_its_text_and_places_nothing(
@@ -288,6 +334,17 @@ async def test_unknown_prompt_fails_the_run_with_its_text_and_places_nothing(
         asked = row.prompts[0]["message_ids"][0]
         opening = " ".join(row.prompts[0]["messages"][0].split())[:40]
         assert order["prompts"].startswith(f"{asked} (declined): {opening}"), order
+
+        # the failure artifact: IBKR's text once, line by line, and the flow parameter that allows it
+        failure = await artifact(artifact_key("rebalance-failure", paper))
+        assert failure is not None and failure["type"] == "markdown"
+        markdown = failure["data"]
+        assert "\\n" not in markdown
+        for line in filter(None, (x.strip() for x in row.prompts[0]["messages"][0].splitlines())):
+            assert markdown.count(line) == 1 and f"> {line}" in markdown, markdown
+        assert f'`allow_prompts=["{asked}"]`' in markdown and "`prompt_policy`" in markdown
+        assert "policy=..." not in markdown
+        assert f'allow_prompts=["{asked}"]' in (state.message or "")
 
 
 async def test_unexpected_error_after_the_order_was_accepted_still_records_it_as_placed(
@@ -344,3 +401,18 @@ async def test_resumed_run_with_a_changed_order_fails_naming_the_cause(
     assert "None" not in (resumed.message or "")
     assert "different request" in (resumed.message or ""), resumed.message
     assert len(sim.truth(paper)["orders"]) == 1
+
+
+async def test_a_run_that_raises_still_emits_its_failed_event(
+    emitted: Callable[[], Awaitable[list[Any]]], tmp_path
+) -> None:
+    state = await run(
+        account_id="DU1234567",
+        targets={str(AAPL): 0.1},
+        credentials="no-such-block",
+        ledger_url=f"sqlite:///{tmp_path / 'l.db'}",
+    )
+    assert state.is_failed() and "no-such-block" in (state.message or "")
+    (event,) = await emitted()
+    assert event.event == EVENT_FAILED and event.resource.id == "ibkr.account.DU1234567"
+    assert event.payload["mode"] == "dry-run" and "no-such-block" in event.payload["summary"]

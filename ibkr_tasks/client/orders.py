@@ -22,6 +22,12 @@ The rules, each with a regression test in ``tests/test_api_orders.py``:
 - a transport failure after the request may have been sent is resolved the same way; if the order is
   not found, :class:`OrderStateUnknown` is raised. Nothing is ever resent.
 
+"Did the order go through?" has one answer, here: :func:`may_have_reached_ibkr` says from the typed
+error whether an order can be at IBKR after placing failed, and :func:`resolve_failed_placement` looks
+such an order up by its cOID for a caller whose ``place`` raised (an error after the client returned,
+e.g. a task runner losing the result, or one the client could not resolve). The client's own
+lost-answer handling uses the same two.
+
 Every prompt and its answer is recorded in ``OrderResult.prompts``; when placing fails, the raised
 :class:`OrderError` carries the same list as ``exc.prompts`` (plus ``exc.coid``/``exc.account_id``) so
 the ledger's order audit sees refused prompts too.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ibkr_tasks.client.prompts import PromptPolicy
@@ -42,6 +49,7 @@ from ibkr_tasks.errors import (
     OrderRejected,
     OrderStateUnknown,
     ParseError,
+    RequestFailed,
     TransportError,
     UnknownPrompt,
 )
@@ -56,7 +64,17 @@ from ibkr_tasks.models import (
 )
 from ibkr_tasks.models.numbers import parse_decimal
 
-__all__ = ["MAX_REPLY_HOPS", "OrderDesk", "TransportLike", "parse_live_order"]
+__all__ = [
+    "MAX_REPLY_HOPS",
+    "CoidLookup",
+    "FoundOrder",
+    "OrderDesk",
+    "TransportLike",
+    "may_have_reached_ibkr",
+    "one_line",
+    "parse_live_order",
+    "resolve_failed_placement",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +105,68 @@ class TransportLike(Protocol):
 
 FillsLookup = Callable[[str], Awaitable[Sequence[Fill]]]
 Sleep = Callable[[float], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class FoundOrder:
+    """An order found at IBKR by its cOID: its order id, status and where it was seen."""
+
+    order_id: str | None
+    status: str | None
+    source: str  # "live orders" or "trades"
+
+
+class CoidLookup(Protocol):
+    """Finds an account's order by its cOID (:class:`OrderDesk` is one)."""
+
+    async def find_by_coid(self, account_id: str, coid: str) -> FoundOrder | None: ...
+
+
+def may_have_reached_ibkr(error: BaseException) -> bool:
+    """Whether an order may be at IBKR although placing it raised ``error``.
+
+    False only when the typed error says the order is not there: a prompt the policy declined
+    (:class:`UnknownPrompt`), IBKR's own refusal (:class:`OrderRejected`; after a 5xx the client
+    looked the cOID up before raising it) and a request that never left the client
+    (:class:`RequestFailed` with ``maybe_sent=False``). Everything else may have come after IBKR
+    accepted the order: :class:`OrderStateUnknown`, other transport failures, an answer that fails to
+    parse, an error outside the client (a task runner losing the result), a cancelled request.
+    Such an order is looked up by its cOID; it is never sent again under another cOID.
+    """
+    if isinstance(error, UnknownPrompt | OrderRejected):
+        return False
+    if isinstance(error, RequestFailed):
+        return error.maybe_sent
+    return True
+
+
+async def resolve_failed_placement(
+    lookup: CoidLookup, account_id: str, coid: str, error: BaseException
+) -> FoundOrder | None:
+    """After placing the order ``coid`` raised ``error``: the order if IBKR has it after all, else None.
+
+    Looks it up (live orders, then today's trades) only when :func:`may_have_reached_ibkr`; a failed
+    lookup is logged and answers None, since the error being handled is the one to report. None means
+    "not found now", not "never placed" when the error may have come after sending: record the order
+    as unknown and keep its cOID (a retry with the same cOID is answered "already registered").
+    """
+    if not may_have_reached_ibkr(error):
+        return None
+    try:
+        found = await lookup.find_by_coid(account_id, coid)
+    except Exception as exc:  # the original error is the one to report
+        logger.warning("looking up order %s of %s by cOID failed: %s", coid, account_id, exc)
+        return None
+    if found is not None:
+        logger.warning(
+            "order %s of %s was placed after all (%s: %s): found in %s",
+            coid,
+            account_id,
+            type(error).__name__,
+            error,
+            found.source,
+        )
+    return found
 
 
 def _text(value: Any) -> str | None:
@@ -159,6 +239,15 @@ def _acknowledgement(answer: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def one_line(text: str) -> str:
+    """A prompt's text on one line (IBKR breaks its questions with newlines)."""
+    return " ".join(text.split())
+
+
+def _quoted(message_ids: Sequence[str]) -> str:
+    return ", ".join(f'"{mid}"' for mid in message_ids)
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -214,9 +303,7 @@ class OrderDesk:
             try:
                 return await self._place_locked(account_id, coid, ticket, policy, prompts)
             except OrderError as exc:
-                exc.prompts = prompts  # type: ignore[attr-defined]
-                exc.coid = coid  # type: ignore[attr-defined]
-                exc.account_id = account_id  # type: ignore[attr-defined]
+                exc.prompts, exc.coid, exc.account_id = prompts, coid, account_id
                 raise
 
     async def _place_locked(
@@ -285,12 +372,13 @@ class OrderDesk:
                 if hop >= MAX_REPLY_HOPS:
                     raise OrderRejected(
                         f"order {coid} for {account_id} asked more than {MAX_REPLY_HOPS} confirmation "
-                        f"questions; declined the last one ({', '.join(message_ids)}): {text}"
+                        f"questions; declined the last one ({', '.join(message_ids)}): {one_line(text)}"
                     )
                 raise UnknownPrompt(
                     f"order {coid} for {account_id} was NOT placed: IBKR asked "
-                    f"{policy.describe(message_ids)}: {text!r}. Review the prompt; to allow it, add its "
-                    "id to the prompt policy (ibkr_tasks/data/prompt_policy.json or policy=...)",
+                    f'{policy.describe(message_ids)}, answered no. IBKR\'s text: "{one_line(text)}". '
+                    f"To allow it, pass policy=PromptPolicy.default().with_allowed({_quoted(message_ids)}) "
+                    "to place_order, or allow it in a prompt policy file (see ibkr_tasks/data/prompt_policy.json)",
                     message_ids=message_ids,
                     text=text,
                 )
@@ -321,14 +409,13 @@ class OrderDesk:
         try:
             return await self.transport.request(method, path, json=body, retry=False)
         except TransportError as exc:
-            if getattr(exc, "maybe_sent", True) is False:
+            if not may_have_reached_ibkr(exc):
                 raise  # nothing left the client: the caller may retry with the same cOID
             return await self._existing(
                 account_id, coid, ticket, prompts, None, reason=f"no answer from IBKR ({exc})", lost=True
             )
         except APIError as exc:
-            detail = f"{exc} {getattr(exc, 'body', '') or ''}"
-            if _DUPLICATE_MARKER in detail:
+            if _DUPLICATE_MARKER in str(exc):
                 return await self._existing(account_id, coid, ticket, prompts, None, reason=str(exc))
             status = exc.status_code or 0
             if status >= 500:
@@ -382,13 +469,12 @@ class OrderDesk:
                 logger.warning("looking up order %s for %s by cOID failed: %s", coid, account_id, exc)
                 continue
             if found is not None:
-                order_id, status, source = found
-                logger.info("order %s for %s resolved from %s (%s)", coid, account_id, source, reason)
+                logger.info("order %s for %s resolved from %s (%s)", coid, account_id, found.source, reason)
                 return OrderResult(
                     account_id=account_id,
                     coid=coid,
-                    order_id=order_id,
-                    status=status,
+                    order_id=found.order_id,
+                    status=found.status,
                     existing=True,
                     prompts=prompts,
                     request=ticket,
@@ -407,15 +493,15 @@ class OrderDesk:
             "or trades; do not resend with a new cOID until it is found"
         )
 
-    async def find_by_coid(self, account_id: str, coid: str) -> tuple[str | None, str | None, str] | None:
-        """(order_id, status, source) of this account's order whose order_ref is ``coid``, or None."""
+    async def find_by_coid(self, account_id: str, coid: str) -> FoundOrder | None:
+        """This account's order whose order_ref is ``coid`` (live orders, then trades), or None."""
         for live in await self.live_orders(account_id):
             if live.order_ref == coid:
-                return live.order_id, live.status, "live orders"
+                return FoundOrder(live.order_id, live.status, "live orders")
         if self._fills_lookup is not None:
             for fill in await self._fills_lookup(account_id):
                 if fill.order_ref == coid and fill.account_id == account_id:
-                    return fill.order_id, "Filled", "trades"
+                    return FoundOrder(fill.order_id, "Filled", "trades")
         return None
 
     # ------------------------------------------------------------------ live orders / cancel

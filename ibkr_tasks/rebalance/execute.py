@@ -22,33 +22,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 from ibkr_tasks.accounts import validate_account_id
+from ibkr_tasks.client.orders import CoidLookup, one_line, resolve_failed_placement
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.errors import (
     AccountMismatch,
-    APIError,
     IBKRError,
     OrderError,
+    OrderRejected,
     OrderStateUnknown,
     RebalanceRefused,
     TransportError,
     UnknownPrompt,
 )
 from ibkr_tasks.formatting import money, number
+from ibkr_tasks.ledger import IngestResult
 from ibkr_tasks.models import (
+    AccountInfo,
+    CancelResult,
     ContractInfo,
     EventContractPair,
+    Fill,
     LiveOrder,
     OrderRequest,
     OrderResult,
+    ParseResult,
     Position,
+    PromptRecord,
+    RejectedRow,
     Side,
+    Snapshot,
 )
 from ibkr_tasks.models.multipliers import resolve_multiplier
 from ibkr_tasks.rebalance.guards import check_working_orders
@@ -66,10 +75,14 @@ __all__ = [
     "PLANNED",
     "AchievedRow",
     "ExecutionReport",
+    "OrderLedger",
     "OrderOutcome",
     "PlaceFn",
+    "RebalanceClient",
     "RebalanceFailed",
+    "RefusedPrompt",
     "achieved_rows",
+    "allow_prompts_hint",
     "cancel_own_orders",
     "execute_plan",
     "gather_inputs",
@@ -84,18 +97,74 @@ ZERO = Decimal(0)
 _FILL_LOOKUPS = 3  # trades calls (IBKR allows one per 5 s) while this run's fills are not all in
 
 
+class RebalanceClient(Protocol):
+    """What a rebalance uses of the IBKR client (:class:`~ibkr_tasks.client.api.IBKRClient` is one)."""
+
+    @property
+    def orders(self) -> CoidLookup: ...
+
+    async def list_accounts(self) -> list[AccountInfo]: ...
+
+    async def positions(self, account_id: str, *, invalidate: bool = False) -> ParseResult[Position]: ...
+
+    async def portfolio_summary(self, account_id: str) -> dict[str, Decimal]: ...
+
+    async def contract_info(self, conid: int | str) -> ContractInfo: ...
+
+    async def event_contract_pair(self, conid: int | str) -> EventContractPair: ...
+
+    async def snapshot(self, conids: Iterable[int | str]) -> list[Snapshot]: ...
+
+    async def live_orders(self, account_id: str) -> list[LiveOrder]: ...
+
+    async def cancel_order(self, account_id: str, order_id: str | int) -> CancelResult: ...
+
+    async def fills(
+        self, account_ids: Sequence[str] | str, *, days: int = 1
+    ) -> Mapping[str, ParseResult[Fill]]: ...
+
+    async def place_order(
+        self, account_id: str, order: OrderRequest, *, coid: str, policy: PromptPolicy | None = None
+    ) -> OrderResult: ...
+
+
+class OrderLedger(Protocol):
+    """What a rebalance writes to the ledger (:class:`~ibkr_tasks.ledger.Ledger` is one)."""
+
+    def record_order(self, account_id: str, coid: str, request: Any, run_id: str | None = None) -> object: ...
+
+    def update_order(
+        self,
+        account_id: str,
+        coid: str,
+        *,
+        order_id: str | None = None,
+        status: str | None = None,
+        prompts: Iterable[Any] | None = None,
+        error: str | None = None,
+    ) -> object: ...
+
+    def ingest(
+        self, account_id: str, fills: Iterable[Fill], run_id: str, rejected: Iterable[RejectedRow] = ()
+    ) -> IngestResult: ...
+
+
 class PlaceFn(Protocol):
-    """How one order is placed: :meth:`IBKRClient.place_order` or the ``place_order`` Prefect task."""
+    """How one order is placed: by default the client's ``place_order``; the flow passes one that
+    runs its Prefect task (see :func:`ibkr_tasks.tasks.rebalance.placing_with`)."""
 
     def __call__(
-        self, client: Any, account_id: str, order: OrderRequest, coid: str, policy: Any = None
+        self, account_id: str, order: OrderRequest, coid: str, policy: PromptPolicy | None
     ) -> Awaitable[OrderResult]: ...
 
 
-async def _client_place(
-    client: Any, account_id: str, order: OrderRequest, coid: str, policy: Any = None
-) -> OrderResult:
-    return await client.place_order(account_id, order, coid=coid, policy=policy)
+def _client_place(client: RebalanceClient) -> PlaceFn:
+    def place(
+        account_id: str, order: OrderRequest, coid: str, policy: PromptPolicy | None
+    ) -> Awaitable[OrderResult]:
+        return client.place_order(account_id, order, coid=coid, policy=policy)
+
+    return place
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -148,7 +217,7 @@ def _with_pair(facts: ContractFacts, pair: EventContractPair) -> ContractFacts:
 
 
 async def gather_inputs(
-    client: Any, params: RebalanceParams, *, now: Callable[[], datetime] | None = None
+    client: RebalanceClient, params: RebalanceParams, *, now: Callable[[], datetime] | None = None
 ) -> tuple[PlanInputs, list[Position]]:
     """Positions, NLV, base currency, contract facts and fresh quotes for ``params``.
 
@@ -223,7 +292,7 @@ def ledger_request(order: PlannedOrder) -> dict[str, Any]:
     }
 
 
-def record_plan(ledger: Any, plan: RebalancePlan) -> int:
+def record_plan(ledger: OrderLedger, plan: RebalancePlan) -> int:
     """Store a dry run's orders in the ledger's ``orders`` table with status ``planned`` (never sent)."""
     for order in plan.orders:
         ledger.record_order(plan.account_id, order.coid, ledger_request(order), run_id=plan.run_id)
@@ -241,15 +310,41 @@ def _fmt(value: Decimal | None) -> str:
 _PROMPT_TEXT = 80  # characters of a prompt's text in the orders table
 
 
-def prompt_summary(prompt: Any) -> str:
+def prompt_summary(prompt: PromptRecord) -> str:
     """``o163 (confirmed): The following order exceeds the price percentage limit...``: which
     question IBKR asked, how it was answered, and the start of its text on one line."""
-    ids = ", ".join(getattr(prompt, "message_ids", None) or []) or getattr(prompt, "reply_id", "?")
-    text = " ".join(" ".join(getattr(prompt, "messages", None) or []).split())
+    ids = ", ".join(prompt.message_ids) or prompt.reply_id
+    text = one_line(" ".join(prompt.messages))
     if len(text) > _PROMPT_TEXT:
         text = text[: _PROMPT_TEXT - 1].rstrip() + "\u2026"
-    answer = "confirmed" if getattr(prompt, "confirmed", False) else "declined"
+    answer = "confirmed" if prompt.confirmed else "declined"
     return f"{ids} ({answer}): {text}" if text else f"{ids} ({answer})"
+
+
+def allow_prompts_hint(message_ids: Sequence[str]) -> str:
+    """How to let a rebalance confirm these prompts, naming the flow parameters and their values."""
+    ids = ", ".join(f'"{mid}"' for mid in message_ids)
+    entries = ", ".join(f'"{mid}": {{"allow": true}}' for mid in message_ids)
+    return (
+        f"To allow it for one run, run again with allow_prompts=[{ids}]; to allow it in every run, set "
+        f"{entries} in a copy of ibkr_tasks/data/prompt_policy.json and pass that file's path as prompt_policy"
+    )
+
+
+@dataclass(frozen=True)
+class RefusedPrompt:
+    """A confirmation question the prompt policy did not allow: answered "no", the order not placed."""
+
+    message_ids: list[str]
+    text: str  # IBKR's text, line breaks kept
+    reason: str  # the policy's word on each id: unknown, or known and not allowed (and what it means)
+
+    def describe(self) -> str:
+        """One line: which question, why refused, IBKR's text (once) and how to allow it."""
+        return (
+            f"IBKR asked {self.reason}; answered no, the order was NOT placed. IBKR's text: "
+            f'"{one_line(self.text)}". {allow_prompts_hint(self.message_ids)}'
+        )
 
 
 @dataclass
@@ -270,6 +365,7 @@ class OrderOutcome:
     avg_price: Decimal | None = None  # volume-weighted price of this run's fills of the order
     currency: str | None = None
     answered: list[str] = field(default_factory=list)  # prompt_summary() of each prompt
+    refused_prompt: RefusedPrompt | None = None  # the question that stopped the order, if one did
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -287,7 +383,7 @@ class OrderOutcome:
             "error": self.error or "",
         }
 
-    def book(self, fills: Sequence[Any]) -> None:
+    def book(self, fills: Sequence[Fill]) -> None:
         """Filled quantity and average price from the executions booked under this order's cOID."""
         mine = [f for f in fills if f.order_ref == self.coid and f.side in ("B", "S")]
         if not mine:
@@ -390,7 +486,9 @@ def achieved_rows(plan: RebalancePlan, positions: Sequence[Position]) -> list[Ac
 # ------------------------------------------------------------------------------------------ execute
 
 
-async def cancel_own_orders(client: Any, ledger: Any, report: ExecutionReport, *, reason: str) -> None:
+async def cancel_own_orders(
+    client: RebalanceClient, ledger: OrderLedger, report: ExecutionReport, *, reason: str
+) -> None:
     """Cancel this run's still-working orders (matched by cOID or order id of this run), and record it."""
     coids = {o.coid for o in report.orders}
     order_ids = {o.order_id for o in report.orders if o.order_id}
@@ -424,69 +522,34 @@ async def cancel_own_orders(client: Any, ledger: Any, report: ExecutionReport, *
 
 
 def _status_of(exc: BaseException) -> str:
+    """The ledger status of an order whose placement raised ``exc`` and that was not found at IBKR."""
     if isinstance(exc, UnknownPrompt):
         return "prompt_refused"
-    if not isinstance(exc, Exception):  # cancelled mid-request: it may have reached IBKR
-        return "unknown"
-    name = type(exc).__name__
-    return {"OrderRejected": "rejected", "OrderStateUnknown": "unknown"}.get(name, "error")
+    if isinstance(exc, OrderRejected):
+        return "rejected"
+    if isinstance(exc, OrderStateUnknown) or not isinstance(exc, Exception):
+        return "unknown"  # may be at IBKR (a cancelled request too): never resent, looked up next run
+    return "error"
 
 
-def _may_have_been_sent(exc: BaseException) -> bool:
-    """Whether the order request may have reached IBKR before placing raised ``exc``.
-
-    Only the failures known to come before the request, or to be IBKR's own refusal, say no: a
-    declined prompt, a rejection (other than a 5xx that may follow an accepted order) and a transport
-    error raised before anything left the client. Every other error, expected or not, may have come
-    after IBKR accepted the order (an answer that fails to parse, a task runner losing the result).
-    """
-    if isinstance(exc, UnknownPrompt):
-        return False
-    if isinstance(exc, OrderError):
-        if "already registered" in str(exc) or isinstance(exc, OrderStateUnknown):
-            return True
-        cause = exc.__cause__
-        return isinstance(cause, APIError) and (cause.status_code or 0) >= 500
-    if isinstance(exc, TransportError):
-        return getattr(exc, "maybe_sent", True) is not False
-    return True
-
-
-async def _found_after_error(
-    client: Any, account_id: str, coid: str, exc: BaseException
-) -> tuple[str | None, str | None] | None:
-    """After a failed placement that may have reached IBKR, look the cOID up once more.
-
-    A gateway answering 502/503/504 (or a timeout, or any unexpected error after the request) can
-    leave an order at IBKR that the caller was told failed. A cancelled placement is not looked up
-    (it is recorded ``unknown``); nor are prompts we declined and errors raised before sending.
-    """
-    if not isinstance(exc, Exception) or not _may_have_been_sent(exc):
-        return None
-    finder = getattr(getattr(client, "orders", None), "find_by_coid", None)
-    if finder is None:
-        return None
-    try:
-        found = await finder(account_id, coid)
-    except Exception as lookup_exc:  # the error being handled is the one to report
-        logger.warning("looking up order %s of %s by cOID failed: %s", coid, account_id, lookup_exc)
-        return None
-    if found is None:
-        return None
-    order_id, status, _source = found
-    logger.warning("order %s of %s was placed after all (%s): found by cOID", coid, account_id, exc)
-    return order_id, status
+def _prompts_of(exc: BaseException) -> list[PromptRecord]:
+    return list(exc.prompts) if isinstance(exc, OrderError) else []
 
 
 async def _place_one(
-    client: Any,
-    ledger: Any,
+    client: RebalanceClient,
+    ledger: OrderLedger,
     order: PlannedOrder,
     outcome: OrderOutcome,
     place: PlaceFn,
     policy: PromptPolicy | None,
     run_id: str,
 ) -> None:
+    """Record the intent, place the order once, record what happened; raise when it was not placed.
+
+    Whether a failed placement went through anyway is decided by
+    :func:`ibkr_tasks.client.orders.resolve_failed_placement`; the order is never sent again here.
+    """
     acct = order.account_id
     try:
         await asyncio.to_thread(ledger.record_order, acct, order.coid, ledger_request(order), run_id)
@@ -494,43 +557,51 @@ async def _place_one(
         outcome.error = f"{type(exc).__name__}: {exc}"
         raise
     try:
-        result = await place(client, acct, order.to_request(), order.coid, policy)
+        result = await place(acct, order.to_request(), order.coid, policy)
     except BaseException as exc:
-        prompts = list(getattr(exc, "prompts", []) or [])
-        found = await _found_after_error(client, acct, order.coid, exc)
+        prompts = _prompts_of(exc)
+        outcome.prompts = len(prompts)
+        outcome.answered = [prompt_summary(p) for p in prompts]
+        dumped = [p.model_dump(mode="json") for p in prompts]
+        # a cancelled placement is not looked up (awaiting in a cancelled task is not reliable)
+        found = (
+            await resolve_failed_placement(client.orders, acct, order.coid, exc)
+            if isinstance(exc, Exception)
+            else None
+        )
         if found is not None:
-            order_id, status = found
-            outcome.order_id, outcome.status, outcome.existing = order_id, status or "submitted", True
-            outcome.prompts = len(prompts)
-            outcome.answered = [prompt_summary(p) for p in prompts]
+            outcome.order_id, outcome.status, outcome.existing = (
+                found.order_id,
+                found.status or "submitted",
+                True,
+            )
             await asyncio.to_thread(
                 ledger.update_order,
                 acct,
                 order.coid,
-                order_id=order_id,
+                order_id=found.order_id,
                 status=outcome.status,
-                prompts=[p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in prompts],
-                error=f"placing reported {type(exc).__name__}: {exc}; the order was found by its cOID",
+                prompts=dumped,
+                error=f"placing reported {type(exc).__name__}: {exc}; the order was found by its cOID "
+                f"in {found.source}",
             )
             return
         outcome.status = _status_of(exc)
-        outcome.prompts = len(prompts)
-        outcome.answered = [prompt_summary(p) for p in prompts]
         outcome.error = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, Exception) and not isinstance(exc, (OrderError, TransportError)):
+        if isinstance(exc, UnknownPrompt):
+            outcome.refused_prompt = RefusedPrompt(
+                message_ids=list(exc.message_ids),
+                text=exc.text,
+                reason=(policy or PromptPolicy.default()).describe(exc.message_ids),
+            )
+            outcome.error = outcome.refused_prompt.describe()
+        elif isinstance(exc, Exception) and not isinstance(exc, OrderError | TransportError):
             outcome.error += (
                 "; it may have reached IBKR but is not in live orders or trades under its cOID yet: "
                 "run again with the same run_id (the same cOID is never placed twice)"
             )
-        if isinstance(exc, UnknownPrompt):
-            outcome.error += f"\nprompt text ({', '.join(exc.message_ids)}): {exc.text}"
         await asyncio.to_thread(
-            ledger.update_order,
-            acct,
-            order.coid,
-            status=outcome.status,
-            prompts=[p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in prompts],
-            error=outcome.error,
+            ledger.update_order, acct, order.coid, status=outcome.status, prompts=dumped, error=outcome.error
         )
         raise
     outcome.order_id = result.order_id
@@ -549,7 +620,7 @@ async def _place_one(
 
 
 async def _wait_for_fills(
-    client: Any,
+    client: RebalanceClient,
     report: ExecutionReport,
     params: RebalanceParams,
     sleep: Callable[[float], Awaitable[Any]],
@@ -578,7 +649,7 @@ async def _wait_for_fills(
         await sleep(min(params.fill_poll_interval, max(deadline - clock(), 0.0)))
 
 
-def _missing_fills(report: ExecutionReport, fills: Sequence[Any]) -> list[str]:
+def _missing_fills(report: ExecutionReport, fills: Sequence[Fill]) -> list[str]:
     """cOIDs of this run whose filled quantity is not (yet) all in the trades answer."""
     booked: dict[str, Decimal] = {}
     for fill in fills:
@@ -597,8 +668,11 @@ def _missing_fills(report: ExecutionReport, fills: Sequence[Any]) -> list[str]:
 
 
 async def _collect_fills(
-    client: Any, report: ExecutionReport, params: RebalanceParams, sleep: Callable[[float], Awaitable[Any]]
-) -> Any:
+    client: RebalanceClient,
+    report: ExecutionReport,
+    params: RebalanceParams,
+    sleep: Callable[[float], Awaitable[Any]],
+) -> ParseResult[Fill]:
     """Today's executions of the account; asked again (paced) while this run's fills are not all in.
 
     IBKR's trades endpoint can lag behind the order status (docs/ibkr-api.md#trades); what is still
@@ -616,8 +690,8 @@ async def _collect_fills(
 
 
 async def execute_plan(
-    client: Any,
-    ledger: Any,
+    client: RebalanceClient,
+    ledger: OrderLedger,
     plan: RebalancePlan,
     params: RebalanceParams,
     *,
@@ -646,7 +720,9 @@ async def execute_plan(
     ]
     if not plan.orders:
         return report
-    place_fn: PlaceFn = place or _client_place
+    place_fn: PlaceFn = place or _client_place(client)
+    if params.allow_prompts:
+        policy = (policy or PromptPolicy.default()).with_allowed(*params.allow_prompts)
     check_working_orders(await client.live_orders(acct), plan, own_coids=[o.coid for o in plan.orders])
     for order, outcome in zip(plan.orders, report.orders, strict=True):
         try:
@@ -680,8 +756,8 @@ async def execute_plan(
 
 
 async def _after_placing(
-    client: Any,
-    ledger: Any,
+    client: RebalanceClient,
+    ledger: OrderLedger,
     plan: RebalancePlan,
     params: RebalanceParams,
     report: ExecutionReport,

@@ -16,10 +16,11 @@ up the pair and never sells a ForecastEx contract (it buys the opposite outcome 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -27,9 +28,23 @@ from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.models import OrderRequest, Side, TimeInForce
 from ibkr_tasks.models.numbers import parse_decimal
 
-__all__ = ["PricingMode", "RebalanceParams", "TargetSpec"]
+__all__ = ["PricingMode", "RebalanceParams", "TargetSpec", "as_decimal"]
 
 NonNegativeDecimal = Annotated[Decimal, Field(ge=0)]
+_PROMPT_ID = re.compile(r"[a-z]\d+")  # IBKR's message ids: o163, o451, p6, o10151
+
+
+@overload
+def as_decimal(value: float) -> Decimal: ...
+@overload
+def as_decimal(value: None) -> None: ...
+def as_decimal(value: float | None) -> Decimal | None:
+    """A number from a form or JSON as the Decimal it was written as (``0.1`` -> ``Decimal("0.1")``,
+    ``50000.0`` -> ``Decimal("50000")``): the flow takes limits as plain numbers, the plan uses Decimals."""
+    if value is None:
+        return None
+    number = parse_decimal(value)
+    return number.quantize(Decimal(1)) if number == number.to_integral_value() else number
 
 
 class PricingMode(StrEnum):
@@ -108,11 +123,30 @@ class RebalanceParams(BaseModel):
     fill_poll_interval: float = Field(default=5.0, gt=0, le=3600)
     price_max_age: float = Field(default=60.0, gt=0)
     allow_prior_close: bool = False
+    allow_prompts: tuple[str, ...] = Field(
+        default=(),
+        description="prompt message ids (e.g. o451) to confirm in this run on top of the prompt policy",
+    )
 
     @field_validator("account_id")
     @classmethod
     def _account(cls, value: str) -> str:
         return validate_account_id(value)
+
+    @field_validator("allow_prompts", mode="before")
+    @classmethod
+    def _prompt_ids(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        ids = [str(v).strip() for v in value]
+        bad = [i for i in ids if not _PROMPT_ID.fullmatch(i)]
+        if bad:
+            raise ValueError(
+                f"allow_prompts: {', '.join(map(repr, bad))} is not a prompt message id (like o451 or p6)"
+            )
+        return tuple(dict.fromkeys(ids))
 
     @field_validator("targets", mode="before")
     @classmethod

@@ -462,12 +462,12 @@ class _Planner:
         for conid, quantity in sorted(self.inputs.positions.items()):
             if conid in covered or not quantity:
                 continue
-            facts = self.inputs.contracts.get(conid)
+            held = self.inputs.contracts.get(conid)  # a position not targeted
             if not self.params.liquidate_unlisted:
                 drafts.append(
                     _Draft(
                         row_conid=conid,
-                        symbol=facts.symbol if facts else None,
+                        symbol=held.symbol if held else None,
                         current=Decimal(quantity),
                         target=None,
                         delta=ZERO,
@@ -479,9 +479,9 @@ class _Planner:
                 )
                 covered.add(conid)
                 continue
-            if facts is not None and facts.is_event_contract and facts.pair is not None:
-                covered |= {facts.pair.yes_conid, facts.pair.no_conid}
-                draft = self.event(None, conid, facts.outcome)
+            if held is not None and held.is_event_contract and held.pair is not None:
+                covered |= {held.pair.yes_conid, held.pair.no_conid}
+                draft = self.event(None, conid, held.outcome)
             else:
                 covered.add(conid)
                 draft = self.plain(None, conid)
