@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ibkr_tasks.flex.parse import iter_flex, parse_flex  # noqa: E402
-from ibkr_tasks.flex.render import FlexFormat, Section, write_response  # noqa: E402
+from ibkr_tasks.sim.flex_xml import FlexFormat, Section, write_response  # noqa: E402
 
 ACCOUNT = "DU1234567"
 START = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)

@@ -17,8 +17,8 @@ import pytest
 
 from ibkr_tasks.flex import FlexParseError
 from ibkr_tasks.flex.parse import iter_flex, parse_flex
-from ibkr_tasks.flex.render import SEPARATORS, TIME_FORMATS, FlexFormat, Section, write_response
 from ibkr_tasks.flex.times import DATE_FORMATS, FlexDateReader
+from ibkr_tasks.sim.flex_xml import SEPARATORS, TIME_FORMATS, FlexFormat, Section, write_response
 
 FLEX = Path(__file__).resolve().parent / "fixtures" / "flex"
 SAMPLES = sorted(FLEX.glob("*.xml"))

@@ -7,7 +7,7 @@ Separator a Flex query can be set to. Times without a zone are US/Eastern wall-c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TextIO
@@ -91,11 +91,19 @@ def write_response(
     *,
     query_name: str,
     query_type: str = "AF",
-    statements: Sequence[tuple[Mapping[str, object], Iterable[Section]]],
+    statements: Iterable[tuple[Mapping[str, object], Iterable[Section]]],
+    count: int | None = None,
 ) -> None:
-    """Write a ``FlexQueryResponse`` with one ``FlexStatement`` per ``(header attributes, sections)``."""
+    """Write a ``FlexQueryResponse`` with one ``FlexStatement`` per ``(header attributes, sections)``.
+
+    ``count`` is the ``FlexStatements count`` to print; when omitted the statements are gathered first
+    and counted. Given, they are written as they come, so a generator of a huge statement streams.
+    """
+    if count is None:
+        statements = list(statements)
+        count = len(statements)
     out.write(f"<FlexQueryResponse{_attrs({'queryName': query_name, 'type': query_type})}>\n")
-    out.write(f'<FlexStatements count="{len(statements)}">\n')
+    out.write(f'<FlexStatements count="{count}">\n')
     for header, sections in statements:
         out.write(f"<FlexStatement{_attrs(header)}>\n")
         for section in sections:
