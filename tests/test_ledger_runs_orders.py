@@ -137,7 +137,17 @@ def test_order_intent_then_answer_then_prompts(ledger: Ledger) -> None:
     )
     found = ledger.find_order(ACCOUNT, "rb-20261102-0001")
     assert found is not None
-    assert (found.order_id, found.status, found.run_id) == ("1234567890", "Submitted", "rebalance-1")
+    # IBKR's word is translated into this project's vocabulary and kept as said.
+    assert (found.order_id, found.status, found.ibkr_status, found.run_id) == (
+        "1234567890",
+        "submitted",
+        "Submitted",
+        "rebalance-1",
+    )
+    done = ledger.update_order(ACCOUNT, "rb-20261102-0001", status="Filled")
+    assert (done.status, done.ibkr_status) == ("filled", "Filled")
+    asked = ledger.update_order(ACCOUNT, "rb-20261102-0001", status="cancel_requested")
+    assert (asked.status, asked.ibkr_status) == ("cancel_requested", "Filled")  # IBKR's last word stays
     assert [p["id"] for p in found.prompts] == ["o163", "o354"]
     assert found.updated_at >= found.created_at
     assert ledger.find_order(ACCOUNT, "unknown") is None
