@@ -6,10 +6,15 @@ ingest runs a fixed number of statements, whatever the number of rows:
 1. one ``SELECT`` of the stored revisions (id, revision, content digest) of the batch's execution
    families, and (when some of the batch is already known) one ``SELECT`` of their commissions;
 2. one ``INSERT ... ON CONFLICT DO UPDATE`` of the fills that are new or whose content changed
-   (unchanged rows are not written at all, so a re-ingest only reads);
+   (unchanged rows are not written at all, so a re-ingest only reads); when some digests differ,
+   one ``SELECT`` of those stored rows and one ``INSERT`` of what they held into ``fill_history``;
 3. one ``UPDATE`` marking stored older revisions superseded, only when a newer revision arrived;
 4. one upsert of the commissions that are new or changed, one ``INSERT`` of their history rows,
    one ``INSERT`` of the commission breaks.
+
+The digest (``fills.content_hash``) covers what the parser derived, the payload row and the
+parser's version (:data:`~ibkr_tasks.models.fills.PARSER_VERSION`): a parser fix re-derives stored
+fills from the same payload on their next ingest (``fills_rederived``).
 
 Counts come from comparing the batch with step 1's answer, never from a query per row. The caller's
 transaction makes the whole ingest atomic (``Ledger.ingest`` opens one per account), so a crash
