@@ -7,12 +7,14 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import Integer
 
 from ibkr_tasks.errors import LedgerError
 from ibkr_tasks.ledger import Ledger
-from ibkr_tasks.ledger.schema import Account, QuoteRow
+from ibkr_tasks.ledger.schema import Account, QuoteRow, ReconciliationRunRow
 from ibkr_tasks.ledger.testing import T0, make_fill
 from ibkr_tasks.models import AccountInfo, RejectedRow, parse_snapshot
+from ibkr_tasks.models.runs import RUN_COUNTS
 
 ACCOUNT = "DU1234567"
 
@@ -186,3 +188,9 @@ def test_store_quotes_keeps_snapshots_with_data(ledger: Ledger) -> None:
         "md-1",
     )
     assert row.raw["31"] == "187.25"
+
+
+def test_the_run_count_columns_are_the_run_counts() -> None:
+    """One definition: every count column of reconciliation_runs is a RunCounts count, and back."""
+    counts = [c.name for c in ReconciliationRunRow.__table__.c if isinstance(c.type, Integer)]
+    assert counts == list(RUN_COUNTS)
