@@ -57,7 +57,6 @@ from ibkr_tasks.ledger.schema import (
     QuarantineRow,
     table,
 )
-from ibkr_tasks.ledger.types import decimal_text
 from ibkr_tasks.models.common import RejectedRow
 from ibkr_tasks.models.runs import CommissionBreak, RunCounts
 from ibkr_tasks.models.statuses import BreakStatus, CommissionStatus, FillChange
@@ -258,25 +257,16 @@ def _without_commission(raw: Any) -> Any:
     return raw
 
 
-def _canonical(value: Any) -> Any:
-    """A typed column's value as the hash sees it: the ledger's exact decimal text, times ISO UTC."""
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return value
-
-
 def _content_hash(row: dict[str, Any]) -> str:
     """A digest of what the ledger stores of a fill: the fields the parser derived (normalised), the
     payload row they were derived from, and :data:`~ibkr_tasks.models.fills.PARSER_VERSION`, as
-    canonical JSON (sorted keys, decimals as the ledger's exact text, times ISO UTC).
+    canonical JSON (sorted keys, decimals as strings, times ISO UTC: ``_fill_row`` made them UTC).
 
     A parser that derives a field differently changes the digest even for the same payload row, so
     a re-ingest rewrites the fill (``fills_rederived``). Commission keys of the payload are left out:
     a commission arriving later is the commissions table's business, not a change of the fill.
     """
-    typed = {column: _canonical(row[column]) for column in _TYPED_COLUMNS}
+    typed = {column: row[column] for column in _TYPED_COLUMNS}
     return digest("fill", fill_parser.PARSER_VERSION, typed, _without_commission(row["raw"]))
 
 
