@@ -13,7 +13,22 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ibkr_tasks.formatting import money, number, signed
+from ibkr_tasks.formatting import exact, fmt
+from ibkr_tasks.models.runs import CommissionBreak, PositionBreak, RunCounts
+from ibkr_tasks.models.statuses import OutcomeStatus
+
+__all__ = [
+    "AccountOutcome",
+    "CommissionBreak",
+    "Gap",
+    "PositionBreak",
+    "Window",
+    "break_report",
+    "event_payload",
+    "summary_table",
+    "summary_text",
+    "trading_date",
+]
 
 SUMMARY_KEY = "ibkr-reconciliation"
 BREAKS_TAG = "breaks"  # added to a nightly run with breaks: the run list shows tags, not messages
@@ -35,48 +50,6 @@ def account_resource(account_id: str) -> dict[str, str]:
         "prefect.resource.name": account_id,
         "prefect.resource.role": "ibkr-account",
     }
-
-
-@dataclass
-class PositionBreak:
-    """A position the ledger and the broker disagree on; ``price``/``multiplier``/``currency`` are the
-    broker's (mark price of its positions row) when it holds the instrument, else unknown."""
-
-    conid: int
-    symbol: str | None
-    expected: Decimal
-    actual: Decimal
-    price: Decimal | None = None
-    multiplier: Decimal | None = None
-    currency: str | None = None
-
-    @property
-    def delta(self) -> Decimal:
-        return self.actual - self.expected
-
-    @property
-    def value(self) -> Decimal | None:
-        """What the difference is worth: ``delta x price x multiplier`` (None without a price)."""
-        if self.price is None:
-            return None
-        return self.delta * self.price * (self.multiplier if self.multiplier is not None else Decimal(1))
-
-    def label(self) -> str:
-        return f"{self.symbol} ({self.conid})" if self.symbol else f"conid {self.conid}"
-
-
-@dataclass
-class CommissionBreak:
-    execution_id: str
-    old: Decimal | None
-    new: Decimal | None
-    currency: str | None
-
-    @property
-    def delta(self) -> Decimal | None:
-        if self.old is None or self.new is None:
-            return None
-        return self.new - self.old
 
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -128,20 +101,14 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
-@dataclass
-class AccountOutcome:
-    """What happened to one account in one run."""
+@dataclass(kw_only=True)
+class AccountOutcome(RunCounts):
+    """What happened to one account in one run: its run counts, and what a report shows besides."""
 
     account_id: str
-    status: str = "pending"  # completed | breaks | failed
+    status: OutcomeStatus | str = OutcomeStatus.PENDING
     fills_seen: int = 0
-    fills_new: int = 0
-    fills_updated: int = 0
-    fills_superseded: int = 0
-    commissions_finalised: int = 0
-    commissions_changed: int = 0
     commissions_pending: int = 0
-    quarantined: int = 0
     positions: int = 0
     position_breaks: list[PositionBreak] = field(default_factory=list)
     commission_breaks: list[CommissionBreak] = field(default_factory=list)
@@ -154,21 +121,10 @@ class AccountOutcome:
     def breaks(self) -> int:
         return len(self.position_breaks) + len(self.commission_breaks)
 
-    def counts(self) -> dict[str, int]:
-        return {
-            "fills_new": self.fills_new,
-            "fills_updated": self.fills_updated,
-            "fills_superseded": self.fills_superseded,
-            "commissions_finalised": self.commissions_finalised,
-            "commissions_changed": self.commissions_changed,
-            "quarantined": self.quarantined,
-            "breaks": self.breaks,
-        }
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "account_id": self.account_id,
-            "status": self.status,
+            "status": str(self.status),
             "fills_seen": self.fills_seen,
             **self.counts(),
             "commissions_pending": self.commissions_pending,
@@ -194,7 +150,7 @@ class AccountOutcome:
 
     def headline(self) -> str:
         """``3 breaks in DU123 (2 positions worth +1,234.00 USD, 1 commission change)``."""
-        if self.status == "failed":
+        if self.status == OutcomeStatus.FAILED:
             return f"{self.account_id} failed: {self.error}"
         if not self.breaks:
             return f"{self.account_id}: no breaks"
@@ -204,7 +160,9 @@ class AccountOutcome:
         """``3 breaks (2 positions worth +1,234.00 USD, 1 commission change)``."""
         parts = []
         if self.position_breaks:
-            worth = ", ".join(money(v, c or None, sign=True) for c, v in sorted(self.break_values().items()))
+            worth = ", ".join(
+                fmt(v, c or None, money=True, sign=True) for c, v in sorted(self.break_values().items())
+            )
             parts.append(
                 _plural(len(self.position_breaks), "position") + (f" worth {worth}" if worth else "")
             )
@@ -274,17 +232,12 @@ def summary_table(outcomes: list[AccountOutcome]) -> list[dict[str, Any]]:
     return [
         {
             "account": o.account_id,
-            "status": o.status,
+            "status": str(o.status),
             "breaks": o.breaks,
             "error": o.error or "",
             "resolved": o.resolved,
-            "fills new": o.fills_new,
-            "fills updated": o.fills_updated,
-            "fills superseded": o.fills_superseded,
-            "commissions finalised": o.commissions_finalised,
-            "commissions changed": o.commissions_changed,
+            **o.labelled(),
             "commissions pending": o.commissions_pending,
-            "quarantined": o.quarantined,
         }
         for o in outcomes
     ]
@@ -304,7 +257,7 @@ def break_report(outcome: AccountOutcome, run_id: str, window: Window | None = N
         values = o.break_values()
         unpriced = [b for b in o.position_breaks if b.value is None]
         if values:
-            worth = "; ".join(money(v, c or None, sign=True) for c, v in sorted(values.items()))
+            worth = "; ".join(fmt(v, c or None, money=True, sign=True) for c, v in sorted(values.items()))
             lines += [f"The position differences are worth {worth} at the broker's mark price.", ""]
         if unpriced:
             lines += [
@@ -317,12 +270,7 @@ def break_report(outcome: AccountOutcome, run_id: str, window: Window | None = N
     gap = o.gap(window) if window else None
     if gap is not None:
         lines += ["## Likely cause" if o.breaks else "## Missed night", "", gap.advice(o.account_id), ""]
-    lines += [
-        f"Fills: {o.fills_new} new, {o.fills_updated} updated, {o.fills_superseded} superseded; "
-        f"commissions: {o.commissions_finalised} finalised, {o.commissions_changed} changed, "
-        f"{o.commissions_pending} pending; quarantined rows: {o.quarantined}.",
-        "",
-    ]
+    lines += [f"Counts: {o.describe()}; {o.commissions_pending} commissions pending.", ""]
     if o.position_breaks:
         lines += [
             "## Position breaks",
@@ -331,8 +279,8 @@ def break_report(outcome: AccountOutcome, run_id: str, window: Window | None = N
             "|---|---:|---:|---:|---:|---:|---|",
         ]
         lines += [
-            f"| {b.label()} | {number(b.expected)} | {number(b.actual)} | {signed(b.delta)} | "
-            f"{money(b.price)} | {money(b.value, sign=True)} | {b.currency or ''} |"
+            f"| {b.label()} | {fmt(b.expected)} | {fmt(b.actual)} | {fmt(b.delta, sign=True)} | "
+            f"{fmt(b.price, money=True)} | {fmt(b.value, money=True, sign=True)} | {b.currency or ''} |"
             for b in o.position_breaks
         ]
         lines.append("")
@@ -344,8 +292,9 @@ def break_report(outcome: AccountOutcome, run_id: str, window: Window | None = N
             "|---|---:|---:|---:|---|",
         ]
         lines += [
-            f"| {c.execution_id} | {money(c.old, missing='pending')} | {money(c.new, missing='pending')} | "
-            f"{money(c.delta, missing='', sign=True)} | {c.currency or ''} |"
+            f"| {c.execution_id} | {fmt(c.expected, money=True, missing='pending')} | "
+            f"{fmt(c.actual, money=True, missing='pending')} | {fmt(c.delta, money=True, sign=True, missing='')} | "
+            f"{c.currency or ''} |"
             for c in o.commission_breaks
         ]
         lines.append("")
@@ -357,13 +306,9 @@ def break_report(outcome: AccountOutcome, run_id: str, window: Window | None = N
 def summary_text(outcome: AccountOutcome) -> str:
     """One line a person reads in the UI: account, breaks, resolved, counts."""
     o = outcome
-    head = o.headline() if (o.breaks or o.status == "failed") else f"{o.account_id}: {o.status}, no breaks"
-    text = (
-        f"{head}; {o.resolved} resolved; fills {o.fills_new} new, {o.fills_updated} updated, "
-        f"{o.fills_superseded} superseded; commissions {o.commissions_finalised} finalised, "
-        f"{o.commissions_changed} changed; {o.quarantined} quarantined"
-    )
-    return text
+    failed = o.status == OutcomeStatus.FAILED
+    head = o.headline() if (o.breaks or failed) else f"{o.account_id}: {o.status}, no breaks"
+    return f"{head}; {o.resolved} resolved; {o.describe()}"
 
 
 def event_payload(outcome: AccountOutcome, run_id: str, window: Window | None = None) -> dict[str, Any]:
@@ -378,11 +323,11 @@ def event_payload(outcome: AccountOutcome, run_id: str, window: Window | None = 
             {
                 "conid": b.conid,
                 "symbol": b.symbol,
-                "expected": str(b.expected),
-                "actual": str(b.actual),
-                "delta": str(b.delta),
-                "price": None if b.price is None else str(b.price),
-                "value": None if b.value is None else str(b.value),
+                "expected": exact(b.expected),
+                "actual": exact(b.actual),
+                "delta": exact(b.delta),
+                "price": exact(b.price),
+                "value": exact(b.value),
                 "currency": b.currency,
             }
             for b in outcome.position_breaks
@@ -390,8 +335,8 @@ def event_payload(outcome: AccountOutcome, run_id: str, window: Window | None = 
         "commission_breaks": [
             {
                 "execution_id": c.execution_id,
-                "old": None if c.old is None else str(c.old),
-                "new": None if c.new is None else str(c.new),
+                "old": exact(c.expected),
+                "new": exact(c.actual),
                 "currency": c.currency,
             }
             for c in outcome.commission_breaks
@@ -481,7 +426,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return number(value)
+        return fmt(value)
     return str(value).replace("|", "\\|")
 
 
@@ -539,8 +484,8 @@ def statement_event_payload(result: Any, run_id: str) -> dict[str, Any]:
                 "subject": b.subject,
                 "conid": b.conid,
                 "execution_id": b.execution_id,
-                "expected": None if b.expected is None else str(b.expected),
-                "actual": None if b.actual is None else str(b.actual),
+                "expected": exact(b.expected),
+                "actual": exact(b.actual),
                 "currency": b.currency,
             }
             for b in result.break_list[:50]

@@ -14,13 +14,15 @@ from ibkr_tasks.ledger import (
     BreakRow,
     CommissionHistoryRow,
     CommissionRow,
+    FillHistoryRow,
     FillRow,
     Ledger,
     QuarantineRow,
 )
 from ibkr_tasks.ledger.schema import Base
 from ibkr_tasks.ledger.testing import make_fill, stream_fills
-from ibkr_tasks.models import RejectedRow
+from ibkr_tasks.models import RejectedRow, parse_fills
+from ibkr_tasks.models import fills as fills_module
 
 ACCOUNT = "DU1234567"
 OTHER = "DUO873728"
@@ -91,8 +93,9 @@ def test_reingest_is_unchanged_when_the_database_rounds_or_a_commission_arrives(
     assert (later.fills_unchanged, later.commissions_finalised) == (1, 1)
 
 
-def test_rows_without_a_content_digest_are_rewritten_once(ledger: Ledger) -> None:
-    """Rows stored before migration 0003 have no digest: the next ingest rewrites them, then they settle."""
+def test_rows_with_an_older_digest_settle_without_a_rewrite(ledger: Ledger) -> None:
+    """A digest of an older form (or none, before migration 0003) over the same content: the next
+    ingest reads the row, finds nothing different, refreshes the digest only; nothing is rewritten."""
     fills = [make_fill(n=1), make_fill(n=2)]
     ledger.ingest(ACCOUNT, fills, "run-1")
     with ledger.write() as session:
@@ -100,9 +103,76 @@ def test_rows_without_a_content_digest_are_rewritten_once(ledger: Ledger) -> Non
             update(FillRow).where(FillRow.execution_id == fills[0].execution_id).values(content_hash=None)
         )
     first = ledger.ingest(ACCOUNT, fills, "run-2")
-    assert (first.fills_updated, first.fills_unchanged) == (1, 1)
+    assert (first.fills_updated, first.fills_rederived, first.fills_unchanged) == (0, 0, 2)
+    with ledger.session() as session:
+        assert session.scalar(select(func.count()).select_from(FillHistoryRow)) == 0
+        row = session.get(FillRow, (ACCOUNT, fills[0].execution_id))
+        assert row is not None and row.content_hash is not None and row.last_changed_run == "run-1"
     again = ledger.ingest(ACCOUNT, fills, "run-3")
     assert (again.fills_updated, again.fills_unchanged) == (0, 2)
+
+
+def _parse(raws: list[dict[str, Any]]) -> list[Any]:
+    parsed = parse_fills(raws, multipliers={265598: Decimal(1)})
+    assert not parsed.rejected
+    return parsed.items
+
+
+def test_a_parser_fix_reaches_stored_fills_as_a_rederived_revision(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same payload, parsed by a fixed parser: the re-ingest rewrites the derived value, keeps the
+    old one in fill_history and counts the fill as re-derived; a plain re-ingest stays unchanged."""
+    raws = [make_fill(n=1).raw, make_fill(n=2).raw]
+    first = ledger.ingest(ACCOUNT, _parse(raws), "run-1")
+    assert first.fills_new == 2
+    plain = ledger.ingest(ACCOUNT, _parse(raws), "run-2")
+    assert (plain.fills_unchanged, plain.fills_updated, plain.fills_rederived) == (2, 0, 0)
+
+    # The fix: this version of the parser reads the exchange differently, from the same rows.
+    real_parse = fills_module.parse_fill
+    monkeypatch.setattr(
+        fills_module,
+        "parse_fill",
+        lambda row, **kw: real_parse(row, **kw).model_copy(update={"exchange": "FIXED"}),
+    )
+    monkeypatch.setattr(fills_module, "PARSER_VERSION", fills_module.PARSER_VERSION + 1)
+    fixed = ledger.ingest(ACCOUNT, _parse(raws), "run-3")
+    assert (fixed.fills_updated, fixed.fills_rederived, fixed.fills_unchanged) == (2, 2, 0)
+    assert {f.exchange for f in ledger.fills_for(ACCOUNT)} == {"FIXED"}
+    with ledger.session() as session:
+        history = list(session.scalars(select(FillHistoryRow).order_by(FillHistoryRow.execution_id)))
+    assert [(h.change, h.run_id, h.parser_version) for h in history] == [
+        ("rederived", "run-3", fills_module.PARSER_VERSION)
+    ] * 2
+    assert [(h.previous["exchange"], h.previous["quantity"]) for h in history] == [("ISLAND", "10")] * 2
+
+    again = ledger.ingest(ACCOUNT, _parse(raws), "run-4")
+    assert (again.fills_unchanged, again.fills_updated, again.fills_rederived) == (2, 0, 0)
+    ledger.start_run(ACCOUNT, "run-3")
+    ledger.finish_run(ACCOUNT, "run-3", "succeeded", fixed)
+    run = ledger.get_run(ACCOUNT, "run-3")
+    assert run is not None and (run.fills_updated, run.fills_rederived) == (2, 2)
+
+
+def test_a_version_bump_alone_changes_nothing_stored(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new parser version that derives the same values: the fills stay as they were (no history)."""
+    fills = [make_fill(n=1)]
+    ledger.ingest(ACCOUNT, fills, "run-1")
+    monkeypatch.setattr(fills_module, "PARSER_VERSION", fills_module.PARSER_VERSION + 1)
+    bumped = ledger.ingest(ACCOUNT, fills, "run-2")
+    assert (bumped.fills_unchanged, bumped.fills_updated) == (1, 0)
+    with ledger.session() as session:
+        assert session.scalar(select(func.count()).select_from(FillHistoryRow)) == 0
+
+
+def test_changed_content_from_ibkr_is_an_update_with_history(ledger: Ledger) -> None:
+    ledger.ingest(ACCOUNT, [make_fill(n=1, price=Decimal("10"))], "run-1")
+    moved = ledger.ingest(ACCOUNT, [make_fill(n=1, price=Decimal("10.5"))], "run-2")
+    assert (moved.fills_updated, moved.fills_rederived) == (1, 0)
+    with ledger.session() as session:
+        (history,) = session.scalars(select(FillHistoryRow))
+    assert (history.change, history.previous["price"]) == ("updated", "10")
 
 
 def test_statements_per_batch_do_not_grow_with_rows(ledger: Ledger) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event, inspect, select, text
+from sqlalchemy import event, func, inspect, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 
 from ibkr_tasks.errors import LedgerError
 from ibkr_tasks.ledger import Ledger
@@ -201,5 +202,86 @@ def test_sqlite_writers_begin_immediate_and_readers_do_not(sqlite_url: str) -> N
         with ledger.session() as session:
             session.execute(text("SELECT 1"))
         assert begins == ["BEGIN IMMEDIATE", "BEGIN"]
+    finally:
+        ledger.dispose()
+
+
+@pytest.mark.parametrize(
+    ("statement", "params"),
+    [
+        ("UPDATE orders SET status = :bad", {"bad": "Filled"}),  # IBKR's word, not ours
+        ("UPDATE reconciliation_runs SET status = :bad", {"bad": "cancelled"}),  # never written: gone
+        ("UPDATE commissions SET status = :bad", {"bad": "provisional"}),  # never written: gone
+        ("UPDATE commission_history SET previous_status = :bad", {"bad": "later"}),
+        ("UPDATE breaks SET status = :bad", {"bad": "closed"}),
+        ("UPDATE fill_history SET change = :bad", {"bad": "fixed"}),
+    ],
+)
+def test_the_database_refuses_a_status_outside_its_vocabulary(
+    db_url: str, statement: str, params: dict[str, str]
+) -> None:
+    ledger = Ledger(db_url)
+    try:
+        ledger.upgrade()
+        ledger.ingest("DU1234567", [make_fill(commission=None)], "r1")
+        ledger.ingest("DU1234567", [make_fill(commission="1.5")], "r2")  # commission_history row
+        ledger.ingest("DU1234567", [make_fill(price="190", commission="2")], "r3")  # fill_history, break
+        ledger.start_run("DU1234567", "r3")
+        ledger.record_order("DU1234567", "c1", {"side": "BUY"})
+        with ledger.engine.connect() as conn:
+            for name in (
+                "orders",
+                "reconciliation_runs",
+                "commissions",
+                "commission_history",
+                "breaks",
+                "fill_history",
+            ):
+                assert conn.scalar(select(func.count()).select_from(Base.metadata.tables[name])), name
+        with pytest.raises(IntegrityError), ledger.engine.begin() as conn:
+            conn.execute(text(statement), params)
+    finally:
+        ledger.dispose()
+
+
+def test_0008_translates_stored_ibkr_order_words_and_back(db_url: str) -> None:
+    ledger = Ledger(db_url)
+    try:
+        ledger.upgrade("0007_flex")
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (account_id, is_paper, created_at) "
+                    "VALUES ('DU1234567', true, '2026-11-25 00:00:00')"
+                )
+            )
+            for n, status in enumerate(["intent", "PreSubmitted", "Filled", "cancel_requested", "Weird"]):
+                conn.execute(
+                    text(
+                        "INSERT INTO orders (account_id, coid, request, prompts, status, created_at, updated_at) "
+                        "VALUES ('DU1234567', :coid, '{}', '[]', :status, '2026-11-25 00:00:00', "
+                        "'2026-11-25 00:00:00')"
+                    ),
+                    {"coid": f"c{n}", "status": status},
+                )
+        ledger.upgrade()
+        query = text("SELECT status, ibkr_status FROM orders ORDER BY coid")
+        with ledger.engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(query)] == [
+                ("intent", None),
+                ("submitted", "PreSubmitted"),
+                ("filled", "Filled"),
+                ("cancel_requested", None),
+                ("unknown", "Weird"),
+            ]
+        engine_mod.downgrade(ledger.engine, "0007_flex")
+        with ledger.engine.connect() as conn:
+            assert [r[0] for r in conn.execute(text("SELECT status FROM orders ORDER BY coid"))] == [
+                "intent",
+                "PreSubmitted",
+                "Filled",
+                "cancel_requested",
+                "Weird",
+            ]
     finally:
         ledger.dispose()

@@ -7,12 +7,14 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import Integer
 
 from ibkr_tasks.errors import LedgerError
 from ibkr_tasks.ledger import Ledger
-from ibkr_tasks.ledger.schema import Account, QuoteRow
+from ibkr_tasks.ledger.schema import Account, QuoteRow, ReconciliationRunRow
 from ibkr_tasks.ledger.testing import T0, make_fill
 from ibkr_tasks.models import AccountInfo, RejectedRow, parse_snapshot
+from ibkr_tasks.models.runs import RUN_COUNTS
 
 ACCOUNT = "DU1234567"
 
@@ -137,7 +139,17 @@ def test_order_intent_then_answer_then_prompts(ledger: Ledger) -> None:
     )
     found = ledger.find_order(ACCOUNT, "rb-20261102-0001")
     assert found is not None
-    assert (found.order_id, found.status, found.run_id) == ("1234567890", "Submitted", "rebalance-1")
+    # IBKR's word is translated into this project's vocabulary and kept as said.
+    assert (found.order_id, found.status, found.ibkr_status, found.run_id) == (
+        "1234567890",
+        "submitted",
+        "Submitted",
+        "rebalance-1",
+    )
+    done = ledger.update_order(ACCOUNT, "rb-20261102-0001", status="Filled")
+    assert (done.status, done.ibkr_status) == ("filled", "Filled")
+    asked = ledger.update_order(ACCOUNT, "rb-20261102-0001", status="cancel_requested")
+    assert (asked.status, asked.ibkr_status) == ("cancel_requested", "Filled")  # IBKR's last word stays
     assert [p["id"] for p in found.prompts] == ["o163", "o354"]
     assert found.updated_at >= found.created_at
     assert ledger.find_order(ACCOUNT, "unknown") is None
@@ -176,3 +188,9 @@ def test_store_quotes_keeps_snapshots_with_data(ledger: Ledger) -> None:
         "md-1",
     )
     assert row.raw["31"] == "187.25"
+
+
+def test_the_run_count_columns_are_the_run_counts() -> None:
+    """One definition: every count column of reconciliation_runs is a RunCounts count, and back."""
+    counts = [c.name for c in ReconciliationRunRow.__table__.c if isinstance(c.type, Integer)]
+    assert counts == list(RUN_COUNTS)

@@ -8,6 +8,7 @@ import pytest
 
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.models import EventContractPair, LiveOrder, OrderRequest, OrderSide, OrderType, Side
+from ibkr_tasks.models.statuses import OrderStatus, order_status
 
 
 def test_limit_order_maps_to_ibkr_body_with_acct_id_and_coid() -> None:
@@ -74,3 +75,24 @@ def test_yes_no_order_without_pair_or_with_foreign_pair_refused() -> None:
 def test_live_order_activity() -> None:
     assert LiveOrder(order_id="1", account_id="DU1", status="Submitted", raw={}).is_active
     assert not LiveOrder(order_id="1", account_id="DU1", status="Filled", raw={}).is_active
+
+
+@pytest.mark.parametrize(
+    ("word", "ours", "kept"),
+    [
+        ("PreSubmitted", "submitted", "PreSubmitted"),
+        ("Submitted", "submitted", "Submitted"),
+        ("PendingCancel", "cancel_requested", "PendingCancel"),
+        ("ApiCancelled", "cancelled", "ApiCancelled"),
+        ("Filled", "filled", "Filled"),
+        ("Inactive", "inactive", "Inactive"),
+        ("cancel_requested", "cancel_requested", None),
+        ("intent", "intent", None),
+        ("SomethingNew", "unknown", "SomethingNew"),
+    ],
+)
+def test_ibkr_order_status_words_map_into_this_projects_vocabulary(
+    word: str, ours: str, kept: str | None
+) -> None:
+    status, ibkr_word = order_status(word)
+    assert (status, ibkr_word) == (OrderStatus(ours), kept)

@@ -5,7 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from ibkr_tasks.formatting import money, number, signed
+from ibkr_tasks.formatting import fmt
+from ibkr_tasks.ledger.ingest import IngestResult
 from ibkr_tasks.reporting import (
     AccountOutcome,
     CommissionBreak,
@@ -17,6 +18,7 @@ from ibkr_tasks.reporting import (
     event_payload,
     summary_resource,
     summary_table,
+    summary_text,
     trading_date,
 )
 
@@ -52,8 +54,8 @@ def _outcome() -> AccountOutcome:
         commission_breaks=[
             CommissionBreak(
                 execution_id="0000e0d5.6576fd38.01.01",
-                old=Decimal("1.00"),
-                new=Decimal("1.25"),
+                expected=Decimal("1.00"),
+                actual=Decimal("1.25"),
                 currency="USD",
             )
         ],
@@ -165,8 +167,34 @@ def test_trading_date_is_new_yorks(moment: datetime, day: date) -> None:
     ],
 )
 def test_numbers_are_plain_grouped_and_carry_the_currency(value: str, plain: str, amount: str) -> None:
-    assert number(Decimal(value)) == plain
-    assert money(Decimal(value), "USD") == amount
-    assert "E" not in number(Decimal(value)) and "E" not in money(Decimal(value))
-    assert number(None, missing="-") == "-" and money(None, "USD") == "unknown"
-    assert signed(Decimal(2)) == "+2" and signed(Decimal(-2)) == "-2"
+    assert fmt(Decimal(value)) == plain
+    assert fmt(Decimal(value), "USD", money=True) == amount
+    assert "E" not in fmt(Decimal(value)) and "E" not in fmt(Decimal(value), money=True)
+    assert fmt(Decimal(2), sign=True) == "+2" and fmt(Decimal(-2), sign=True) == "-2"
+    assert fmt(Decimal(0), sign=True) == "0"
+
+
+def test_a_missing_number_reads_the_same_whatever_its_kind() -> None:
+    assert fmt(None) == fmt(None, "USD", money=True) == fmt(None, sign=True) == "unknown"
+    assert fmt(None, money=True, missing="pending") == "pending"
+
+
+def test_an_outcome_counts_what_its_ingest_counted_and_the_breaks_it_holds() -> None:
+    """The run counts are one definition: an ingest's are added to the outcome as they are, and the
+    outcome's counts are the reconciliation_runs columns, breaks counted from the breaks held."""
+    ingest = IngestResult(account_id="DU111", fills_new=2, fills_updated=3, fills_rederived=2, quarantined=1)
+    outcome = _outcome()
+    outcome.add(ingest)
+    assert outcome.counts() == {
+        "fills_new": 5,
+        "fills_updated": 3,
+        "fills_rederived": 2,
+        "fills_superseded": 0,
+        "commissions_finalised": 0,
+        "commissions_changed": 0,
+        "quarantined": 1,
+        "breaks": 2,
+    }
+    assert "fills 5 new, 3 updated (2 re-derived), 0 superseded" in summary_text(outcome)
+    row = summary_table([outcome])[0]
+    assert (row["fills rederived"], row["breaks"], row["quarantined"]) == (2, 2, 1)

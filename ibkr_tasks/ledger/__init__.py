@@ -1,7 +1,7 @@
 """The SQL ledger: the book of record per account that reconciliation writes and users query.
 
 Tables (names are part of the product): ``accounts``, ``fills``, ``commissions``,
-``commission_history``, ``position_snapshots``, ``reconciliation_runs``, ``breaks``, ``orders``,
+``commission_history``, ``fill_history``, ``position_snapshots``, ``reconciliation_runs``, ``breaks``, ``orders``,
 ``quarantine``, ``quotes`` (market data) and ``contracts`` (contract info kept across runs). See ``docs/ledger.md``.
 
     from ibkr_tasks.ledger import Ledger
@@ -11,16 +11,10 @@ Tables (names are part of the product): ``accounts``, ``fills``, ``commissions``
 """
 
 from ibkr_tasks.ledger.engine import DEFAULT_URL, create_ledger_engine, resolve_url
-from ibkr_tasks.ledger.ingest import CommissionBreak, IngestResult, ingest_fills, quarantine_rows
+from ibkr_tasks.ledger.ingest import IngestResult, ingest_fills, quarantine_rows
 from ibkr_tasks.ledger.ledger import Ledger
 from ibkr_tasks.ledger.orders import OrderRecord, find_order, record_order, update_order
-from ibkr_tasks.ledger.positions import (
-    LedgerPosition,
-    PositionBreak,
-    ReconcileResult,
-    ledger_positions,
-    reconcile_positions,
-)
+from ibkr_tasks.ledger.positions import LedgerPosition, ReconcileResult, ledger_positions, reconcile_positions
 from ibkr_tasks.ledger.schema import (
     Account,
     Base,
@@ -28,6 +22,7 @@ from ibkr_tasks.ledger.schema import (
     CommissionHistoryRow,
     CommissionRow,
     ContractRow,
+    FillHistoryRow,
     FillRow,
     OrderRow,
     PositionSnapshotRow,
@@ -35,9 +30,11 @@ from ibkr_tasks.ledger.schema import (
     QuoteRow,
     ReconciliationRunRow,
 )
+from ibkr_tasks.models.runs import RUN_COUNTS, CommissionBreak, PositionBreak, RunCounts
 
 __all__ = [
     "DEFAULT_URL",
+    "RUN_COUNTS",
     "Account",
     "Base",
     "BreakRow",
@@ -45,6 +42,7 @@ __all__ = [
     "CommissionHistoryRow",
     "CommissionRow",
     "ContractRow",
+    "FillHistoryRow",
     "FillRow",
     "IngestResult",
     "Ledger",
@@ -57,6 +55,7 @@ __all__ = [
     "QuoteRow",
     "ReconcileResult",
     "ReconciliationRunRow",
+    "RunCounts",
     "create_ledger_engine",
     "find_order",
     "ingest_fills",

@@ -48,7 +48,7 @@ SUPPORTED_DATABASES = (
     "(postgresql://user@host/database or postgresql+psycopg://...)"
 )
 # backend -> the drivers the ledger works with (None: the backend's default driver)
-_DRIVERS = {"sqlite": {None, "pysqlite"}, "postgresql": {"psycopg"}}
+_DRIVERS: dict[str, set[str | None]] = {"sqlite": {None, "pysqlite"}, "postgresql": {"psycopg"}}
 
 
 def resolve_url(url: str | URL | None = None) -> URL:

@@ -78,6 +78,7 @@ from ibkr_tasks.ledger.schema import (
     table,
 )
 from ibkr_tasks.models.common import RejectedRow
+from ibkr_tasks.models.statuses import BreakStatus, CommissionStatus
 
 __all__ = [
     "STATEMENT_BREAK_KINDS",
@@ -402,14 +403,14 @@ class _StatementBooker:
             .where(
                 breaks.c.account_id == account_id,
                 breaks.c.kind == STATEMENT_MISSING,
-                breaks.c.status == "open",
+                breaks.c.status == BreakStatus.OPEN,
                 breaks.c.execution_id.in_(
                     select(fills.c.execution_id).where(
                         fills.c.account_id == account_id, fills.c.statement_date.is_not(None)
                     )
                 ),
             )
-            .values(status="resolved", resolved_at=self.now, resolved_run=self.run_id)
+            .values(status=BreakStatus.RESOLVED, resolved_at=self.now, resolved_run=self.run_id)
         )
         start, end = self.statement.from_date, self.statement.to_date
         if start is None or end is None:
@@ -461,7 +462,7 @@ class _StatementBooker:
             by_date.setdefault(row.report_date, []).append(row)
         for day, rows in sorted(by_date.items()):
             quantities = _position_quantities(rows)
-            first = {}
+            first: dict[int, FlexOpenPosition] = {}
             for row in rows:
                 first.setdefault(row.conid, row)
             self._store_positions(account_id, day, quantities, first, rows)
@@ -752,7 +753,7 @@ def _book_executions(
                     "execution_id": key,
                     "amount": amount,
                     "currency": row.commission_currency if amount is not None else None,
-                    "status": "final" if amount is not None else "pending",
+                    "status": CommissionStatus.FINAL if amount is not None else CommissionStatus.PENDING,
                     "source": STATEMENT_SOURCE,
                     "first_seen_run": run_id,
                     "last_changed_run": run_id,
@@ -862,7 +863,7 @@ def _commission(
         "execution_id": key,
         "amount": amount,
         "currency": currency,
-        "status": "final",
+        "status": CommissionStatus.FINAL,
         "source": STATEMENT_SOURCE,
         "first_seen_run": run_id,
         "last_changed_run": run_id,
@@ -874,7 +875,12 @@ def _commission(
         return
     same_amount = old.amount is not None and old.amount == amount
     same_currency = currency is None or old.currency is None or old.currency == currency
-    if same_amount and same_currency and old.source == STATEMENT_SOURCE and old.status == "final":
+    if (
+        same_amount
+        and same_currency
+        and old.source == STATEMENT_SOURCE
+        and old.status == CommissionStatus.FINAL
+    ):
         return  # already final from a statement
     if old.amount is None or (same_amount and same_currency):
         result.commissions_finalised += 1
@@ -906,7 +912,7 @@ def _commission(
             "previous_status": old.status,
             "amount": amount,
             "currency": currency,
-            "status": "final",
+            "status": CommissionStatus.FINAL,
             "source": STATEMENT_SOURCE,
             "run_id": run_id,
             "changed_at": now,
@@ -934,22 +940,22 @@ def _book_cash(
 ) -> None:
     account_id = result.account_id
     incoming: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        incoming[row.key[:64]] = {
+    for transaction in rows:
+        incoming[transaction.key[:64]] = {
             "account_id": account_id,
-            "transaction_key": row.key[:64],
-            "transaction_id": row.transaction_id,
-            "type": row.type,
-            "amount": row.amount,
-            "currency": row.currency,
-            "date": row.date,
-            "occurred_at": row.datetime,
-            "report_date": row.report_date,
-            "settle_date": row.settle_date,
-            "description": row.description,
-            "conid": row.conid,
-            "symbol": row.symbol,
-            "raw": row.raw,
+            "transaction_key": transaction.key[:64],
+            "transaction_id": transaction.transaction_id,
+            "type": transaction.type,
+            "amount": transaction.amount,
+            "currency": transaction.currency,
+            "date": transaction.date,
+            "occurred_at": transaction.datetime,
+            "report_date": transaction.report_date,
+            "settle_date": transaction.settle_date,
+            "description": transaction.description,
+            "conid": transaction.conid,
+            "symbol": transaction.symbol,
+            "raw": transaction.raw,
             "first_seen_run": run_id,
             "last_changed_run": run_id,
             "first_seen_at": now,
@@ -997,7 +1003,7 @@ def _break_row(account_id: str, run_id: str, now: datetime, item: StatementBreak
         "delta": item.delta,
         "currency": item.currency,
         "detail": to_jsonable(item.detail),
-        "status": "open",
+        "status": BreakStatus.OPEN,
         "detected_at": now,
     }
 
@@ -1017,7 +1023,7 @@ def _insert_breaks(
         for r in session.execute(
             select(breaks.c.kind, breaks.c.subject).where(
                 breaks.c.account_id == account_id,
-                breaks.c.status == "open",
+                breaks.c.status == BreakStatus.OPEN,
                 breaks.c.kind.in_(kinds),
                 _among(session, breaks.c.subject, subjects),
             )
@@ -1045,9 +1051,9 @@ def _resolve_positions(
     query = update(breaks).where(
         breaks.c.account_id == account_id,
         breaks.c.kind == STATEMENT_POSITION,
-        breaks.c.status == "open",
+        breaks.c.status == BreakStatus.OPEN,
         breaks.c.subject.like(f"conid:%@{day.isoformat()}"),
     )
     if still:
         query = query.where(breaks.c.subject.not_in(sorted(still)))
-    session.execute(query.values(status="resolved", resolved_at=now, resolved_run=run_id))
+    session.execute(query.values(status=BreakStatus.RESOLVED, resolved_at=now, resolved_run=run_id))

@@ -6,10 +6,15 @@ ingest runs a fixed number of statements, whatever the number of rows:
 1. one ``SELECT`` of the stored revisions (id, revision, content digest) of the batch's execution
    families, and (when some of the batch is already known) one ``SELECT`` of their commissions;
 2. one ``INSERT ... ON CONFLICT DO UPDATE`` of the fills that are new or whose content changed
-   (unchanged rows are not written at all, so a re-ingest only reads);
+   (unchanged rows are not written at all, so a re-ingest only reads); when some digests differ,
+   one ``SELECT`` of those stored rows and one ``INSERT`` of what they held into ``fill_history``;
 3. one ``UPDATE`` marking stored older revisions superseded, only when a newer revision arrived;
 4. one upsert of the commissions that are new or changed, one ``INSERT`` of their history rows,
    one ``INSERT`` of the commission breaks.
+
+The digest (``fills.content_hash``) covers what the parser derived, the payload row and the
+parser's version (:data:`~ibkr_tasks.models.fills.PARSER_VERSION`): a parser fix re-derives stored
+fills from the same payload on their next ingest (``fills_rederived``).
 
 Counts come from comparing the batch with step 1's answer, never from a query per row. The caller's
 transaction makes the whole ingest atomic (``Ledger.ingest`` opens one per account), so a crash
@@ -23,7 +28,6 @@ payload keeps its known value.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,21 +41,25 @@ from sqlalchemy import Engine, String, any_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+import ibkr_tasks.models.fills as fill_parser
 from ibkr_tasks.accounts import is_paper_account
 from ibkr_tasks.errors import ForeignAccountRows
 from ibkr_tasks.ledger.bulk import upsert
-from ibkr_tasks.ledger.jsonable import digest
+from ibkr_tasks.ledger.jsonable import digest, to_jsonable
 from ibkr_tasks.ledger.locks import lock_account
 from ibkr_tasks.ledger.schema import (
     Account,
     BreakRow,
     CommissionHistoryRow,
     CommissionRow,
+    FillHistoryRow,
     FillRow,
     QuarantineRow,
     table,
 )
 from ibkr_tasks.models.common import RejectedRow
+from ibkr_tasks.models.runs import CommissionBreak, RunCounts
+from ibkr_tasks.models.statuses import BreakStatus, CommissionStatus, FillChange
 
 if TYPE_CHECKING:
     from ibkr_tasks.models import Fill
@@ -89,54 +97,33 @@ _CONTENT_COLUMNS = (
 # Commission fields of the raw payload are tracked in ``commissions``/``commission_history``: a
 # commission arriving later does not make the fill "updated" (``fills.raw`` keeps the payload as the
 # fill was first seen or last changed).
+_TYPED_COLUMNS = tuple(c for c in _CONTENT_COLUMNS if c != "raw")
 _COMMISSION_KEYS = frozenset({"commission", "commission_currency", "commissionCurrency"})
 
 
-@dataclass(frozen=True)
-class CommissionBreak:
-    """A commission that changed after it was known: ``delta = actual - expected``."""
+@dataclass(kw_only=True)
+class IngestResult(RunCounts):
+    """What one ingest did to one account's ledger: the run counts, and more.
 
-    execution_id: str
-    conid: int
-    expected: Decimal
-    actual: Decimal
-    delta: Decimal
-    currency: str | None
-
-
-@dataclass
-class IngestResult:
-    """What one ingest did to one account's ledger."""
+    ``fills_unchanged``: fills stored before with the same content (not written). ``duplicates`` and
+    ``conflicting``: fills handed in more than once under one execution id, as exact copies (booked
+    once) and as differing versions (each quarantined, none booked). These are not columns of
+    ``reconciliation_runs``. ``breaks`` counts ``commission_breaks``.
+    """
 
     account_id: str
-    fills_new: int = 0
-    fills_updated: int = 0
     fills_unchanged: int = 0
-    fills_superseded: int = 0
-    commissions_finalised: int = 0
-    commissions_changed: int = 0
-    quarantined: int = 0
     commission_breaks: list[CommissionBreak] = field(default_factory=list)
-    # Fills handed in more than once under one execution id: exact copies (booked once), and
-    # differing versions (each quarantined, none booked). Not columns of ``reconciliation_runs``.
     duplicates: int = 0
     conflicting: int = 0
 
     @property
+    def breaks(self) -> int:
+        return len(self.commission_breaks)
+
+    @property
     def fills_seen(self) -> int:
         return self.fills_new + self.fills_updated + self.fills_unchanged
-
-    def counts(self) -> dict[str, int]:
-        """The counts in the shape ``Ledger.finish_run`` stores in ``reconciliation_runs``."""
-        return {
-            "fills_new": self.fills_new,
-            "fills_updated": self.fills_updated,
-            "fills_superseded": self.fills_superseded,
-            "commissions_finalised": self.commissions_finalised,
-            "commissions_changed": self.commissions_changed,
-            "quarantined": self.quarantined,
-            "breaks": len(self.commission_breaks),
-        }
 
 
 def _insert_for(session: Session) -> Any:
@@ -271,22 +258,16 @@ def _without_commission(raw: Any) -> Any:
 
 
 def _content_hash(row: dict[str, Any]) -> str:
-    """A digest of a fill row's content as received (typed fields and the raw payload row).
+    """A digest of what the ledger stores of a fill: the fields the parser derived (normalised), the
+    payload row they were derived from, and :data:`~ibkr_tasks.models.fills.PARSER_VERSION`, as
+    canonical JSON (sorted keys, decimals as strings, times ISO UTC: ``_fill_row`` made them UTC).
 
-    Commission keys of the payload are left out: a commission arriving later is the commissions
-    table's business, not a change of the fill.
+    A parser that derives a field differently changes the digest even for the same payload row, so
+    a re-ingest rewrites the fill (``fills_rederived``). Commission keys of the payload are left out:
+    a commission arriving later is the commissions table's business, not a change of the fill.
     """
-    # The typed columns are parsed from the payload row, except what contract info adds (multiplier,
-    # currency), so the payload row plus those two identify the content; the digest stays off the hot
-    # path's Decimal/datetime formatting. (A payload whose keys come in another order only costs one
-    # rewrite of identical values.)
-    raw = _without_commission(row["raw"])
-    if isinstance(raw, dict) and raw:
-        text = f"{raw!r}\x1e{row['multiplier']}\x1f{row['currency']}\x1f{row['source']}"
-    else:  # a fill built without its payload row: its typed fields are all there is
-        typed = "\x1f".join([str(row[c]) for c in _CONTENT_COLUMNS if c != "raw"])
-        text = f"{typed}\x1e{raw!r}"
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    typed = {column: row[column] for column in _TYPED_COLUMNS}
+    return digest("fill", fill_parser.PARSER_VERSION, typed, _without_commission(row["raw"]))
 
 
 def _same_amount(a: Decimal | None, b: Decimal | None) -> bool:
@@ -322,8 +303,9 @@ def ingest_fills(
     rejected = list(rejected)
     _check_rejected_account(account_id, rejected)
     result = IngestResult(account_id=account_id)
-    whole = isinstance(fills, Sequence)
-    if whole:
+    whole = False
+    if isinstance(fills, Sequence):
+        whole = True
         _check_account(account_id, fills)
         fills = _settle_duplicates(fills, result, rejected)
 
@@ -426,7 +408,7 @@ def _ingest_chunk(
                 select(breaks.c.subject).where(
                     breaks.c.account_id == account_id,
                     breaks.c.kind == STATEMENT_COMMISSION,
-                    breaks.c.status == "open",
+                    breaks.c.status == BreakStatus.OPEN,
                     _among(session, breaks.c.subject, [f"execution:{e}" for e in from_statement]),
                 )
             )
@@ -439,6 +421,7 @@ def _ingest_chunk(
             newest[family] = revision
 
     fill_rows: list[dict[str, Any]] = []
+    changed: dict[str, dict[str, Any]] = {}
     commission_rows: list[dict[str, Any]] = []
     history_rows: list[dict[str, Any]] = []
     break_rows: list[dict[str, Any]] = []
@@ -452,8 +435,7 @@ def _ingest_chunk(
                 result.fills_superseded += 1
             fill_rows.append(row)
         elif old.content_hash != row["content_hash"]:
-            result.fills_updated += 1
-            fill_rows.append(row)
+            changed[execution_id] = row
         else:
             result.fills_unchanged += 1
         _commission_change(
@@ -469,6 +451,7 @@ def _ingest_chunk(
             break_rows,
             open_disagreements,
         )
+    fill_rows += _rewrites(session, account_id, changed, run_id, now, result)
     # Stored revisions that a newer one now corrects.
     outdated = sorted(
         r.execution_id for r in stored if not r.superseded and r.revision < newest[r.execution_family]
@@ -507,6 +490,67 @@ def _ingest_chunk(
         )
 
 
+def _rewrites(
+    session: Session,
+    account_id: str,
+    changed: dict[str, dict[str, Any]],
+    run_id: str,
+    now: datetime,
+    result: IngestResult,
+) -> list[dict[str, Any]]:
+    """The rows of ``changed`` (stored fills whose digest differs) that must be rewritten.
+
+    One read of the stored rows tells why each digest differs: IBKR sent other content (updated), the
+    parser derives other fields from the same payload row (updated and re-derived), or nothing the
+    ledger stores differs (a digest of an older form: unchanged, only the digest is refreshed). The
+    content a rewrite replaces goes to ``fill_history``.
+    """
+    if not changed:
+        return []
+    fills = table(FillRow)
+    stored = session.execute(
+        select(fills.c.execution_id, fills.c.content_hash, *(fills.c[c] for c in _CONTENT_COLUMNS)).where(
+            fills.c.account_id == account_id, _among(session, fills.c.execution_id, list(changed))
+        )
+    ).all()
+    rewrite: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    refresh: list[dict[str, Any]] = []
+    for old in stored:
+        row = changed[old.execution_id]
+        same_raw = _without_commission(old.raw) == _without_commission(row["raw"])
+        if same_raw and all(getattr(old, c) == row[c] for c in _TYPED_COLUMNS):
+            result.fills_unchanged += 1
+            refresh.append({"b_execution": old.execution_id, "b_hash": row["content_hash"]})
+            continue
+        result.fills_updated += 1
+        result.fills_rederived += same_raw
+        rewrite.append(row)
+        history.append(
+            {
+                "account_id": account_id,
+                "execution_id": old.execution_id,
+                "change": FillChange.REDERIVED if same_raw else FillChange.UPDATED,
+                "previous": to_jsonable({c: getattr(old, c) for c in _CONTENT_COLUMNS}),
+                "previous_hash": old.content_hash,
+                "content_hash": row["content_hash"],
+                "parser_version": fill_parser.PARSER_VERSION,
+                "run_id": run_id,
+                "changed_at": now,
+            }
+        )
+    if history:
+        session.execute(_insert_for(session)(table(FillHistoryRow)), history)
+    if refresh:
+        session.execute(
+            update(fills)
+            .where(fills.c.account_id == account_id, fills.c.execution_id == bindparam("b_execution"))
+            .values(content_hash=bindparam("b_hash")),
+            refresh,
+        )
+    return rewrite
+
+
 def _commission_change(
     account_id: str,
     fill: Fill,
@@ -522,7 +566,7 @@ def _commission_change(
 ) -> None:
     """Decide what ``fill``'s commission does to the stored one; append the rows to write."""
     amount, currency = fill.commission, fill.commission_currency
-    status = "pending" if amount is None else "final"
+    status = CommissionStatus.PENDING if amount is None else CommissionStatus.FINAL
     row = {
         "account_id": account_id,
         "execution_id": fill.execution_id,
@@ -548,52 +592,32 @@ def _commission_change(
         if _same_amount(old_amount, amount) or subject in open_disagreements:
             return
         open_disagreements.add(subject)
-        delta = amount - old_amount
-        result.commission_breaks.append(
-            CommissionBreak(fill.execution_id, fill.conid, old_amount, amount, delta, currency)
-        )
-        break_rows.append(
-            {
-                "account_id": account_id,
-                "run_id": run_id,
-                "kind": STATEMENT_COMMISSION,
-                "subject": subject,
-                "conid": fill.conid,
-                "execution_id": fill.execution_id,
-                "expected": old_amount,
-                "actual": amount,
-                "delta": delta,
-                "currency": currency,
-                "detail": {"source": source, "kept": "the statement's amount (final)"},
-                "status": "open",
-                "detected_at": now,
-            }
+        _commission_break(
+            account_id,
+            fill,
+            old_amount,
+            STATEMENT_COMMISSION,
+            run_id,
+            now,
+            result,
+            break_rows,
+            {"source": source, "kept": "the statement's amount (final)"},
         )
         return
     if old_amount is None:
         result.commissions_finalised += 1
     elif not _same_amount(old_amount, amount):
         result.commissions_changed += 1
-        delta = amount - old_amount
-        result.commission_breaks.append(
-            CommissionBreak(fill.execution_id, fill.conid, old_amount, amount, delta, currency)
-        )
-        break_rows.append(
-            {
-                "account_id": account_id,
-                "run_id": run_id,
-                "kind": COMMISSION_CHANGE,
-                "subject": f"execution:{fill.execution_id}",
-                "conid": fill.conid,
-                "execution_id": fill.execution_id,
-                "expected": old_amount,
-                "actual": amount,
-                "delta": delta,
-                "currency": currency,
-                "detail": {"source": source, "previous_status": old_status},
-                "status": "open",
-                "detected_at": now,
-            }
+        _commission_break(
+            account_id,
+            fill,
+            old_amount,
+            COMMISSION_CHANGE,
+            run_id,
+            now,
+            result,
+            break_rows,
+            {"source": source, "previous_status": old_status},
         )
     elif currency is None or currency == old_currency:
         return  # the same commission again
@@ -615,7 +639,48 @@ def _commission_change(
     )
 
 
-_KEY_LENGTH = QuarantineRow.__table__.c.key.type.length
+def _commission_break(
+    account_id: str,
+    fill: Fill,
+    expected: Decimal,
+    kind: str,
+    run_id: str,
+    now: datetime,
+    result: IngestResult,
+    break_rows: list[dict[str, Any]],
+    detail: dict[str, Any],
+) -> None:
+    """Report that ``fill``'s commission is not the ``expected`` one the ledger holds: in the result
+    and as a ``kind`` break row."""
+    found = CommissionBreak(
+        execution_id=fill.execution_id,
+        conid=fill.conid,
+        expected=expected,
+        actual=fill.commission,
+        currency=fill.commission_currency,
+    )
+    result.commission_breaks.append(found)
+    break_rows.append(
+        {
+            "account_id": account_id,
+            "run_id": run_id,
+            "kind": kind,
+            "subject": f"execution:{fill.execution_id}",
+            "conid": fill.conid,
+            "execution_id": fill.execution_id,
+            "expected": found.expected,
+            "actual": found.actual,
+            "delta": found.delta,
+            "currency": found.currency,
+            "detail": detail,
+            "status": BreakStatus.OPEN,
+            "detected_at": now,
+        }
+    )
+
+
+_KEY_TYPE = table(QuarantineRow).c.key.type
+_KEY_LENGTH = _KEY_TYPE.length if isinstance(_KEY_TYPE, String) else None
 _UNSTORABLE_TEXT = re.compile(r"[\x00\ud800-\udfff]")
 
 

@@ -39,7 +39,6 @@ from ibkr_tasks.ledger.positions import (
     reconcile_positions,
 )
 from ibkr_tasks.ledger.schema import (
-    RUN_STATUSES,
     Account,
     BreakRow,
     CashTransactionRow,
@@ -53,6 +52,8 @@ from ibkr_tasks.ledger.schema import (
     table,
 )
 from ibkr_tasks.ledger.types import ensure_utc
+from ibkr_tasks.models.runs import RUN_COUNTS, RunCounts
+from ibkr_tasks.models.statuses import BreakStatus, CommissionStatus, OrderStatus, RunStatus
 
 if TYPE_CHECKING:
     from ibkr_tasks.ledger.flex import StatementBookResult
@@ -93,16 +94,6 @@ _QUOTE_FIELDS = (
     "availability",
 )
 
-RUN_COUNT_COLUMNS = (
-    "fills_new",
-    "fills_updated",
-    "fills_superseded",
-    "commissions_finalised",
-    "commissions_changed",
-    "quarantined",
-    "breaks",
-)
-
 
 def _run_max_age_from_env() -> timedelta:
     raw = os.environ.get(RUN_MAX_AGE_ENV)
@@ -122,7 +113,7 @@ def _not_abandoned(snapshot: type[PositionSnapshotRow] = PositionSnapshotRow) ->
     return ~exists().where(
         ReconciliationRunRow.account_id == snapshot.account_id,
         ReconciliationRunRow.run_id == snapshot.run_id,
-        ReconciliationRunRow.status == "abandoned",
+        ReconciliationRunRow.status == RunStatus.ABANDONED,
     )
 
 
@@ -405,14 +396,14 @@ class Ledger:
                 run_id=run_id,
                 flow_run_id=None if flow_run_id is None else str(flow_run_id),
                 started_at=now,
-                status="running",
-                **dict.fromkeys(RUN_COUNT_COLUMNS, 0),
+                status=RunStatus.RUNNING,
+                **dict.fromkeys(RUN_COUNTS, 0),
             )
             session.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[ReconciliationRunRow.account_id, ReconciliationRunRow.run_id],
                     set_={
-                        "status": "running",
+                        "status": RunStatus.RUNNING,
                         "finished_at": None,
                         "error": None,
                         "flow_run_id": func.coalesce(
@@ -432,7 +423,7 @@ class Ledger:
                     select(ReconciliationRunRow)
                     .where(
                         ReconciliationRunRow.account_id == validate_account_id(account_id),
-                        ReconciliationRunRow.status == "running",
+                        ReconciliationRunRow.status == RunStatus.RUNNING,
                     )
                     .order_by(ReconciliationRunRow.started_at)
                 )
@@ -468,7 +459,8 @@ class Ledger:
         stale: dict[str, str] = {}
         for row in session.scalars(
             select(ReconciliationRunRow).where(
-                ReconciliationRunRow.account_id == account_id, ReconciliationRunRow.status == "running"
+                ReconciliationRunRow.account_id == account_id,
+                ReconciliationRunRow.status == RunStatus.RUNNING,
             )
         ):
             if row.run_id == keep:
@@ -488,9 +480,9 @@ class Ledger:
                 .where(
                     ReconciliationRunRow.account_id == account_id,
                     ReconciliationRunRow.run_id == run_id,
-                    ReconciliationRunRow.status == "running",
+                    ReconciliationRunRow.status == RunStatus.RUNNING,
                 )
-                .values(status="abandoned", finished_at=now, error=f"abandoned{by}: {reason}")
+                .values(status=RunStatus.ABANDONED, finished_at=now, error=f"abandoned{by}: {reason}")
                 .execution_options(synchronize_session=False)
             )
         opening_run = session.scalar(select(Account.opening_run_id).where(Account.account_id == account_id))
@@ -521,26 +513,28 @@ class Ledger:
         self,
         account_id: str,
         run_id: str,
-        status: str,
-        counts: Mapping[str, int] | IngestResult | ReconcileResult | None = None,
+        status: RunStatus | str,
+        counts: Mapping[str, int] | RunCounts | ReconcileResult | None = None,
         error: str | None = None,
     ) -> None:
         """Record the end of ``run_id`` for ``account_id`` with its status and counts.
 
-        ``counts`` maps ``reconciliation_runs`` count columns (``fills_new``, ``fills_updated``,
-        ``fills_superseded``, ``commissions_finalised``, ``commissions_changed``, ``quarantined``,
-        ``breaks``) to values; an IngestResult or ReconcileResult is accepted as is. Columns not
-        given keep their value. A ``succeeded`` run sets ``accounts.last_reconciled_at``.
+        ``counts`` maps ``reconciliation_runs`` count columns (:data:`~ibkr_tasks.models.runs.RUN_COUNTS`)
+        to values; a :class:`~ibkr_tasks.models.runs.RunCounts` (an IngestResult, a report's outcome)
+        or a ReconcileResult is accepted as is. Columns not given keep their value. A ``succeeded``
+        run sets ``accounts.last_reconciled_at``.
         """
         account_id = validate_account_id(account_id)
-        if status not in RUN_STATUSES:
-            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+        try:
+            status = RunStatus(status)
+        except ValueError:
+            raise ValueError(f"run status must be one of {', '.join(RunStatus)}, not {status!r}") from None
         if counts is not None and not isinstance(counts, Mapping):
             counts = counts.counts()
         values: dict[str, Any] = dict(counts or {})
-        unknown = set(values) - set(RUN_COUNT_COLUMNS)
+        unknown = set(values) - set(RUN_COUNTS)
         if unknown:
-            raise ValueError(f"unknown run counts {sorted(unknown)}; known: {', '.join(RUN_COUNT_COLUMNS)}")
+            raise ValueError(f"unknown run counts {sorted(unknown)}; known: {', '.join(RUN_COUNTS)}")
         now = datetime.now(UTC)
         with self.write(account_id) as session:
             outcome = session.execute(
@@ -553,7 +547,7 @@ class Ledger:
                 raise LedgerError(
                     f"run {run_id!r} of account {account_id} was never started: call start_run first"
                 )
-            if status == "succeeded":
+            if status == RunStatus.SUCCEEDED:
                 session.execute(
                     update(Account).where(Account.account_id == account_id).values(last_reconciled_at=now)
                 )
@@ -617,7 +611,7 @@ class Ledger:
 
     def open_breaks(self, account_id: str | None = None) -> list[BreakRow]:
         """Breaks still open (of one account, or of all), oldest first."""
-        query = select(BreakRow).where(BreakRow.status == "open")
+        query = select(BreakRow).where(BreakRow.status == BreakStatus.OPEN)
         if account_id is not None:
             query = query.where(BreakRow.account_id == validate_account_id(account_id))
         with self.session() as session:
@@ -629,7 +623,7 @@ class Ledger:
             session.execute(
                 update(BreakRow)
                 .where(BreakRow.id == break_id)
-                .values(status="resolved", resolved_at=datetime.now(UTC), resolved_run=run_id)
+                .values(status=BreakStatus.RESOLVED, resolved_at=datetime.now(UTC), resolved_run=run_id)
                 .execution_options(synchronize_session=False)
             )
 
@@ -678,7 +672,7 @@ class Ledger:
                     .where(
                         CommissionRow.account_id == validate_account_id(account_id),
                         FillRow.superseded.is_(False),
-                        CommissionRow.status == "pending",
+                        CommissionRow.status == CommissionStatus.PENDING,
                     )
                 )
                 or 0
@@ -789,11 +783,14 @@ class Ledger:
         coid: str,
         *,
         order_id: str | None = None,
-        status: str | None = None,
+        status: OrderStatus | str | None = None,
         prompts: Iterable[Any] | None = None,
         error: str | None = None,
     ) -> OrderRecord:
-        """Record the broker order id, status, prompts seen (appended) and error of an order."""
+        """Record the broker order id, status, prompts seen (appended) and error of an order.
+
+        An IBKR status word (``Filled``) is stored in this project's vocabulary (``filled``), the
+        word itself in ``orders.ibkr_status`` (see :func:`ibkr_tasks.models.statuses.order_status`)."""
         account_id = validate_account_id(account_id)
         with self.write(account_id) as session:
             return orders_mod.update_order(

@@ -19,8 +19,9 @@ from ibkr_tasks.errors import LedgerError
 from ibkr_tasks.ledger.ingest import _insert_for, ensure_account
 from ibkr_tasks.ledger.jsonable import dumps, to_jsonable
 from ibkr_tasks.ledger.schema import OrderRow
+from ibkr_tasks.models.statuses import OrderStatus, order_status
 
-INTENT = "intent"
+INTENT = OrderStatus.INTENT
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ class OrderRecord:
     run_id: str | None
     request: Any
     prompts: list[Any]
-    status: str
+    status: OrderStatus
     error: str | None
     created_at: datetime
     updated_at: datetime
+    ibkr_status: str | None = None
+    """IBKR's own word for the status (``PreSubmitted``, ``Filled``, ...) when IBKR said it."""
 
     @classmethod
     def from_row(cls, row: OrderRow) -> OrderRecord:
@@ -47,10 +50,11 @@ class OrderRecord:
             run_id=row.run_id,
             request=row.request,
             prompts=list(row.prompts or []),
-            status=row.status,
+            status=OrderStatus(row.status),
             error=row.error,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            ibkr_status=row.ibkr_status,
         )
 
 
@@ -104,11 +108,15 @@ def update_order(
     coid: str,
     *,
     order_id: str | None = None,
-    status: str | None = None,
+    status: OrderStatus | str | None = None,
     prompts: Iterable[Any] | None = None,
     error: str | None = None,
 ) -> OrderRecord:
-    """Record what happened to the order: broker order id, status, prompts seen (appended), error."""
+    """Record what happened to the order: broker order id, status, prompts seen (appended), error.
+
+    ``status`` is this project's word (:class:`~ibkr_tasks.models.statuses.OrderStatus`) or IBKR's
+    (``PreSubmitted``, ``Filled``, ...): IBKR's is stored translated, and as said in ``ibkr_status``.
+    """
     row = session.scalar(
         select(OrderRow).where(OrderRow.account_id == account_id, OrderRow.coid == coid).with_for_update()
     )
@@ -119,7 +127,10 @@ def update_order(
     if order_id is not None:
         row.order_id = str(order_id)
     if status is not None:
-        row.status = status
+        ours, ibkr_word = order_status(status)
+        row.status = ours
+        if ibkr_word is not None:
+            row.ibkr_status = ibkr_word
     if prompts is not None:
         row.prompts = [*(row.prompts or []), *(to_jsonable(p) for p in prompts)]
     if error is not None:

@@ -31,6 +31,8 @@ from ibkr_tasks.ledger.jsonable import to_jsonable
 from ibkr_tasks.ledger.locks import lock_account
 from ibkr_tasks.ledger.schema import Account, BreakRow, FillRow, PositionSnapshotRow, table
 from ibkr_tasks.ledger.types import ensure_utc
+from ibkr_tasks.models.runs import PositionBreak
+from ibkr_tasks.models.statuses import BreakStatus
 
 if TYPE_CHECKING:
     from ibkr_tasks.models import Position
@@ -48,18 +50,6 @@ class LedgerPosition:
     multiplier: Decimal | None
     symbol: str | None = None
     sec_type: str | None = None
-
-
-@dataclass(frozen=True)
-class PositionBreak:
-    """A position that differs: ``expected`` is the ledger's, ``actual`` the broker's, ``delta = actual - expected``."""
-
-    conid: int
-    expected: Decimal
-    actual: Decimal
-    delta: Decimal
-    multiplier: Decimal | None = None
-    symbol: str | None = None
 
 
 @dataclass
@@ -292,7 +282,6 @@ def reconcile_positions(
                     conid=conid,
                     expected=expected,
                     actual=actual,
-                    delta=actual - expected,
                     multiplier=theirs.multiplier if theirs else (mine.multiplier if mine else None),
                     symbol=theirs.symbol if theirs else (mine.symbol if mine else None),
                 )
@@ -357,7 +346,7 @@ def _write_breaks(
         .where(
             BreakRow.account_id == account_id,
             BreakRow.kind == POSITION,
-            BreakRow.status == "open",
+            BreakRow.status == BreakStatus.OPEN,
             BreakRow.run_id != run_id,
         )
         .execution_options(synchronize_session=False)
@@ -365,14 +354,14 @@ def _write_breaks(
     resolved = _rowcount(
         session.execute(
             earlier_open.where(BreakRow.conid.not_in(broken_conids)).values(
-                status="resolved", resolved_at=now, resolved_run=run_id
+                status=BreakStatus.RESOLVED, resolved_at=now, resolved_run=run_id
             )
         )
     )
     if broken:
         session.execute(
             earlier_open.where(BreakRow.conid.in_(broken_conids)).values(
-                status="superseded", resolved_at=now, resolved_run=run_id
+                status=BreakStatus.SUPERSEDED, resolved_at=now, resolved_run=run_id
             )
         )
         session.execute(
@@ -390,7 +379,7 @@ def _write_breaks(
                     "delta": b.delta,
                     "currency": None,
                     "detail": to_jsonable({"multiplier": b.multiplier, "symbol": b.symbol}),
-                    "status": "open",
+                    "status": BreakStatus.OPEN,
                     "detected_at": now,
                 }
                 for b in broken

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ibkr_tasks.ledger.types import Amount, ExactJSON, JSONDoc, UTCDateTime
+from ibkr_tasks.models.statuses import BreakStatus, CommissionStatus, FillChange, OrderStatus, RunStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -50,13 +52,10 @@ RUN_ID = String(128)
 EXECUTION_ID = String(64)
 CURRENCY = String(8)
 
-COMMISSION_STATUSES = ("pending", "provisional", "final")
-RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "abandoned")
-BREAK_STATUSES = ("open", "resolved", "superseded")
 
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, vocabulary: type[StrEnum]) -> str:
+    """The CHECK condition that ``column`` holds a value of ``vocabulary`` (ibkr_tasks.models.statuses)."""
+    return f"{column} IN ({', '.join(repr(str(v)) for v in vocabulary)})"
 
 
 class Base(DeclarativeBase):
@@ -86,7 +85,7 @@ class FillRow(Base):
 
     __tablename__ = "fills"
     __table_args__ = (
-        CheckConstraint(_in("side", ("B", "S", "X", "N")), name="side"),
+        CheckConstraint("side IN ('B', 'S', 'X', 'N')", name="side"),
         CheckConstraint("revision >= 0", name="revision"),
         Index(None, "account_id", "trade_time"),
         Index(None, "account_id", "execution_family"),
@@ -134,9 +133,11 @@ class FillRow(Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-_FILL_FK = ForeignKeyConstraint(
-    ["account_id", "execution_id"], ["fills.account_id", "fills.execution_id"], ondelete="CASCADE"
-)
+def _fill_fk() -> ForeignKeyConstraint:
+    """The reference of a row about one fill to that fill (deleted with it)."""
+    return ForeignKeyConstraint(
+        ["account_id", "execution_id"], ["fills.account_id", "fills.execution_id"], ondelete="CASCADE"
+    )
 
 
 class CommissionRow(Base):
@@ -144,8 +145,8 @@ class CommissionRow(Base):
 
     __tablename__ = "commissions"
     __table_args__ = (
-        _FILL_FK,
-        CheckConstraint(_in("status", COMMISSION_STATUSES), name="status"),
+        _fill_fk(),
+        CheckConstraint(_in("status", CommissionStatus), name="status"),
         CheckConstraint(
             "(amount IS NULL AND status = 'pending') OR (amount IS NOT NULL AND status <> 'pending')",
             name="pending_means_null",
@@ -168,12 +169,10 @@ class CommissionHistoryRow(Base):
 
     __tablename__ = "commission_history"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["account_id", "execution_id"],
-            ["fills.account_id", "fills.execution_id"],
-            ondelete="CASCADE",
-        ),
+        _fill_fk(),
         Index(None, "account_id", "execution_id"),
+        CheckConstraint(_in("status", CommissionStatus), name="status"),
+        CheckConstraint(_in("previous_status", CommissionStatus), name="previous_status"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -186,6 +185,33 @@ class CommissionHistoryRow(Base):
     currency: Mapped[str | None] = mapped_column(CURRENCY)
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str] = mapped_column(RUN_ID)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FillHistoryRow(Base):
+    """One rewrite of a stored fill (``fill_history``, revision 0008): what the row held before.
+
+    ``change`` says why: ``updated`` (IBKR sent other content) or ``rederived`` (the same payload,
+    parsed by a parser version that derives other fields: ``parser_version``). ``previous`` holds the
+    fill's content columns as they were (JSON: decimals as strings, times ISO UTC).
+    """
+
+    __tablename__ = "fill_history"
+    __table_args__ = (
+        _fill_fk(),
+        Index(None, "account_id", "execution_id"),
+        CheckConstraint(_in("change", FillChange), name="change"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ACCOUNT_ID)
+    execution_id: Mapped[str] = mapped_column(EXECUTION_ID)
+    change: Mapped[str] = mapped_column(String(16))
+    previous: Mapped[Any] = mapped_column(JSONDoc)
+    previous_hash: Mapped[str | None] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    parser_version: Mapped[int] = mapped_column(Integer)
     run_id: Mapped[str] = mapped_column(RUN_ID)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -219,7 +245,7 @@ class ReconciliationRunRow(Base):
 
     __tablename__ = "reconciliation_runs"
     __table_args__ = (
-        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        CheckConstraint(_in("status", RunStatus), name="status"),
         Index(None, "started_at"),
     )
 
@@ -231,6 +257,8 @@ class ReconciliationRunRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     fills_new: Mapped[int] = mapped_column(Integer, default=0)
     fills_updated: Mapped[int] = mapped_column(Integer, default=0)
+    # Of ``fills_updated``: rewritten because the parser now derives other fields (revision 0008).
+    fills_rederived: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     fills_superseded: Mapped[int] = mapped_column(Integer, default=0)
     commissions_finalised: Mapped[int] = mapped_column(Integer, default=0)
     commissions_changed: Mapped[int] = mapped_column(Integer, default=0)
@@ -248,7 +276,7 @@ class BreakRow(Base):
 
     __tablename__ = "breaks"
     __table_args__ = (
-        CheckConstraint(_in("status", BREAK_STATUSES), name="status"),
+        CheckConstraint(_in("status", BreakStatus), name="status"),
         UniqueConstraint("account_id", "run_id", "kind", "subject"),
         Index(None, "account_id", "status"),
     )
@@ -275,7 +303,11 @@ class OrderRow(Base):
     """Every order we placed (``orders``): the intent is written before the request is sent."""
 
     __tablename__ = "orders"
-    __table_args__ = (UniqueConstraint("account_id", "coid"), Index(None, "order_id"))
+    __table_args__ = (
+        UniqueConstraint("account_id", "coid"),
+        Index(None, "order_id"),
+        CheckConstraint(_in("status", OrderStatus), name="status"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ACCOUNT_ID, ForeignKey("accounts.account_id"))
@@ -286,6 +318,8 @@ class OrderRow(Base):
     # Every confirmation prompt seen and how it was answered, in order.
     prompts: Mapped[Any] = mapped_column(JSONDoc)
     status: Mapped[str] = mapped_column(String(32))
+    # IBKR's own word for the status (``PreSubmitted``, ``Filled``, ...) when IBKR said it (revision 0008).
+    ibkr_status: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -50,7 +50,20 @@ from ibkr_tasks.models.numbers import (
     parse_trade_time,
 )
 
-__all__ = ["Fill", "FillsByAccount", "fill_account_id", "parse_fill", "parse_fills", "split_execution_id"]
+__all__ = [
+    "PARSER_VERSION",
+    "Fill",
+    "FillsByAccount",
+    "fill_account_id",
+    "parse_fill",
+    "parse_fills",
+    "split_execution_id",
+]
+
+PARSER_VERSION = 1
+"""The version of what :func:`parse_fill` derives from a trades row. Raise it with every change that
+derives a field differently: the ledger then re-derives stored fills from the same payload on their
+next ingest (counted as ``fills_rederived``, the old values kept in ``fill_history``)."""
 
 FillSide = Literal["B", "S", "X", "N"]
 _SIDES: dict[str, FillSide] = {
