@@ -33,6 +33,13 @@ os.environ.setdefault(
 for _name in list(os.environ):
     if _name.startswith("IBKR_") and _name not in {"IBKR_TEST_PG_URL", "IBKR_FUZZ_EXAMPLES"}:
         del os.environ[_name]
+# No test waits on wall time for a retry: Prefect's retry delays of the reads and the Flex fetch, and the
+# transport's backoff after a 5xx, a timeout or a 429 without Retry-After, are all 0. (Tests of the
+# backoff itself run on a FakeClock and pass their delays explicitly.)
+os.environ["IBKR_TASK_RETRY_DELAYS"] = "0"
+os.environ["IBKR_TASK_FLEX_RETRY_DELAY"] = "0"
+os.environ["IBKR_RETRY_BACKOFF"] = "0"
+os.environ["IBKR_RATE_LIMIT_BACKOFF"] = "0"
 # Processes of one test session share the pacing of IBKR's slow endpoints through this directory
 # (as processes of one machine do); other sessions running at the same time get their own.
 os.environ["IBKR_PACING_DIR"] = tempfile.mkdtemp(prefix="ibkr-tasks-pacing-")
