@@ -16,13 +16,21 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+# Under pytest-xdist (`make test` runs the suite on several worker processes) each worker is a test
+# session of its own: its own Prefect home and test server, pacing directory and databases.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+"""``gw0``, ``gw1``, ... in a pytest-xdist worker; None in a plain pytest run."""
+
 # Isolate Prefect from the user's ~/.prefect before anything imports prefect.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="ibkr-tasks-prefect-")
+if XDIST_WORKER:  # not the home the controlling process set (and every worker inherited)
+    os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -57,6 +65,37 @@ def payload(name: str) -> Any:
     if not path.is_file():
         pytest.fail(f"real IBKR capture {name!r} is missing from {PAYLOADS}", pytrace=False)
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist with ``--dist loadgroup`` (``make test``): the tests that share a module- or
+    class-scoped fixture (e.g. four nightly runs made once for a module's tests) run on one worker, so
+    that fixture is built once; every other test goes to whichever worker is free.
+
+    xdist groups tests by an ``@group`` suffix of their node id. Its own ``xdist_group`` marker sets
+    that suffix through an attribute pytest 9 no longer reads, so the suffix is set here.
+    """
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers by --dist loadgroup
+        return
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = sorted(
+            name
+            for name, defs in (info.name2fixturedefs.items() if info else ())
+            if defs and defs[-1].scope in ("module", "class", "package") and not name.startswith("_")
+        )
+        if shared:
+            _set_nodeid(item, f"{item.nodeid}@{item.path.stem}.{'.'.join(shared)}")
+
+
+def _set_nodeid(item: pytest.Item, nodeid: str) -> None:
+    if hasattr(item, "_id"):  # pytest >= 9 keeps the node id as a parsed NodeId
+        from _pytest.nodeid import coerce_node_id
+
+        item._id = coerce_node_id(nodeid)
+    else:
+        item._nodeid = nodeid
 
 
 _pg_problem: str | None = None
@@ -122,6 +161,42 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+@contextmanager
+def _fresh_pacing(directory: Path) -> Iterator[None]:
+    from ibkr_tasks.client.ratelimit import reset_limiters
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IBKR_PACING_DIR", str(directory))
+    reset_limiters()
+    try:
+        yield
+    finally:
+        reset_limiters()
+        mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_pacing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module-scoped fixtures (a module's shared flow runs) pace from a clean slate too."""
+    with _fresh_pacing(tmp_path_factory.mktemp("pacing")):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _own_pacing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test paces IBKR's endpoints from a clean slate: its own ``IBKR_PACING_DIR`` and no
+    process-wide limiter left by an earlier test.
+
+    Every test talks to a simulator of its own (a new process, or respx), so the reservations an
+    earlier test made against another simulator on 127.0.0.1 say nothing about this one; kept, they
+    made each flow test wait up to 5 s for the previous test's trades and /portfolio/accounts slots.
+    A test still shares the pacing among its own runs and processes. (So a simulator that enforces
+    IBKR's limits must not be shared by several tests.)
+    """
+    with _fresh_pacing(tmp_path_factory.mktemp("pacing")):
+        yield
 
 
 @pytest.fixture(scope="session")
