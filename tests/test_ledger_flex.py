@@ -43,14 +43,6 @@ def dump(ledger: Ledger) -> dict[str, list[Any]]:
         return {t: [tuple(r) for r in conn.execute(q)] for t, q in queries.items()}
 
 
-@pytest.fixture
-def ledger(db_url: str) -> Any:
-    led = Ledger(db_url)
-    led.upgrade()
-    yield led
-    led.dispose()
-
-
 @pytest.fixture(scope="module")
 def sim_statement() -> tuple[bytes, date, date]:
     """A five-week Activity statement of a small simulated FA login, with corrections (cancel +
