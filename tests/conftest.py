@@ -6,6 +6,8 @@
 - ``db_url``: parametrised over both, for ledger tests that must hold on each dialect.
 - ``prefect_harness``: one ``prefect_test_harness`` per test session (it takes ~9 s to start), only
   for tests that ask for it.
+- ``ledger``: a Ledger at head on ``db_url``, copied from one migrated once per session.
+- ``clock`` (``clock_start``): virtual time; ``router``: a respx gateway with the pre-flights answered.
 - ``payload(name)``: a real IBKR capture from ``tests/fixtures/ibkr`` (provenance in its PROVENANCE.md).
 """
 
@@ -166,6 +168,31 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def clock_start() -> float:
+    """Where ``clock`` starts (seconds); a module overrides this fixture to start elsewhere."""
+    return 1_000.0
+
+
+@pytest.fixture
+def clock(clock_start: float) -> Any:
+    """Virtual time (:class:`~ibkr_tasks.client.clock.FakeClock`): pass it as ``clock`` and
+    ``clock.sleep`` as ``sleep``; hours of pacing then take milliseconds."""
+    from ibkr_tasks.client.clock import FakeClock
+
+    return FakeClock(start=clock_start)
+
+
+@pytest.fixture
+def router() -> Iterator[Any]:
+    """respx mocking a gateway at ``test_api_support.BASE`` with the account pre-flights and contract
+    info answered (``test_api_support.gateway``); tests add their own routes."""
+    from test_api_support import gateway  # a test helper module beside this file
+
+    with gateway() as mock:
+        yield mock
 
 
 class _LedgerTemplates:

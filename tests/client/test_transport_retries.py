@@ -28,11 +28,6 @@ class RecordingSleep:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def router():
     with respx.mock(base_url=BASE, assert_all_called=False) as mock:
         mock.get("/iserver/accounts").respond(200, json={"accounts": ["DU1234567"]})
