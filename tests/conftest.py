@@ -59,6 +59,8 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "ibkr"
 """Real IBKR Client Portal Web API answers, each with a ``.src.txt`` naming where it was captured."""
+FLEX_STATEMENTS = Path(__file__).resolve().parent / "fixtures" / "flex"
+"""Flex Web Service statements and answers the Flex tests parse and book."""
 
 
 def payload(name: str) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FLEX_STATEMENTS
 from sqlalchemy import text
 
 from ibkr_tasks.cli import main as cli
@@ -23,7 +24,7 @@ from ibkr_tasks.sim.flex import statement_xml
 from ibkr_tasks.sim.scenario import Quirks, Scenario
 from ibkr_tasks.sim.testing import FakeTime
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flex"
+FIXTURES = FLEX_STATEMENTS
 TABLES = (
     "accounts",
     "fills",
