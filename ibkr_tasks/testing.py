@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,13 +77,30 @@ def running_simulator(
     checks IBKR's rate limits against are not skewed by our own process being busy. ``process=False``
     serves it from a thread of this process instead (``handle.app`` is then the live app).
     """
-    port = port or free_port(host)
-    if process:
-        with _simulator_process(scenario, host, port) as handle:
+    serve = _simulator_process if process else _simulator_thread
+    if port is not None:
+        with serve(scenario, host, port) as handle:
             yield handle
         return
-    with _simulator_thread(scenario, host, port) as handle:
-        yield handle
+    # A free port can be taken by another process (e.g. a parallel test worker) between the moment it
+    # is picked and the moment the simulator binds it: then pick another.
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        with ExitStack() as stack:
+            try:
+                handle = stack.enter_context(serve(scenario, host, free_port(host)))
+            except _PortTaken:
+                if attempt == _PORT_ATTEMPTS:
+                    raise
+                continue
+            yield handle
+            return
+
+
+_PORT_ATTEMPTS = 5
+
+
+class _PortTaken(RuntimeError):
+    """The simulator could not bind its port: something else took it first."""
 
 
 @contextmanager
@@ -123,8 +140,10 @@ def _simulator_process(scenario: Any, host: str, port: int) -> Iterator[Simulato
                 deadline = time.monotonic() + 60
                 while True:
                     if proc.poll() is not None:
-                        raise RuntimeError(
-                            f"the simulator exited ({proc.returncode}): {log.read_text()[-2000:]}"
+                        output = log.read_text()[-2000:]
+                        taken = "address already in use" in output.lower()
+                        raise (_PortTaken if taken else RuntimeError)(
+                            f"the simulator exited ({proc.returncode}): {output}"
                         )
                     try:
                         if httpx.get(f"{base_url}/sim/stats", timeout=2).status_code == 200:
@@ -159,7 +178,9 @@ def _simulator_thread(scenario: Any, host: str, port: int) -> Iterator[Simulator
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+        if not thread.is_alive():  # uvicorn exits its thread when it cannot bind
+            raise _PortTaken(f"the simulator did not start on {host}:{port}")
+        if time.monotonic() > deadline:
             raise RuntimeError(f"the simulator did not start on {host}:{port}")
         time.sleep(0.02)
     try:

@@ -28,17 +28,6 @@ from ibkr_tasks.errors import ConfigurationError
 TRADES = "/iserver/account/trades"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def router():
-    with gateway() as mock:
-        yield mock
-
-
 def trade(account: str, execution_id: str, **extra: Any) -> dict[str, Any]:
     row = dict(payload("iserver_account_trades_tax-loss-direct-indexing.json")[0])
     row.update(account=account, accountCode=account, execution_id=execution_id, **extra)

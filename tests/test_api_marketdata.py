@@ -9,24 +9,13 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from test_api_support import ACCT, gateway, make_client, payload
+from test_api_support import ACCT, make_client, payload
 
 from ibkr_tasks.client.clock import FakeClock
 from ibkr_tasks.errors import ParseError
 from ibkr_tasks.models import OrderRequest, OrderSide, Side
 
 SNAPSHOT = "/iserver/marketdata/snapshot"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def router():
-    with gateway() as mock:
-        yield mock
 
 
 def values(conid: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from test_api_support import ACCT, OTHER, body, gateway, make_client, payload, requests_to
+from test_api_support import ACCT, OTHER, body, make_client, payload, requests_to
 
 from ibkr_tasks.client.clock import FakeClock
 from ibkr_tasks.client.orders import FoundOrder, may_have_reached_ibkr, resolve_failed_placement
@@ -18,17 +18,6 @@ from ibkr_tasks.models import OrderRequest, OrderSide
 
 ORDERS = f"/iserver/account/{ACCT}/orders"
 AAPL = OrderRequest(market_id="265598", order_side=OrderSide.BUY, price="165.00", size=10)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def router():
-    with gateway() as mock:
-        yield mock
 
 
 def question(reply_id: str, *message_ids: str, text: str = "Are you sure?") -> list[dict[str, Any]]:

@@ -8,22 +8,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from test_api_support import ACCT, BASE, OTHER, gateway, make_client, payload, requests_to
+from test_api_support import ACCT, BASE, OTHER, make_client, payload, requests_to
 
 from ibkr_tasks.client.clock import FakeClock
 from ibkr_tasks.errors import AccountMismatch, APIError
 from ibkr_tasks.models import parse_positions
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def router():
-    with gateway() as mock:
-        yield mock
 
 
 def position_rows(count: int, *, start: int = 0, account: str = ACCT) -> list[dict[str, Any]]:

@@ -51,11 +51,6 @@ class Sim:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Sim]:
     scenario = Scenario.demo()
     scenario.quirks = Quirks.model_validate(

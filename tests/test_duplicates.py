@@ -3,11 +3,9 @@ versions are all quarantined and reported; nothing is dropped without a trace.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 from test_api_support import ACCT, OTHER, gateway, make_client
 from test_poison_rows import positions_row, trades_row
@@ -19,14 +17,6 @@ from ibkr_tasks.ledger.testing import make_fill
 from ibkr_tasks.models import parse_fills, parse_positions
 
 ACCOUNT = "DU1234567"
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 def _quarantined(ledger: Ledger) -> list[QuarantineRow]:

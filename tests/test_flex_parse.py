@@ -14,13 +14,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import FLEX_STATEMENTS
 
 from ibkr_tasks.flex import FlexParseError
 from ibkr_tasks.flex.parse import iter_flex, parse_flex
 from ibkr_tasks.flex.times import DATE_FORMATS, FlexDateReader
 from ibkr_tasks.sim.flex_xml import SEPARATORS, TIME_FORMATS, FlexFormat, Section, write_response
 
-FLEX = Path(__file__).resolve().parent / "fixtures" / "flex"
+FLEX = FLEX_STATEMENTS
 SAMPLES = sorted(FLEX.glob("*.xml"))
 NY = ZoneInfo("America/New_York")
 

@@ -24,10 +24,8 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
@@ -190,14 +188,6 @@ def answer(draw: st.DrawFn, fields: dict[str, st.SearchStrategy[Any]]) -> list[A
 
 
 # --- the property ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 def _clear(ledger: Ledger) -> None:

@@ -3,7 +3,6 @@ account, and their positions snapshots stop counting as a reconciliation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,14 +17,6 @@ from ibkr_tasks.ledger.testing import T0, make_position
 ACCOUNT = "DU1234567"
 OTHER = "DUO873728"
 AAPL = 265598
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 def _status(ledger: Ledger, account_id: str, run_id: str) -> str | None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import update
 
 from ibkr_tasks.ledger import ContractRow, Ledger
@@ -19,14 +17,6 @@ STOCK = parse_contract_info({"con_id": 270662, "symbol": "SHOP", "instrument_typ
 EVENT = parse_contract_info(
     {"con_id": 730000001, "symbol": "FF", "instrument_type": "OPT", "currency": "USD", "multiplier": "1"}
 )
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 def test_stored_contract_info_comes_back_as_looked_up(ledger: Ledger) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FLEX_STATEMENTS
 from sqlalchemy import text
 
 from ibkr_tasks.cli import main as cli
@@ -23,7 +24,7 @@ from ibkr_tasks.sim.flex import statement_xml
 from ibkr_tasks.sim.scenario import Quirks, Scenario
 from ibkr_tasks.sim.testing import FakeTime
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flex"
+FIXTURES = FLEX_STATEMENTS
 TABLES = (
     "accounts",
     "fills",
@@ -41,14 +42,6 @@ def dump(ledger: Ledger) -> dict[str, list[Any]]:
     with ledger.engine.connect() as conn:
         queries = {t: text(f"select * from {t} order by 1, 2") for t in TABLES}  # noqa: S608
         return {t: [tuple(r) for r in conn.execute(q)] for t, q in queries.items()}
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Any:
-    led = Ledger(db_url)
-    led.upgrade()
-    yield led
-    led.dispose()
 
 
 @pytest.fixture(scope="module")

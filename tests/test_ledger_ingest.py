@@ -28,14 +28,6 @@ ACCOUNT = "DU1234567"
 OTHER = "DUO873728"
 
 
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
-
-
 def _dump(ledger: Ledger) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every ledger table, for before/after comparisons."""
     out: dict[str, list[tuple[Any, ...]]] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
@@ -18,14 +17,6 @@ AAPL, MSFT, IBM = 265598, 272093, 8314
 OPEN = T0  # the opening snapshot
 DAY1 = T0 + timedelta(days=1)
 DAY2 = T0 + timedelta(days=2)
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 def _at(hours: float) -> dict[str, object]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -17,14 +16,6 @@ from ibkr_tasks.models import AccountInfo, RejectedRow, parse_snapshot
 from ibkr_tasks.models.runs import RUN_COUNTS
 
 ACCOUNT = "DU1234567"
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 def test_a_run_row_records_status_times_and_counts(ledger: Ledger) -> None:

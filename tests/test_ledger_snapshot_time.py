@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,14 +17,6 @@ from ibkr_tasks.ledger.testing import T0, make_position
 ACCOUNT = "DU1234567"
 AAPL = 265598
 NOW = T0 + timedelta(days=1)  # "now" for the ledger in these tests
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ rows booked, on SQLite and PostgreSQL alike (it must never fail the whole accoun
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -93,14 +92,6 @@ POISON_FILLS = {
 def _same_json(a: Any, b: Any) -> bool:
     """Equal as JSON text (NaN equals NaN; 1 and 1.0 differ)."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 @pytest.mark.parametrize("changes", POISON_FILLS.values(), ids=list(POISON_FILLS))

@@ -4,7 +4,6 @@ ledger URLs get a typed error naming what is supported."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,14 +32,6 @@ RAWS: dict[str, Any] = {
     "list": [1, "2", {"3": [4.0]}],
     "empty object": {},
 }
-
-
-@pytest.fixture
-def ledger(db_url: str) -> Iterator[Ledger]:
-    ledger = Ledger(db_url)
-    ledger.upgrade()
-    yield ledger
-    ledger.dispose()
 
 
 def _exactly(value: Any) -> str:

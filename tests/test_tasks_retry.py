@@ -62,3 +62,27 @@ def test_order_placement_is_never_retried_by_the_task() -> None:
     state = run(client, place_order, "DU1234567", object(), "rb-0001")
     assert state == "FAILED"
     assert client.calls == 1
+
+
+def test_read_retry_delays_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ibkr_tasks.tasks.ibkr import collect_fills, read_retry_delays
+
+    # The suite's environment (conftest) sets IBKR_TASK_RETRY_DELAYS=0: the tasks took it when defined.
+    assert collect_fills.retry_delay_seconds == [0.0] and fetch_positions.retries == 2
+    monkeypatch.delenv("IBKR_TASK_RETRY_DELAYS")
+    assert read_retry_delays(2) == [5.0, 20.0]
+    monkeypatch.setenv("IBKR_TASK_RETRY_DELAYS", " 1.5, 30 ")
+    assert read_retry_delays(2) == [1.5, 30.0]
+
+
+@pytest.mark.parametrize("value", ["", "-5", "soon", ",".join(["1"] * 51)])
+def test_bad_retry_delays_are_a_configuration_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from ibkr_tasks.client.settings import TaskSettings
+    from ibkr_tasks.errors import ConfigurationError
+
+    monkeypatch.setenv("IBKR_TASK_RETRY_DELAYS", value)
+    with pytest.raises(ConfigurationError, match="retry_delays") as err:
+        TaskSettings()
+    assert "soon" not in str(err.value)  # the input is not repeated

@@ -10,11 +10,11 @@ import ipaddress
 import logging
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ibkr_tasks.accounts import is_paper_account, validate_account_id
 from ibkr_tasks.errors import ConfigurationError
@@ -129,6 +129,20 @@ class IBKRSettings(BaseSettings):
         ge=0,
         description="An open client calls /tickle this often (seconds) to keep the session alive; IBKR asks for "
         "about once a minute. 0 turns it off.",
+    )
+    retry_backoff: float = Field(
+        default=0.5,
+        ge=0,
+        description="First wait (seconds) before a GET is sent again after a 5xx, a timeout or a connection "
+        "error; it doubles with every further failure (with jitter), up to IBKR_RETRY_BACKOFF_CAP.",
+    )
+    retry_backoff_cap: float = Field(
+        default=10.0, ge=0, description="Longest wait (seconds) between two tries of one request."
+    )
+    rate_limit_backoff: float = Field(
+        default=2.0,
+        ge=0,
+        description="First wait (seconds) after a 429 without Retry-After; doubles like IBKR_RETRY_BACKOFF.",
     )
 
     def __init__(self, **values: Any) -> None:
@@ -246,6 +260,60 @@ class IBKRSettings(BaseSettings):
         if self.ca_bundle is not None:
             return ssl.create_default_context(cafile=str(self.ca_bundle))
         return True
+
+
+DEFAULT_TASK_RETRY_DELAYS = (5.0, 20.0)
+
+
+class TaskSettings(BaseSettings):
+    """How the Prefect tasks of ``ibkr_tasks.tasks`` retry, from ``IBKR_TASK_*`` environment variables.
+
+    ``IBKR_TASK_RETRY_DELAYS``: the waits (seconds) before the first, second, ... retry of a read that
+    failed for a transient reason, comma-separated (``5,20`` by default; the last one repeats);
+    ``IBKR_TASK_FLEX_RETRY_DELAY``: the wait before a failed Flex statement fetch is tried again. Prefect
+    takes a task's delays when the task is defined, so the value is read when ``ibkr_tasks.tasks`` is
+    imported: set it in the worker's environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IBKR_TASK_", extra="ignore", validate_default=True)
+
+    retry_delays: Annotated[list[float], NoDecode] = Field(
+        default=list(DEFAULT_TASK_RETRY_DELAYS),
+        description="Seconds before each retry of a read (comma-separated); the last one repeats.",
+    )
+
+    flex_retry_delay: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds before the one retry of a failed Flex statement fetch (IBKR_TASK_FLEX_RETRY_DELAY).",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid task settings: {_problems(exc)}") from None
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",")]
+            if not any(parts):
+                return []
+            return parts
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _check_delays(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("IBKR_TASK_RETRY_DELAYS needs at least one delay, e.g. 5,20 (or 0)")
+        if any(d < 0 for d in value):
+            raise ValueError("IBKR_TASK_RETRY_DELAYS must not be negative")
+        if len(value) > 50:
+            raise ValueError("IBKR_TASK_RETRY_DELAYS takes at most 50 delays (Prefect's limit)")
+        return value
 
 
 DEFAULT_FLEX_URL = "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService"

@@ -129,9 +129,9 @@ class Transport:
         clock: Clock = time.monotonic,
         max_retries: int = 3,
         max_rate_limit_retries: int = 4,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 10.0,
-        rate_limit_backoff_base: float = 2.0,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        rate_limit_backoff_base: float | None = None,
         max_retry_after: float = 120.0,
         jitter: Callable[[], float] = random.random,
         session_ready_checks: int = 5,
@@ -151,9 +151,13 @@ class Transport:
         self.clock = clock
         self.max_retries = max_retries
         self.max_rate_limit_retries = max_rate_limit_retries
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.rate_limit_backoff_base = rate_limit_backoff_base
+        # Unset: IBKR_RETRY_BACKOFF, IBKR_RETRY_BACKOFF_CAP, IBKR_RATE_LIMIT_BACKOFF (0.5, 10, 2 s).
+        s = self.settings
+        self.backoff_base = s.retry_backoff if backoff_base is None else backoff_base
+        self.backoff_cap = s.retry_backoff_cap if backoff_cap is None else backoff_cap
+        self.rate_limit_backoff_base = (
+            s.rate_limit_backoff if rate_limit_backoff_base is None else rate_limit_backoff_base
+        )
         self.max_retry_after = max_retry_after
         self.jitter = jitter
         self.session_ready_checks = session_ready_checks

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from ibkr_tasks.blocks import aload_credentials
-from ibkr_tasks.client.settings import FlexSettings
+from ibkr_tasks.client.settings import FlexSettings, TaskSettings
 from ibkr_tasks.flex.service import MAX_RANGE_DAYS, FlexPolling, FlexWebService
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.ledger.flex import StatementBookResult
@@ -45,7 +45,13 @@ def date_chunks(from_date: date, to_date: date, days: int = MAX_RANGE_DAYS) -> l
     return chunks
 
 
-@task(name="fetch-statement", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)
+def flex_retry_delay(retries: int) -> list[float]:
+    """Prefect's ``retry_delay_seconds`` of :func:`fetch_statement`: ``IBKR_TASK_FLEX_RETRY_DELAY``
+    (30 s by default), read when the task is defined."""
+    return [TaskSettings().flex_retry_delay]
+
+
+@task(name="fetch-statement", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=flex_retry_delay)
 async def fetch_statement(
     settings: FlexSettings,
     to: Path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -12,7 +12,8 @@ from prefect.logging import get_run_logger
 
 from ibkr_tasks.blocks import IBKRCredentials, aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
-from ibkr_tasks.client.settings import TradesScope
+from ibkr_tasks.client.background import BackgroundClient
+from ibkr_tasks.client.settings import TaskSettings, TradesScope
 from ibkr_tasks.errors import RateLimited, ServerError, TransportError
 from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, ParseResult, Position, Snapshot
 
@@ -32,40 +33,61 @@ async def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-ClientSource: TypeAlias = IBKRClient | IBKRCredentials | str | None
-"""What a task talks to IBKR through: a live client (shared by a flow's tasks), a credentials block or
-the name of a saved one, or None for the ``IBKR_*`` environment."""
+ClientSource: TypeAlias = IBKRClient | BackgroundClient | IBKRCredentials | str | None
+"""What a task talks to IBKR through: a live client (shared by a flow's tasks; an ``IBKRClient`` or
+the ``BackgroundClient`` that runs one on its own thread), a credentials block or the name of a saved
+one, or None for the ``IBKR_*`` environment."""
 
 
 @asynccontextmanager
 async def using(source: ClientSource) -> AsyncIterator[IBKRClient]:
     """The client ``source`` names: itself, or one built (and closed) for this call from a block/env."""
     if not (source is None or isinstance(source, IBKRCredentials | str)):
-        yield source  # a live client (or anything that speaks its API, e.g. a test double)
+        # A live client, or anything that speaks its API: a BackgroundClient forwards every call to
+        # its IBKRClient; tests pass doubles.
+        yield cast(IBKRClient, source)
         return
     async with IBKRClient.from_settings(await aresolve_settings(source)) as client:
         await client.ensure_session()
         yield client
 
 
-_READ = {
-    "cache_policy": NO_CACHE,
-    "retries": 2,
-    "retry_delay_seconds": [5, 20],
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": _retry_transient,
-}
+def read_retry_delays(retries: int) -> list[float]:
+    """Prefect's ``retry_delay_seconds`` of the reads: ``IBKR_TASK_RETRY_DELAYS`` (5 then 20 s by
+    default), read when the task is defined (Prefect calls this once, with the task's ``retries``)."""
+    return TaskSettings().retry_delays
 
 
-@task(name="refresh-session", **_READ)
+# The options every read shares are written out on each task (not unpacked from a dict) so that
+# Prefect's typed `task` overloads check them.
+READ_RETRIES = 2
+READ_RETRY_JITTER = 0.5
+
+
+@task(
+    name="refresh-session",
+    cache_policy=NO_CACHE,
+    retries=READ_RETRIES,
+    retry_delay_seconds=read_retry_delays,
+    retry_jitter_factor=READ_RETRY_JITTER,
+    retry_condition_fn=_retry_transient,
+)
 async def refresh_session(client: ClientSource = None, allow_competing: bool = False) -> None:
     """Open (or re-open) the brokerage session and make the /iserver/accounts preflight."""
     async with using(client) as c:
         await c.ensure_session(allow_competing=allow_competing)
-        get_run_logger().info("IBKR brokerage session ready at %s", c.transport.settings.api_url)
+        settings = getattr(c.transport, "settings", None)  # a test double may have none
+        get_run_logger().info("IBKR brokerage session ready at %s", getattr(settings, "api_url", "?"))
 
 
-@task(name="list-accounts", **_READ)
+@task(
+    name="list-accounts",
+    cache_policy=NO_CACHE,
+    retries=READ_RETRIES,
+    retry_delay_seconds=read_retry_delays,
+    retry_jitter_factor=READ_RETRY_JITTER,
+    retry_condition_fn=_retry_transient,
+)
 async def list_accounts(client: ClientSource = None) -> list[AccountInfo]:
     """Every account of the login, FA sub-accounts included."""
     async with using(client) as c:
@@ -76,7 +98,14 @@ async def list_accounts(client: ClientSource = None) -> list[AccountInfo]:
     return accounts
 
 
-@task(name="collect-fills", **_READ)
+@task(
+    name="collect-fills",
+    cache_policy=NO_CACHE,
+    retries=READ_RETRIES,
+    retry_delay_seconds=read_retry_delays,
+    retry_jitter_factor=READ_RETRY_JITTER,
+    retry_condition_fn=_retry_transient,
+)
 async def collect_fills(
     client: ClientSource, account_ids: Sequence[str], days: int = 1, scope: TradesScope | None = None
 ) -> dict[str, ParseResult[Fill]]:
@@ -94,7 +123,15 @@ async def collect_fills(
     return result
 
 
-@task(name="fetch-positions", task_run_name="fetch-positions-{account_id}", **_READ)
+@task(
+    name="fetch-positions",
+    task_run_name="fetch-positions-{account_id}",
+    cache_policy=NO_CACHE,
+    retries=READ_RETRIES,
+    retry_delay_seconds=read_retry_delays,
+    retry_jitter_factor=READ_RETRY_JITTER,
+    retry_condition_fn=_retry_transient,
+)
 async def fetch_positions(
     client: ClientSource, account_id: str, invalidate: bool = True
 ) -> ParseResult[Position]:
@@ -107,7 +144,14 @@ async def fetch_positions(
     return result
 
 
-@task(name="snapshot", **_READ)
+@task(
+    name="snapshot",
+    cache_policy=NO_CACHE,
+    retries=READ_RETRIES,
+    retry_delay_seconds=read_retry_delays,
+    retry_jitter_factor=READ_RETRY_JITTER,
+    retry_condition_fn=_retry_transient,
+)
 async def snapshot(client: ClientSource, conids: Sequence[int]) -> list[Snapshot]:
     """One market-data snapshot of the given conids (the preflight is handled by the client)."""
     async with using(client) as c:

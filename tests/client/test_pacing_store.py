@@ -45,8 +45,9 @@ PREFIX = "ibkr:localhost:*"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=1_700_000_000.0)
+def clock_start() -> float:
+    """This module's virtual time starts at a wall-clock-like epoch, not at 1000 s."""
+    return 1_700_000_000.0
 
 
 def process(directory: Path, clock: FakeClock) -> RateLimiter:

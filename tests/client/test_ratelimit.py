@@ -40,11 +40,6 @@ def max_in_window(times: list[float], window: float) -> int:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def stamped(clock: FakeClock):
     """A respx router that records the virtual time at which each path was hit."""
     seen: dict[str, list[float]] = {}

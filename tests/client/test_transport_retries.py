@@ -28,11 +28,6 @@ class RecordingSleep:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def router():
     with respx.mock(base_url=BASE, assert_all_called=False) as mock:
         mock.get("/iserver/accounts").respond(200, json={"accounts": ["DU1234567"]})
@@ -42,8 +37,15 @@ def router():
 def make(clock: FakeClock, sleep: RecordingSleep | None = None) -> Transport:
     settings = IBKRSettings(api_url=BASE, access_token="placeholder")
     # No background keep-alive: these tests record every sleep of the transport.
+    # The backoff under test is given explicitly: the suite's environment sets IBKR_RETRY_BACKOFF=0.
     return Transport(
-        settings, clock=clock, sleep=sleep or clock.sleep, jitter=lambda: 0.5, keep_alive_interval=0
+        settings,
+        clock=clock,
+        sleep=sleep or clock.sleep,
+        jitter=lambda: 0.5,
+        keep_alive_interval=0,
+        backoff_base=0.5,
+        rate_limit_backoff_base=2.0,
     )
 
 

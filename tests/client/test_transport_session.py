@@ -29,11 +29,6 @@ def paths(router: respx.MockRouter) -> list[str]:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def router():
     with respx.mock(base_url=BASE, assert_all_called=False) as mock:
         mock.post("/iserver/auth/ssodh/init").respond(200, json=AUTH_OK)

@@ -40,11 +40,6 @@ class Sim:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Sim]:
     s = Sim(clock)
     yield s
