@@ -195,7 +195,9 @@ async def test_executed_rebalance_reaches_targets_and_books_fills(
     assert coids == {o["cOID"] for o in truth_orders}
     booked = [f for f in Ledger(ledger_url).fills_for(paper) if f.order_ref in coids]
     assert {f.order_ref for f in booked} == coids
-    assert {r.status for r in order_rows(ledger_url, data["run_id"])} == {"Filled"}
+    assert {(r.status, r.ibkr_status) for r in order_rows(ledger_url, data["run_id"])} == {
+        ("filled", "Filled")
+    }
     result = await artifact(artifact_key("rebalance-result", paper))
     assert result is not None and str(AAPL) in result["data"] and "achieved" in result["data"]
     assert await run_name(state) == f"rebalance-{paper}-execute"
@@ -375,7 +377,7 @@ async def test_unexpected_error_after_the_order_was_accepted_still_records_it_as
     (sent,) = sim.truth(paper)["orders"]  # sent exactly once
     (row,) = order_rows(ledger_url, "rebalance-unexpected-test")
     assert row.coid == sent["cOID"] and row.order_id == sent["order_id"]
-    assert row.status == sent["status"] == "Filled"
+    assert row.status == "filled" and row.ibkr_status == sent["status"] == "Filled"
     assert "KeyError" in (row.error or "") and "found by its cOID" in (row.error or "")
     assert positions(sim, paper)[AAPL] == 4
 

@@ -6,13 +6,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed
 
 from ibkr_tasks.errors import NotAuthenticated, ServerError
-from ibkr_tasks.tasks.ibkr import _retry_transient
+from ibkr_tasks.tasks.ibkr import retry_transient
 from ibkr_tasks.tasks.rebalance import gather_rebalance_inputs, record_rebalance_plan
 
 
 async def test_input_reads_retry_only_on_transient_errors_with_the_shared_predicate() -> None:
     retry = gather_rebalance_inputs.retry_condition_fn
-    assert retry is _retry_transient  # the same rule as every other read, not a copy
+    assert retry is retry_transient  # the same rule as every other read, not a copy
     assert gather_rebalance_inputs.retries == 2
     assert await retry(gather_rebalance_inputs, None, Failed(data=ServerError("503", status_code=503)))
     assert not await retry(

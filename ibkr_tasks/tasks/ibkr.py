@@ -22,7 +22,7 @@ from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, Pars
 _TRANSIENT = (TransportError, ServerError, RateLimited)
 
 
-async def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+async def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a read only when it failed for a transient reason (async: the task engine awaits it)."""
     try:
         await state.aresult()
@@ -70,7 +70,7 @@ READ_RETRY_JITTER = 0.5
     retries=READ_RETRIES,
     retry_delay_seconds=read_retry_delays,
     retry_jitter_factor=READ_RETRY_JITTER,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 async def refresh_session(client: ClientSource = None, allow_competing: bool = False) -> None:
     """Open (or re-open) the brokerage session and make the /iserver/accounts preflight."""
@@ -86,7 +86,7 @@ async def refresh_session(client: ClientSource = None, allow_competing: bool = F
     retries=READ_RETRIES,
     retry_delay_seconds=read_retry_delays,
     retry_jitter_factor=READ_RETRY_JITTER,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 async def list_accounts(client: ClientSource = None) -> list[AccountInfo]:
     """Every account of the login, FA sub-accounts included."""
@@ -104,7 +104,7 @@ async def list_accounts(client: ClientSource = None) -> list[AccountInfo]:
     retries=READ_RETRIES,
     retry_delay_seconds=read_retry_delays,
     retry_jitter_factor=READ_RETRY_JITTER,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 async def collect_fills(
     client: ClientSource, account_ids: Sequence[str], days: int = 1, scope: TradesScope | None = None
@@ -130,7 +130,7 @@ async def collect_fills(
     retries=READ_RETRIES,
     retry_delay_seconds=read_retry_delays,
     retry_jitter_factor=READ_RETRY_JITTER,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 async def fetch_positions(
     client: ClientSource, account_id: str, invalidate: bool = True
@@ -150,7 +150,7 @@ async def fetch_positions(
     retries=READ_RETRIES,
     retry_delay_seconds=read_retry_delays,
     retry_jitter_factor=READ_RETRY_JITTER,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 async def snapshot(client: ClientSource, conids: Sequence[int]) -> list[Snapshot]:
     """One market-data snapshot of the given conids (the preflight is handled by the client)."""

@@ -18,7 +18,7 @@ from ibkr_tasks.models import OrderRequest, OrderResult, Position
 from ibkr_tasks.rebalance.execute import PlaceFn, gather_inputs, record_plan
 from ibkr_tasks.rebalance.params import RebalanceParams
 from ibkr_tasks.rebalance.plan import PlanInputs, RebalancePlan
-from ibkr_tasks.tasks.ibkr import _retry_transient, place_order
+from ibkr_tasks.tasks.ibkr import place_order, read_retry_delays, retry_transient
 
 __all__ = ["gather_rebalance_inputs", "placing_with", "record_rebalance_plan"]
 
@@ -28,9 +28,9 @@ __all__ = ["gather_rebalance_inputs", "placing_with", "record_rebalance_plan"]
     task_run_name="gather-rebalance-inputs-{params.account_id}",
     cache_policy=NO_CACHE,
     retries=2,
-    retry_delay_seconds=[5, 20],
+    retry_delay_seconds=read_retry_delays,
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 async def gather_rebalance_inputs(
     client: IBKRClient, params: RebalanceParams
