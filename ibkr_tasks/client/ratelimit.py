@@ -31,7 +31,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -531,25 +531,38 @@ async def _hold_all(backend: LimiterBackend, caps: list[tuple[str, EndpointRule]
         yield
 
 
-_registry: dict[tuple[str, str], RateLimiter] = {}
+_registry: dict[tuple[str, str, str], RateLimiter] = {}
 _registry_lock = threading.Lock()
 
+BackendFactory = Callable[[PacingStore | None], LimiterBackend]
+"""Builds a limiter's backend from the machine's pacing store (``None``: sharing is off)."""
 
-def get_limiter(settings: IBKRSettings, *, backend: LimiterBackend | None = None) -> RateLimiter:
-    """The process-wide limiter of ``settings``' (host, user); created on first use.
 
-    ``backend`` is used only when the limiter is created (e.g. a Prefect-backed one set up at start).
+def get_limiter(
+    settings: IBKRSettings, *, kind: str = "local", backend: BackendFactory | None = None
+) -> RateLimiter:
+    """The process-wide limiter of ``settings``' (host, user) that waits in ``kind`` of backend.
+
+    ``kind="local"`` (the default, what every Transport uses unless given a limiter) paces in-process.
+    Another kind (``"prefect"``: :func:`ibkr_tasks.prefect_limits.prefect_limiter`) names a limiter of its
+    own, created once with the backend ``backend`` builds: a limiter's backend is fixed when it is made,
+    so choosing Prefect for one run never changes the limiter other runs of the process are using.
     """
-    key = (settings.host, settings.limiter_user)
+    key = (settings.host, settings.limiter_user, kind)
     with _registry_lock:
         limiter = _registry.get(key)
         if limiter is None:
-            limiter = RateLimiter.for_settings(settings, backend=backend)
+            if kind != "local" and backend is None:
+                raise ValueError(f"a {kind!r} limiter needs its backend factory")
+            store = store_for(settings.pacing_dir)
+            limiter = RateLimiter.for_settings(
+                settings, store=store, backend=backend(store) if backend is not None else None
+            )
             _registry[key] = limiter
         return limiter
 
 
 def reset_limiters() -> None:
-    """Forget every registered limiter (tests; or after changing backends)."""
+    """Forget every registered limiter (tests)."""
     with _registry_lock:
         _registry.clear()

@@ -35,7 +35,7 @@ import httpx
 from ibkr_tasks.client.auth import AuthProvider, auth_from_settings
 from ibkr_tasks.client.clock import Clock, Sleep
 from ibkr_tasks.client.ratelimit import RateLimiter, get_limiter
-from ibkr_tasks.client.redact import install_log_redaction, redact, snippet
+from ibkr_tasks.client.redact import redact, snippet
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import (
     APIError,
@@ -168,7 +168,6 @@ class Transport:
         session_ready_checks: int = 5,
         keep_alive_interval: float | None = None,
     ) -> None:
-        install_log_redaction()
         self.settings = settings if settings is not None else IBKRSettings()
         self.auth: AuthProvider = auth if auth is not None else auth_from_settings(self.settings)
         if limiter is None:
