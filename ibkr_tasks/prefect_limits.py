@@ -1,20 +1,10 @@
 """IBKR's pacing limits on Prefect global concurrency limits, shared by every worker of a server.
 
-The in-process limiter (``ibkr_tasks.client.ratelimit``) keeps one process inside IBKR's limits.
-Several workers on several machines behind one IBKR login share ONE budget at IBKR (the global
-limit counts per username, the penalty box per IP), so they must share one pacing too. With a
-Prefect server configured, the same limits can live there as *rate limits with slot decay*:
-
-    ibkr-tasks limits create                     # from the IBKR_* settings; idempotent
-    # or by hand, one per limit (names printed by `ibkr-tasks limits show`):
-    prefect gcl create ibkr-localhost-default-global --limit 1 --slot-decay-per-second 9.6
-    prefect gcl create ibkr-localhost-default-trades --limit 1 --slot-decay-per-second 0.192
-
-Each limit gets capacity 1 and a decay of ``requests / per / (1 + margin)`` per second, so requests
-are evenly spaced exactly as in the in-process limiter: no burst can put more than the allowed
-count into any window. Concurrency caps (5 concurrent history requests) become plain concurrency
-limits. :func:`configure_rate_limits` switches a process to them when they exist on the server
-(``IBKR_RATE_LIMIT_BACKEND=auto``, the default), or always/never (``prefect`` / ``local``).
+``ibkr-tasks limits show|create`` lists or creates them (capacity 1, a decay of
+``requests / per / (1 + margin)`` per second; the history cap as a concurrency limit of 5).
+:func:`pacing_limiter` returns the limiter a run passes to its client: the Prefect-backed one when the
+limits exist (``IBKR_RATE_LIMIT_BACKEND=auto``, the default), else the in-process one. How it fits with
+the in-process limiter and the machine's pacing store: docs/pacing.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Run an IBKR client on an event loop of its own, in a background thread.
 
-IBKR's pacing is a schedule: each request waits for its instant, and a request whose wait ends late
-gives the instant back (sending late could crowd a rate window). If the event loop that runs the
-client is also busy with other work -- an orchestrator's task engine, logging and event handlers,
-large payloads being parsed -- wake-ups end late and slots are lost. :class:`BackgroundClient` keeps
-the client, its transport and its limiter on a dedicated loop that does nothing but HTTP, and lets
-any other loop (or thread) await its methods.
+The pacing's wake-ups end late when the loop that runs the client is busy with other work (an
+orchestrator's task engine, large payloads being parsed), and a late wake-up gives its slot back.
+:class:`BackgroundClient` keeps the client, its transport and its limiter on a dedicated loop that does
+nothing but HTTP, and lets any other loop await its methods (docs/pacing.md, the I/O thread)::
 
     async with BackgroundClient(settings) as client:
         fills = await client.fills(["DU1234567"], days=1)      # runs on the I/O loop, awaited here

@@ -1,24 +1,11 @@
 """IBKR pacing limits as data, and the limiter that keeps every request inside them.
 
-IBKR puts an IP that exceeds a limit in a penalty box for 10-15 minutes (docs/ibkr-api.md#rate-limits), which
-blocks every session behind that IP. So the client never relies on 429s: each request first takes a
-slot from :class:`RateLimiter`, which spaces requests so that no window of any limit ever holds more
-than the allowed count, with a small safety margin for network jitter.
-
-The schedule is a reservation timeline per limit: a request reserves the earliest instant that is at
-least ``interval = per / requests * (1 + margin)`` away from every other reservation of each limit it
-falls under (the global limit and, if any, its endpoint limit). Evenly spaced requests can never put
-``requests + 1`` of them inside one window of ``per`` seconds, under a sliding window, fixed windows or
-a token bucket alike. Waiting callers are served first come, first served; a request that waits for a
-slow endpoint limit does not hold up the global limit for others (it only reserves its own instant).
-
-One limiter exists per (host, user) in a process (:func:`get_limiter`), shared by every Transport.
-The waiting itself is done by a :class:`LimiterBackend`; the in-process backend is the default and the
-Prefect layer can plug in one backed by Prefect global concurrency limits to share pacing across workers.
-
-The slow limits (one request per second or slower) also hold across the processes of one machine: their
-reservations go through a :class:`~ibkr_tasks.client.pacing_store.PacingStore` file that every process
-sees (``IBKR_PACING_DIR``), whichever backend is used. The fast limits never touch it.
+:class:`RateLimiter` paces one (host, username): ``async with limiter.slot(method, path)`` returns when
+the request may be sent without any window of IBKR's limits holding more than allowed. The waiting is
+done by its backend (:class:`InProcessBackend` here; a Prefect-backed one in
+``ibkr_tasks.prefect_limits``), and the slow limits are shared with the machine's other processes
+through a :class:`~ibkr_tasks.client.pacing_store.PacingStore`. The design (even spacing, reservations,
+late wake-ups, priorities, the store, Prefect's limits) is described once, in docs/pacing.md.
 """
 
 from __future__ import annotations
