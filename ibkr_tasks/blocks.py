@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 
 from ibkr_tasks.client.settings import DEFAULT_API_URL, FlexSettings, IBKRSettings
 from ibkr_tasks.errors import ConfigurationError
@@ -62,7 +62,7 @@ class IBKRCredentials(Block):
     _description = (
         "Connection settings and secrets for the IBKR Client Portal Web API (gateway, OAuth 2.0, sidecar)."
     )
-    _documentation_url = "https://github.com/ibkr-tasks/ibkr-tasks#configuration"  # type: ignore[assignment]
+    _documentation_url = HttpUrl("https://github.com/ibkr-tasks/ibkr-tasks#configuration")
 
     auth_mode: Literal["bearer", "oauth2", "sidecar"] = Field(
         default="bearer",

@@ -11,6 +11,7 @@ import pytest
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.ratelimit import get_limiter, reset_limiters
 from ibkr_tasks.client.settings import IBKRSettings
+from ibkr_tasks.client.transport import Transport
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.prefect_limits import PrefectBackend, backend_kind, create_limits, pacing_limiter
 from ibkr_tasks.sim import Scenario, create_app
@@ -42,6 +43,7 @@ def test_limits_are_used_once_created_and_required_when_asked() -> None:
             await client.ensure_session()
             started = time.monotonic()
             # three tickles: IBKR allows 1 per second, so the server-side limit spaces them
+            assert isinstance(client.transport, Transport)
             for _ in range(3):
                 await client.transport.tickle()
             elapsed = time.monotonic() - started

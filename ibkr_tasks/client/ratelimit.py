@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ibkr_tasks.client.clock import Clock, Sleep
 from ibkr_tasks.client.pacing_store import PacingStore, Transaction, new_owner, store_for
@@ -467,7 +467,7 @@ class RateLimiter:
         self._paused_until = 0.0
 
     @classmethod
-    def for_settings(cls, settings: IBKRSettings, **kwargs: object) -> RateLimiter:
+    def for_settings(cls, settings: IBKRSettings, **kwargs: Any) -> RateLimiter:
         """A limiter with the global limit and key that ``settings`` call for (not registered).
 
         On real time it shares the slow limits through ``IBKR_PACING_DIR`` (unless given ``store=``);
@@ -479,7 +479,7 @@ class RateLimiter:
         return cls(
             global_limit_for(settings),
             key_prefix=f"ibkr:{settings.host}:{settings.limiter_user}",
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def __repr__(self) -> str:

@@ -580,7 +580,7 @@ class Transport:
             status_code=429,
             path=path,
         )
-        error.retry_after = retry_after  # type: ignore[attr-defined]
+        error.retry_after = retry_after  # type: ignore[attr-defined]  # RateLimited (errors.py) declares no retry_after
         return error
 
     @staticmethod

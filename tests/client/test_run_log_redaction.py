@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -126,16 +127,22 @@ def test_a_flow_keeps_secrets_out_of_the_http_stacks_logs(
 ) -> None:
     """The market-data flow against the simulator, its bearer minted by a sidecar whose URL holds a
     token: httpx logs that URL at INFO and httpcore every exchange at DEBUG, without a secret."""
+    from prefect.states import State
+
     from flows.market_data import market_data
     from ibkr_tasks.sim import Scenario
     from ibkr_tasks.testing import running_simulator
+
+    async def run_flow() -> State[Any]:
+        state: State[Any] = await market_data(conids=[265598], interval=0.1, count=1, return_state=True)
+        return state
 
     with running_simulator(Scenario(seed=5, accounts=1), process=False) as sim:
         monkeypatch.setenv("IBKR_API_URL", sim.api_url)
         monkeypatch.setenv("IBKR_AUTH_MODE", "sidecar")
         monkeypatch.setenv("IBKR_SIDECAR_URL", sidecar)
         monkeypatch.setenv("IBKR_RATE_LIMIT_BACKEND", "local")
-        state = asyncio.run(market_data(conids=[265598], interval=0.1, count=1, return_state=True))
+        state = asyncio.run(run_flow())
     assert state.is_completed(), state.message
     text = "\n".join(http_stack_lines)
     port = sidecar.split(":")[2].split("/")[0]
