@@ -35,6 +35,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
+from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.flex.service import FlexPolling
 from ibkr_tasks.ledger import Ledger
@@ -67,6 +68,7 @@ async def flex_reconciliation(
         poll_seconds: wait before the first GetStatement and between polls (IBKR needs a few seconds).
     """
     logger = get_run_logger()
+    install_log_redaction()  # the flow owns its process's logging: no secret in any log line
     if (from_date is None) != (to_date is None):
         raise ConfigurationError("give both from_date and to_date for a backfill, or neither")
     if from_date is not None and to_date is not None and to_date < from_date:

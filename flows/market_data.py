@@ -20,9 +20,10 @@ from pydantic import Field
 
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
+from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.formatting import number
 from ibkr_tasks.models import Snapshot
-from ibkr_tasks.prefect_limits import configure_rate_limits
+from ibkr_tasks.prefect_limits import pacing_limiter
 
 
 def _fmt(s: Snapshot) -> str:
@@ -52,8 +53,9 @@ async def market_data(
     if count is None and duration is None:
         raise ValueError("give count or duration: market_data never polls forever")
     logger = get_run_logger()
+    install_log_redaction()  # the flow owns its process's logging: no secret in any log line
     settings = await aresolve_settings(credentials)
-    await configure_rate_limits(settings)
+    limiter = await pacing_limiter(settings)
     ledger = None
     if store:
         from ibkr_tasks.ledger import Ledger
@@ -61,7 +63,7 @@ async def market_data(
         ledger = await asyncio.to_thread(Ledger, ledger_url)
     run_id = flow_run.get_id() or "local"
     rounds = stored = 0
-    async with IBKRClient.from_settings(settings) as client:
+    async with IBKRClient.from_settings(settings, limiter=limiter) as client:
         await client.ensure_session()
         async for snapshots in client.poll_snapshots(
             conids, interval=interval, count=count, duration=duration

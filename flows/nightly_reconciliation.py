@@ -42,12 +42,13 @@ from pydantic import Field
 
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.blocks import aresolve_settings
-from ibkr_tasks.client.background import BackgroundClient
+from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient
+from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.client.settings import TradesScope
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import AccountInfo, Fill, ParseResult
-from ibkr_tasks.prefect_limits import configure_rate_limits
+from ibkr_tasks.prefect_limits import backend_kind, pacing_limiter
 from ibkr_tasks.reconcile import fills_to_recheck
 from ibkr_tasks.reporting import (
     BREAKS_TAG,
@@ -255,6 +256,7 @@ async def nightly_reconciliation(
             account); ``IBKR_TRADES_SCOPE`` (default ``auto``) when omitted.
     """
     logger = get_run_logger()
+    install_log_redaction()  # the flow owns its process's logging: no secret in any log line
     if accounts is not None and not accounts:
         raise ConfigurationError(
             "accounts=[] names no account to reconcile; leave it out to reconcile every account of the login"
@@ -265,14 +267,16 @@ async def nightly_reconciliation(
     window = _window()
     ledger = await asyncio.to_thread(Ledger, ledger_url)
     logger.info("ledger: %r", ledger)
-    pacing = await configure_rate_limits(settings)
+    limiter = await pacing_limiter(settings)
     logger.info(
-        "IBKR pacing: %s", "Prefect global concurrency limits" if pacing == "prefect" else "in-process"
+        "IBKR pacing: %s",
+        "Prefect global concurrency limits" if backend_kind(limiter) == "prefect" else "in-process",
     )
 
     # The client runs on an I/O loop of its own: Prefect's task engine on this loop would otherwise
-    # delay the pacing's wake-ups and cost request slots (see ibkr_tasks.client.background).
-    async with BackgroundClient(settings) as client:
+    # delay the pacing's wake-ups and cost request slots; a short switch interval while it is open lets
+    # its thread take the GIL on time (docs/pacing.md).
+    async with BackgroundClient(settings, limiter=limiter, switch_interval=FAST_SWITCH_INTERVAL) as client:
         await refresh_session_task(client)
         infos = await list_accounts(client)
         await asyncio.to_thread(ledger.upsert_accounts, infos)

@@ -39,10 +39,11 @@ from pydantic import Field, ValidationError
 from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.prompts import PromptPolicy
+from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.errors import IBKRError, LiveAccountRefused, RebalanceRefused
 from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import OrderRequest, TimeInForce
-from ibkr_tasks.prefect_limits import configure_rate_limits
+from ibkr_tasks.prefect_limits import pacing_limiter
 from ibkr_tasks.rebalance import (
     PricingMode,
     RebalanceParams,
@@ -127,6 +128,7 @@ async def rebalance(
             (the order value exceeds the Total Value Limit); see docs/rebalance.md.
         run_id: id the cOIDs derive from; the flow-run id by default (keep it to resume a run safely).
     """
+    install_log_redaction()  # the flow owns its process's logging: no secret in any log line
     try:
         params = RebalanceParams(
             account_id=account_id,
@@ -190,10 +192,10 @@ async def _rebalance(
     policy = PromptPolicy.load(prompt_policy) if prompt_policy else None
     settings = await aresolve_settings(credentials)
     ledger = await asyncio.to_thread(Ledger, ledger_url)
-    await configure_rate_limits(settings)
+    limiter = await pacing_limiter(settings)
     logger.info("rebalance %s of %s (%s)", run, acct, "dry run" if params.dry_run else "EXECUTE")
 
-    async with IBKRClient.from_settings(settings) as client:
+    async with IBKRClient.from_settings(settings, limiter=limiter) as client:
         await refresh_session(client)
         try:
             inputs, _positions = await gather_rebalance_inputs(client, params)

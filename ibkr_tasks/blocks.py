@@ -16,13 +16,28 @@ run's parameters. Without a block, tasks fall back to the ``IBKR_*`` environment
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 
 from ibkr_tasks.client.settings import DEFAULT_API_URL, FlexSettings, IBKRSettings
 from ibkr_tasks.errors import ConfigurationError
+
+
+def _multiline_secret(schema: dict[str, Any]) -> None:
+    """JSON-schema hook: a secret the UI edits in a multi-line text area (a PEM key), still secret.
+
+    Prefect's UI turns ``format: "password"`` (what pydantic gives a ``SecretStr``) into a one-line
+    password input, and a browser drops the line breaks of text pasted into one, which breaks a PEM
+    key. Without that format the UI shows a text area. The field stays a ``SecretStr``: Prefect lists it
+    in the block's ``secret_fields``, stores it encrypted and never sends it back to the UI or the API
+    unmasked; ``writeOnly`` stays set.
+    """
+    for variant in [schema, *schema.get("anyOf", [])]:
+        if variant.get("format") == "password":
+            del variant["format"]
+            variant["writeOnly"] = True
 
 
 class IBKRCredentials(Block):
@@ -33,9 +48,11 @@ class IBKRCredentials(Block):
     private_key_jwt client, and for a sidecar that mints bearers (OAuth 1.0a).
 
     Example:
+        Flows take the block's name (`credentials="BLOCK_NAME"`). In your own code:
         ```python
         from ibkr_tasks.blocks import IBKRCredentials
-        credentials = IBKRCredentials.load("du1234567-paper")
+
+        credentials = IBKRCredentials.load("BLOCK_NAME")  # async code: await IBKRCredentials.aload(...)
         settings = credentials.to_settings()
         ```
     """
@@ -45,44 +62,81 @@ class IBKRCredentials(Block):
     _description = (
         "Connection settings and secrets for the IBKR Client Portal Web API (gateway, OAuth 2.0, sidecar)."
     )
-    _documentation_url = "https://github.com/ibkr-tasks/ibkr-tasks#configuration"  # type: ignore[assignment]
+    _documentation_url = HttpUrl("https://github.com/ibkr-tasks/ibkr-tasks#configuration")
 
     auth_mode: Literal["bearer", "oauth2", "sidecar"] = Field(
         default="bearer",
-        description="bearer: a static token; oauth2: private_key_jwt; sidecar: fetch the bearer.",
+        title="Authentication mode",
+        description="bearer: a static token or a gateway login; oauth2: OAuth 2.0 private_key_jwt; "
+        "sidecar: a service hands out the bearer.",
     )
-    account_id: str | None = Field(default=None, description="Default account id; DU... is a paper account.")
+    account_id: str | None = Field(
+        default=None, title="Account ID", description="Default account; DU... is a paper account."
+    )
     api_url: str = Field(
-        default=DEFAULT_API_URL, description="API base URL (gateway: https://localhost:5000/v1/api)."
+        default=DEFAULT_API_URL,
+        title="API URL",
+        description="API base URL; a local gateway is https://localhost:5000/v1/api.",
     )
-    access_token: SecretStr | None = Field(default=None, description="Static bearer (auth_mode=bearer).")
+    access_token: SecretStr | None = Field(
+        default=None,
+        title="Access token",
+        description="Static bearer (bearer mode); a gateway takes any placeholder such as 'gateway'.",
+    )
     verify_tls: bool = Field(
-        default=True, description="Verify TLS; turn off only for a local self-signed gateway."
+        default=True,
+        title="Verify TLS certificate",
+        description="Turn off only for a local gateway with a self-signed certificate.",
     )
-    ca_bundle: str | None = Field(default=None, description="Path to a PEM CA bundle to trust.")
+    ca_bundle: str | None = Field(
+        default=None, title="CA bundle path", description="PEM file of CAs to trust (e.g. the gateway's own)."
+    )
     username: str | None = Field(
-        default=None, description="IBKR username: keys the shared rate-limit budget."
+        default=None, title="IBKR username", description="Keys the rate-limit budget shared with other runs."
     )
-    oauth2_client_id: str | None = Field(default=None, description="OAuth 2.0 client id.")
-    oauth2_key_id: str | None = Field(default=None, description="OAuth 2.0 key id (kid).")
-    oauth2_private_key: SecretStr | None = Field(default=None, description="OAuth 2.0 RSA private key (PEM).")
-    oauth2_credential: str | None = Field(default=None, description="IBKR username for the SSO session.")
+    oauth2_client_id: str | None = Field(
+        default=None, title="OAuth 2.0 client ID", description="The client id IBKR issued (oauth2 mode)."
+    )
+    oauth2_key_id: str | None = Field(
+        default=None, title="OAuth 2.0 key ID", description="The kid IBKR registered the public key under."
+    )
+    oauth2_private_key: SecretStr | None = Field(
+        default=None,
+        title="OAuth 2.0 private key (PEM)",
+        description="The unencrypted RSA private key, from -----BEGIN to -----END (paste it whole).",
+        json_schema_extra=_multiline_secret,
+    )
+    oauth2_credential: str | None = Field(
+        default=None,
+        title="OAuth 2.0 credential",
+        description="IBKR username the SSO session is opened for.",
+    )
     oauth2_ip: str | None = Field(
-        default=None, description="Public IP to declare in the SSO-session request."
+        default=None,
+        title="OAuth 2.0 client IP",
+        description="Public IP declared in the SSO-session request; empty = looked up.",
     )
     oauth2_ip_echo_url: str | None = Field(
         default=None,
-        description="Where the public IP is looked up when oauth2_ip is empty ('off': never); "
-        "empty = the default service.",
+        title="OAuth 2.0 IP echo URL",
+        description="Where the public IP is looked up when the client IP is empty; 'off' = never.",
     )
     sidecar_url: str | None = Field(
-        default=None, description="URL that returns a bearer (auth_mode=sidecar)."
+        default=None, title="Sidecar URL", description="URL that returns a bearer (sidecar mode)."
     )
-    sidecar_token: SecretStr | None = Field(default=None, description="Bearer the sidecar itself requires.")
-    flex_token: SecretStr | None = Field(default=None, description="Flex Web Service token (statements).")
-    flex_query_id: str | None = Field(default=None, description="Flex Query id of the Activity statement.")
+    sidecar_token: SecretStr | None = Field(
+        default=None, title="Sidecar token", description="Bearer the sidecar itself requires, if any."
+    )
+    flex_token: SecretStr | None = Field(
+        default=None, title="Flex Web Service token", description="Token for Activity statements (Flex)."
+    )
+    flex_query_id: str | None = Field(
+        default=None, title="Flex Query ID", description="Numeric id of the Activity statement Flex Query."
+    )
     flex_url: str | None = Field(
-        default=None, description="Flex Web Service URL; empty = IBKR's (the simulator's /flex in tests)."
+        default=None,
+        title="Flex Web Service URL",
+        description="Empty = IBKR's service (the simulator's /flex in tests).",
     )
 
     def to_flex_settings(self) -> FlexSettings:

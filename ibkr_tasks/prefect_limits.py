@@ -1,20 +1,10 @@
 """IBKR's pacing limits on Prefect global concurrency limits, shared by every worker of a server.
 
-The in-process limiter (``ibkr_tasks.client.ratelimit``) keeps one process inside IBKR's limits.
-Several workers on several machines behind one IBKR login share ONE budget at IBKR (the global
-limit counts per username, the penalty box per IP), so they must share one pacing too. With a
-Prefect server configured, the same limits can live there as *rate limits with slot decay*:
-
-    ibkr-tasks limits create                     # from the IBKR_* settings; idempotent
-    # or by hand, one per limit (names printed by `ibkr-tasks limits show`):
-    prefect gcl create ibkr-localhost-default-global --limit 1 --slot-decay-per-second 9.6
-    prefect gcl create ibkr-localhost-default-trades --limit 1 --slot-decay-per-second 0.192
-
-Each limit gets capacity 1 and a decay of ``requests / per / (1 + margin)`` per second, so requests
-are evenly spaced exactly as in the in-process limiter: no burst can put more than the allowed
-count into any window. Concurrency caps (5 concurrent history requests) become plain concurrency
-limits. :func:`configure_rate_limits` switches a process to them when they exist on the server
-(``IBKR_RATE_LIMIT_BACKEND=auto``, the default), or always/never (``prefect`` / ``local``).
+``ibkr-tasks limits show|create`` lists or creates them (capacity 1, a decay of
+``requests / per / (1 + margin)`` per second; the history cap as a concurrency limit of 5).
+:func:`pacing_limiter` returns the limiter a run passes to its client: the Prefect-backed one when the
+limits exist (``IBKR_RATE_LIMIT_BACKEND=auto``, the default), else the in-process one. How it fits with
+the in-process limiter and the machine's pacing store: docs/pacing.md.
 """
 
 from __future__ import annotations
@@ -146,10 +136,13 @@ async def create_limits(settings: IBKRSettings) -> list[LimitSpec]:
                 continue
             if existing.limit == spec.limit and (existing.slot_decay_per_second or 0.0) == decay:
                 continue  # already as wanted
-            update = {"limit": spec.limit}
-            if decay:  # the server refuses to set a decay of 0 on an existing limit
-                update["slot_decay_per_second"] = decay
-            await client.update_global_concurrency_limit(spec.name, GlobalConcurrencyLimitUpdate(**update))
+            # the server refuses to set a decay of 0 on an existing limit: leave the field unset then
+            update = (
+                GlobalConcurrencyLimitUpdate(limit=spec.limit, slot_decay_per_second=decay)
+                if decay
+                else GlobalConcurrencyLimitUpdate(limit=spec.limit)
+            )
+            await client.update_global_concurrency_limit(spec.name, update)
     return specs
 
 
@@ -166,47 +159,54 @@ async def _limits_exist(specs: list[LimitSpec]) -> bool:
     return True
 
 
-async def configure_rate_limits(settings: IBKRSettings, mode: BackendMode | None = None) -> str:
-    """Point the process-wide limiter of ``settings``' login at Prefect or keep it local.
+def prefect_limiter(settings: IBKRSettings) -> RateLimiter:
+    """The process-wide limiter of ``settings``' login that waits on Prefect's global concurrency limits.
 
-    Returns ``"prefect"`` or ``"local"``. ``auto`` uses Prefect when a server is configured
-    (``PREFECT_API_URL``) and the limits exist on it; ``prefect`` requires them.
+    It is a limiter of its own next to the in-process one (:func:`get_limiter`), made once with its
+    :class:`PrefectBackend`: nobody's limiter changes backend. Both take the slow limits' instants in
+    the machine's pacing store, so they keep IBKR's spacing between them too.
     """
-    mode = mode or os.environ.get("IBKR_RATE_LIMIT_BACKEND", "auto")  # type: ignore[assignment]
-    if mode not in ("auto", "prefect", "local"):
-        raise ConfigurationError(f"IBKR_RATE_LIMIT_BACKEND must be auto, prefect or local, not {mode!r}")
-    limiter = get_limiter(settings)
-    if mode == "local":
-        return _use_local(limiter)
-    specs = limit_specs(limiter)
+    return get_limiter(settings, kind="prefect", backend=lambda store: PrefectBackend(store=store))
+
+
+def backend_kind(limiter: RateLimiter) -> Literal["prefect", "local"]:
+    """``"prefect"`` when ``limiter`` waits on Prefect's global concurrency limits, else ``"local"``."""
+    return "prefect" if isinstance(limiter.backend, PrefectBackend) else "local"
+
+
+async def pacing_limiter(settings: IBKRSettings, mode: BackendMode | None = None) -> RateLimiter:
+    """The limiter a run should pace ``settings``' requests on: pass it to the client (``limiter=``).
+
+    ``mode`` (default ``IBKR_RATE_LIMIT_BACKEND``, else ``auto``): ``auto`` picks Prefect's limits when
+    a server is configured (``PREFECT_API_URL``) and they exist on it, else in-process; ``prefect``
+    requires them (a missing limit is a ConfigurationError listing the commands that create them);
+    ``local`` never uses them. Nothing process-wide changes: the choice is the limiter returned.
+    """
+    chosen = mode or os.environ.get("IBKR_RATE_LIMIT_BACKEND", "auto")
+    if chosen not in ("auto", "prefect", "local"):
+        raise ConfigurationError(f"IBKR_RATE_LIMIT_BACKEND must be auto, prefect or local, not {chosen!r}")
+    local = get_limiter(settings)
+    if chosen == "local":
+        return local
+    specs = limit_specs(local)
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
-        if mode == "prefect":
+        if chosen == "prefect":
             raise ConfigurationError(
                 "IBKR_RATE_LIMIT_BACKEND=prefect needs a Prefect server (PREFECT_API_URL)"
             )
-        return _use_local(limiter)
+        return local
     if not await _limits_exist(specs):
-        if mode == "prefect":
+        if chosen == "prefect":
             missing = "\n".join(s.cli() for s in specs)
             raise ConfigurationError(
                 f"the Prefect rate limits for this login do not exist; create them:\n{missing}"
             )
-        logger.info("Prefect rate limits for %s not found; pacing in-process", limiter.key_prefix)
-        return _use_local(limiter)
-    if not isinstance(limiter.backend, PrefectBackend):
-        limiter.backend = PrefectBackend(store=limiter.store)
-    logger.info("pacing IBKR requests on Prefect global concurrency limits (%s)", limiter.key_prefix)
-    return "prefect"
-
-
-def _use_local(limiter: RateLimiter) -> str:
-    if isinstance(limiter.backend, PrefectBackend):
-        from ibkr_tasks.client.ratelimit import InProcessBackend
-
-        limiter.backend = InProcessBackend(clock=limiter.clock, sleep=limiter.sleep, store=limiter.store)
-    return "local"
+        logger.info("Prefect rate limits for %s not found; pacing in-process", local.key_prefix)
+        return local
+    logger.info("pacing IBKR requests on Prefect global concurrency limits (%s)", local.key_prefix)
+    return prefect_limiter(settings)
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import respx
 
+from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.client.settings import DEFAULT_FLEX_URL, FlexSettings
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.flex import FlexRangeError, FlexServiceError, FlexServiceUnavailable, FlexTokenError
@@ -180,6 +181,7 @@ async def test_a_csv_query_is_reported_not_returned() -> None:
 @respx.mock
 async def test_the_token_never_reaches_logs_errors_or_reprs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    install_log_redaction()  # what the fetch-statement task does (whoever owns logging calls it)
     respx.get(f"{BASE}/SendRequest").mock(side_effect=httpx.ConnectError("boom"))
     flex = service(Sleeps())
     with pytest.raises(Exception) as caught:

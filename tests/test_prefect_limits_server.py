@@ -11,8 +11,9 @@ import pytest
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.ratelimit import get_limiter, reset_limiters
 from ibkr_tasks.client.settings import IBKRSettings
+from ibkr_tasks.client.transport import Transport
 from ibkr_tasks.errors import ConfigurationError
-from ibkr_tasks.prefect_limits import PrefectBackend, configure_rate_limits, create_limits
+from ibkr_tasks.prefect_limits import PrefectBackend, backend_kind, create_limits, pacing_limiter
 from ibkr_tasks.sim import Scenario, create_app
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.prefect]
@@ -24,18 +25,25 @@ def test_limits_are_used_once_created_and_required_when_asked() -> None:
 
     async def scenario() -> tuple[str, str, float, int]:
         # before the limits exist: auto stays local, "prefect" refuses with the commands to run
-        auto_before = await configure_rate_limits(settings, "auto")
+        auto_before = backend_kind(await pacing_limiter(settings, "auto"))
         with pytest.raises(ConfigurationError, match="prefect gcl create"):
-            await configure_rate_limits(settings, "prefect")
+            await pacing_limiter(settings, "prefect")
         specs = await create_limits(settings)
         assert await create_limits(settings) == specs  # idempotent
-        auto_after = await configure_rate_limits(settings, "auto")
-        assert isinstance(get_limiter(settings).backend, PrefectBackend)
+        limiter = await pacing_limiter(settings, "auto")
+        auto_after = backend_kind(limiter)
+        assert isinstance(limiter.backend, PrefectBackend)
+        # the choice is the limiter handed out: the process's in-process limiter is untouched
+        assert backend_kind(get_limiter(settings)) == "local"
+        assert await pacing_limiter(settings, "auto") is limiter  # one Prefect-backed limiter per login
         app = create_app(Scenario(seed=9, accounts=1, quirks={"rate_limits": True}))
-        async with IBKRClient.from_settings(settings, http_transport=httpx.ASGITransport(app=app)) as client:
+        async with IBKRClient.from_settings(
+            settings, limiter=limiter, http_transport=httpx.ASGITransport(app=app)
+        ) as client:
             await client.ensure_session()
             started = time.monotonic()
             # three tickles: IBKR allows 1 per second, so the server-side limit spaces them
+            assert isinstance(client.transport, Transport)
             for _ in range(3):
                 await client.transport.tickle()
             elapsed = time.monotonic() - started

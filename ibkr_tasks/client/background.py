@@ -1,11 +1,9 @@
 """Run an IBKR client on an event loop of its own, in a background thread.
 
-IBKR's pacing is a schedule: each request waits for its instant, and a request whose wait ends late
-gives the instant back (sending late could crowd a rate window). If the event loop that runs the
-client is also busy with other work -- an orchestrator's task engine, logging and event handlers,
-large payloads being parsed -- wake-ups end late and slots are lost. :class:`BackgroundClient` keeps
-the client, its transport and its limiter on a dedicated loop that does nothing but HTTP, and lets
-any other loop (or thread) await its methods.
+The pacing's wake-ups end late when the loop that runs the client is busy with other work (an
+orchestrator's task engine, large payloads being parsed), and a late wake-up gives its slot back.
+:class:`BackgroundClient` keeps the client, its transport and its limiter on a dedicated loop that does
+nothing but HTTP, and lets any other loop await its methods (docs/pacing.md, the I/O thread)::
 
     async with BackgroundClient(settings) as client:
         fills = await client.fills(["DU1234567"], days=1)      # runs on the I/O loop, awaited here
@@ -14,10 +12,11 @@ any other loop (or thread) await its methods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -30,43 +29,74 @@ _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_saved = 0.005
 
+FAST_SWITCH_INTERVAL = 0.001
+"""What the nightly flow asks for: the I/O thread gets the GIL within about 1 ms of its timer."""
 
-def _short_switch_interval(delta: int) -> None:
-    """While any BackgroundClient is open, the interpreter switches threads every 1 ms (default 5 ms).
 
-    The I/O thread must get the GIL soon after its pacing timer fires: with the default interval, busy
-    threads (an orchestrator's engine, JSON and SQL parameter processing) hold it past the pacing's
-    tolerance and the request gives its slot back. The previous interval returns when the last one closes.
+@contextlib.contextmanager
+def switch_interval(seconds: float = FAST_SWITCH_INTERVAL) -> Iterator[None]:
+    """Let the interpreter switch threads at least every ``seconds`` (default 5 ms) inside the block.
+
+    Why it exists: a pacing timer of the I/O thread fires on time, but the thread then needs the GIL.
+    With the default interval, busy threads (an orchestrator's engine, JSON and SQL parameter work)
+    can hold it past the pacing's tolerance, and the request gives its slot back (see docs/pacing.md).
+    The interval is process-wide, so this is an explicit, scoped choice of whoever owns the process's
+    run (a flow), never a side effect: overlapping blocks keep the shortest interval asked for, and the
+    interval the process had before comes back when the last block exits.
     """
     global _switch_users, _switch_saved
+    if seconds <= 0:
+        raise ValueError("the switch interval must be positive")
     with _switch_lock:
-        if delta > 0 and _switch_users == 0:
+        if _switch_users == 0:
             _switch_saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switch_saved, 0.001))
-        _switch_users += delta
-        if delta < 0 and _switch_users == 0:
-            sys.setswitchinterval(_switch_saved)
+        _switch_users += 1
+        sys.setswitchinterval(min(sys.getswitchinterval(), seconds))
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 class BackgroundClient:
     """An :class:`IBKRClient` living on its own event loop thread; its coroutine methods can be awaited
-    from any loop. Attributes that are not coroutine methods are read through as they are."""
+    from any loop. Attributes that are not coroutine methods are read through as they are.
 
-    def __init__(self, settings: IBKRSettings | None = None, **client_kwargs: Any) -> None:
+    ``switch_interval=seconds`` (opt-in; e.g. :data:`FAST_SWITCH_INTERVAL`) holds a
+    :func:`switch_interval` block while the client is open, so the I/O thread gets the GIL soon after
+    its pacing timers fire even when other threads are busy. By default the interpreter is left alone.
+    """
+
+    def __init__(
+        self,
+        settings: IBKRSettings | None = None,
+        *,
+        switch_interval: float | None = None,
+        **client_kwargs: Any,
+    ) -> None:
         self._settings = settings
+        self._switch_interval = switch_interval
+        self._switch: contextlib.ExitStack | None = None
         self._client_kwargs = client_kwargs
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ibkr-io", daemon=True)
         self._client: IBKRClient | None = None
-        self._opened = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> BackgroundClient:
-        _short_switch_interval(+1)
-        self._opened = True
+        if self._switch_interval is not None:
+            self._switch = contextlib.ExitStack()
+            self._switch.enter_context(switch_interval(self._switch_interval))
         self._thread.start()
-        self._client = await self._run(self._open)
+        try:
+            self._client = await self._run(self._open)
+        except BaseException:
+            await self.aclose()  # `async with` does not exit what failed to enter
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -81,9 +111,9 @@ class BackgroundClient:
             await asyncio.to_thread(self._thread.join, 10)
         if not self._loop.is_running():
             self._loop.close()
-        if self._opened:
-            self._opened = False
-            _short_switch_interval(-1)
+        switch, self._switch = self._switch, None
+        if switch is not None:
+            switch.close()
 
     async def _open(self) -> IBKRClient:
         # Entered on the I/O loop, so its background keep-alive runs there too.

@@ -1,30 +1,10 @@
 """Pacing across processes on one machine: reserved instants of IBKR's slow endpoints in a small file.
 
-The in-process limiter keeps one process inside IBKR's limits, but IBKR counts per IP and username,
-not per process: a run started right after another one ended (a restart, a second deployment, a
-script run by hand) would send its first ``/portfolio/accounts`` or trades request within the
-5 seconds that endpoint allows for one request, and a single such request puts the IP in IBKR's
-penalty box for 10-15 minutes.
-
-So every limit whose interval is at least :data:`MIN_SHARED_INTERVAL` (1 request per second or
-slower: trades, live orders, ``/portfolio/accounts``, pnl, tickle, ...) is also paced through one
-JSON file that every process of the machine sees. A process reserving such a slot, under an
-exclusive ``flock`` on a lock file next to it:
-
-1. reads the instants other processes reserved for the same limit,
-2. picks the earliest instant at least the limit's spacing away from those (and from its own), and
-3. writes its own reservation back (the file is replaced atomically).
-
-The fast limits (the global 10 or 50 req/s, snapshots) never touch the file, so the common path
-costs nothing more. Instants are wall-clock times (``time.time``): monotonic clocks of different
-processes are not comparable.
-
-What the file holds is harmless by design: limit keys are hashed (the username never appears), an
-entry is only a time and a writer id (process id + random), and every entry is dropped once it can no
-longer conflict. A stale entry can only make a request wait longer than needed, never send one too
-early; a future reservation of a process that no longer exists is dropped. A missing, unreadable or
-corrupt file is started afresh with a warning; a directory that cannot be used turns the sharing off
-with a warning (each process then still paces itself), it never fails a request.
+Every limit of one request per second or slower (:data:`MIN_SHARED_INTERVAL`) is also paced through
+``pacing.json`` in ``IBKR_PACING_DIR``, under an exclusive ``flock``: a process reads the instants the
+others reserved for the same limit, takes the earliest instant at least the spacing away, and writes
+its own back. The fast limits never touch it. What the file holds (hashed keys, times, writer ids; no
+secret), how stale or corrupt files are handled and why: docs/pacing.md (the pacing store).
 """
 
 from __future__ import annotations

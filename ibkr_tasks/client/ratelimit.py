@@ -1,24 +1,11 @@
 """IBKR pacing limits as data, and the limiter that keeps every request inside them.
 
-IBKR puts an IP that exceeds a limit in a penalty box for 10-15 minutes (docs/ibkr-api.md#rate-limits), which
-blocks every session behind that IP. So the client never relies on 429s: each request first takes a
-slot from :class:`RateLimiter`, which spaces requests so that no window of any limit ever holds more
-than the allowed count, with a small safety margin for network jitter.
-
-The schedule is a reservation timeline per limit: a request reserves the earliest instant that is at
-least ``interval = per / requests * (1 + margin)`` away from every other reservation of each limit it
-falls under (the global limit and, if any, its endpoint limit). Evenly spaced requests can never put
-``requests + 1`` of them inside one window of ``per`` seconds, under a sliding window, fixed windows or
-a token bucket alike. Waiting callers are served first come, first served; a request that waits for a
-slow endpoint limit does not hold up the global limit for others (it only reserves its own instant).
-
-One limiter exists per (host, user) in a process (:func:`get_limiter`), shared by every Transport.
-The waiting itself is done by a :class:`LimiterBackend`; the in-process backend is the default and the
-Prefect layer can plug in one backed by Prefect global concurrency limits to share pacing across workers.
-
-The slow limits (one request per second or slower) also hold across the processes of one machine: their
-reservations go through a :class:`~ibkr_tasks.client.pacing_store.PacingStore` file that every process
-sees (``IBKR_PACING_DIR``), whichever backend is used. The fast limits never touch it.
+:class:`RateLimiter` paces one (host, username): ``async with limiter.slot(method, path)`` returns when
+the request may be sent without any window of IBKR's limits holding more than allowed. The waiting is
+done by its backend (:class:`InProcessBackend` here; a Prefect-backed one in
+``ibkr_tasks.prefect_limits``), and the slow limits are shared with the machine's other processes
+through a :class:`~ibkr_tasks.client.pacing_store.PacingStore`. The design (even spacing, reservations,
+late wake-ups, priorities, the store, Prefect's limits) is described once, in docs/pacing.md.
 """
 
 from __future__ import annotations
@@ -31,10 +18,10 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ibkr_tasks.client.clock import Clock, Sleep
 from ibkr_tasks.client.pacing_store import PacingStore, Transaction, new_owner, store_for
@@ -480,7 +467,7 @@ class RateLimiter:
         self._paused_until = 0.0
 
     @classmethod
-    def for_settings(cls, settings: IBKRSettings, **kwargs: object) -> RateLimiter:
+    def for_settings(cls, settings: IBKRSettings, **kwargs: Any) -> RateLimiter:
         """A limiter with the global limit and key that ``settings`` call for (not registered).
 
         On real time it shares the slow limits through ``IBKR_PACING_DIR`` (unless given ``store=``);
@@ -492,7 +479,7 @@ class RateLimiter:
         return cls(
             global_limit_for(settings),
             key_prefix=f"ibkr:{settings.host}:{settings.limiter_user}",
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def __repr__(self) -> str:
@@ -531,25 +518,38 @@ async def _hold_all(backend: LimiterBackend, caps: list[tuple[str, EndpointRule]
         yield
 
 
-_registry: dict[tuple[str, str], RateLimiter] = {}
+_registry: dict[tuple[str, str, str], RateLimiter] = {}
 _registry_lock = threading.Lock()
 
+BackendFactory = Callable[[PacingStore | None], LimiterBackend]
+"""Builds a limiter's backend from the machine's pacing store (``None``: sharing is off)."""
 
-def get_limiter(settings: IBKRSettings, *, backend: LimiterBackend | None = None) -> RateLimiter:
-    """The process-wide limiter of ``settings``' (host, user); created on first use.
 
-    ``backend`` is used only when the limiter is created (e.g. a Prefect-backed one set up at start).
+def get_limiter(
+    settings: IBKRSettings, *, kind: str = "local", backend: BackendFactory | None = None
+) -> RateLimiter:
+    """The process-wide limiter of ``settings``' (host, user) that waits in ``kind`` of backend.
+
+    ``kind="local"`` (the default, what every Transport uses unless given a limiter) paces in-process.
+    Another kind (``"prefect"``: :func:`ibkr_tasks.prefect_limits.prefect_limiter`) names a limiter of its
+    own, created once with the backend ``backend`` builds: a limiter's backend is fixed when it is made,
+    so choosing Prefect for one run never changes the limiter other runs of the process are using.
     """
-    key = (settings.host, settings.limiter_user)
+    key = (settings.host, settings.limiter_user, kind)
     with _registry_lock:
         limiter = _registry.get(key)
         if limiter is None:
-            limiter = RateLimiter.for_settings(settings, backend=backend)
+            if kind != "local" and backend is None:
+                raise ValueError(f"a {kind!r} limiter needs its backend factory")
+            store = store_for(settings.pacing_dir)
+            limiter = RateLimiter.for_settings(
+                settings, store=store, backend=backend(store) if backend is not None else None
+            )
             _registry[key] = limiter
         return limiter
 
 
 def reset_limiters() -> None:
-    """Forget every registered limiter (tests; or after changing backends)."""
+    """Forget every registered limiter (tests)."""
     with _registry_lock:
         _registry.clear()

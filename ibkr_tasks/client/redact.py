@@ -4,8 +4,13 @@ Two layers: every secret the client handles (the static bearer, OAuth access and
 tokens) is *registered* here when it is obtained, and :func:`redact` replaces registered values as
 well as anything that looks like a credential (``Bearer ...`` headers, JWTs, ``access_token`` JSON
 fields, ``oauth_token=`` query parameters, the tickle ``session`` id) before text leaves the client.
-:func:`install_log_redaction` (called by every Transport) also filters the records of the HTTP stack's
-loggers: httpx logs full URLs, and a sidecar URL could carry a token in its query.
+
+The client's own messages and errors are redacted where they are made. The HTTP stack's log records
+are not ours: httpx logs full URLs (a sidecar URL or a Flex request carries a token in its query) and
+httpcore logs response headers at DEBUG. :func:`install_log_redaction` filters those loggers. Filters on
+loggers are process-wide, so it is an explicit call made by whoever owns the process's logging: every
+flow of this project and the tasks that build their own client call it first; a script using
+:class:`~ibkr_tasks.client.api.IBKRClient` calls it once at start. Constructing a client never does.
 """
 
 from __future__ import annotations
@@ -107,7 +112,10 @@ _installed = False
 
 
 def install_log_redaction() -> None:
-    """Attach :class:`RedactingFilter` to the client's and the HTTP stack's loggers (once per process)."""
+    """Attach :class:`RedactingFilter` to the client's and the HTTP stack's loggers.
+
+    Idempotent: the first call installs the filters, later calls do nothing.
+    """
     global _installed
     with _lock:
         if _installed:

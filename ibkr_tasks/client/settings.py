@@ -249,13 +249,11 @@ class IBKRSettings(BaseSettings):
         return self.username or self.oauth2_credential or "*"
 
     def tls_verify(self) -> ssl.SSLContext | bool:
-        """The ``verify=`` value for httpx: a context with the CA bundle, True, or False (with a warning)."""
+        """The ``verify=`` value for httpx: a context with the CA bundle, True, or False.
+
+        The transport warns about ``False`` for an https URL, in the run's log when inside a run.
+        """
         if not self.verify_tls:
-            logger.warning(
-                "TLS certificate verification is OFF for %s (IBKR_VERIFY_TLS=false). Only do this for a local "
-                "Client Portal Gateway with a self-signed certificate; prefer IBKR_CA_BUNDLE=<its certificate>.",
-                self.host,
-            )
             return False
         if self.ca_bundle is not None:
             return ssl.create_default_context(cafile=str(self.ca_bundle))

@@ -23,17 +23,19 @@ import email.utils
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from ibkr_tasks.client.auth import AuthProvider, auth_from_settings
 from ibkr_tasks.client.clock import Clock, Sleep
 from ibkr_tasks.client.ratelimit import RateLimiter, get_limiter
-from ibkr_tasks.client.redact import install_log_redaction, redact, snippet
+from ibkr_tasks.client.redact import redact, snippet
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import (
     APIError,
@@ -76,6 +78,35 @@ def needs_iserver_preflight(path: str) -> bool:
 def needs_portfolio_preflight(path: str) -> bool:
     """True when ``path`` must be preceded by ``GET /portfolio/accounts``."""
     return PORTFOLIO_PREFLIGHT.match(path) is not None
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run's logger inside a flow or task run (its lines reach the run's log in the UI),
+    else this module's logger. Prefect is only consulted when something imported it already."""
+    if "prefect.context" not in sys.modules:
+        return logger
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.logging import get_run_logger
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return logger
+    return get_run_logger()
+
+
+def warn_if_tls_unverified(settings: IBKRSettings) -> bool:
+    """Warn (in the run's log when inside a run) that an https API's certificate goes unchecked.
+
+    Plain http has no certificate to check, so it gets no warning. Returns whether it warned.
+    """
+    if settings.verify_tls or urlsplit(settings.api_url).scheme != "https":
+        return False
+    run_logger().warning(
+        "TLS certificate verification is OFF for %s (IBKR_VERIFY_TLS=false / the block's 'Verify TLS "
+        "certificate'). Only do this for a local Client Portal Gateway with a self-signed certificate; "
+        "prefer IBKR_CA_BUNDLE=<its certificate>.",
+        settings.host,
+    )
+    return True
 
 
 def _body_text(response: httpx.Response) -> str:
@@ -137,7 +168,6 @@ class Transport:
         session_ready_checks: int = 5,
         keep_alive_interval: float | None = None,
     ) -> None:
-        install_log_redaction()
         self.settings = settings if settings is not None else IBKRSettings()
         self.auth: AuthProvider = auth if auth is not None else auth_from_settings(self.settings)
         if limiter is None:
@@ -168,6 +198,7 @@ class Transport:
         self._keep_alive_task: asyncio.Task[None] | None = None
         # A bearer is only sent if it stays valid this much longer (network time, clock skew).
         self.bearer_safety = 1.0
+        warn_if_tls_unverified(self.settings)
         self._http = httpx.AsyncClient(
             base_url=self.settings.api_url + "/",
             timeout=self.settings.timeout,
@@ -553,7 +584,7 @@ class Transport:
             status_code=429,
             path=path,
         )
-        error.retry_after = retry_after  # type: ignore[attr-defined]
+        error.retry_after = retry_after  # type: ignore[attr-defined]  # RateLimited (errors.py) declares no retry_after
         return error
 
     @staticmethod

@@ -28,7 +28,7 @@ from typing import IO
 import httpx
 
 from ibkr_tasks import __version__
-from ibkr_tasks.client.redact import install_log_redaction, register_secret
+from ibkr_tasks.client.redact import register_secret
 from ibkr_tasks.client.settings import FlexSettings
 from ibkr_tasks.errors import ConfigurationError, TransportError
 from ibkr_tasks.flex.errors import FlexRangeError, FlexServiceError, FlexServiceUnavailable, FlexTokenError
@@ -157,9 +157,9 @@ class FlexWebService:
     ) -> None:
         self.settings = settings or FlexSettings()
         if self.settings.token is not None:
-            # httpx logs every request URL, and the token travels in the query string (t=...).
+            # httpx logs every request URL, and the token travels in the query string (t=...): it is
+            # redacted wherever install_log_redaction() was called (flows and tasks call it).
             register_secret(self.settings.token.get_secret_value())
-        install_log_redaction()
         self.polling = polling or FlexPolling()
         self._sleep = sleep
         self._own_http = http is None

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from ibkr_tasks.blocks import aload_credentials
+from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.client.settings import FlexSettings, TaskSettings
 from ibkr_tasks.flex.service import MAX_RANGE_DAYS, FlexPolling, FlexWebService
 from ibkr_tasks.ledger import Ledger
@@ -64,6 +65,7 @@ async def fetch_statement(
 
     Without dates the query's own period is used (a daily query: the last business day).
     """
+    install_log_redaction()  # httpx logs each URL, and the Flex token travels in the query
     async with FlexWebService(settings, polling=polling) as flex:
         await flex.fetch(query_id, from_date=from_date, to_date=to_date, to=to)
     period = f"{from_date}..{to_date}" if from_date else "the query's period"

@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 from ibkr_tasks.blocks import IBKRCredentials, aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.background import BackgroundClient
+from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.client.settings import TaskSettings, TradesScope
 from ibkr_tasks.errors import RateLimited, ServerError, TransportError
 from ibkr_tasks.models import AccountInfo, Fill, OrderRequest, OrderResult, ParseResult, Position, Snapshot
@@ -47,6 +48,7 @@ async def using(source: ClientSource) -> AsyncIterator[IBKRClient]:
         # its IBKRClient; tests pass doubles.
         yield cast(IBKRClient, source)
         return
+    install_log_redaction()  # the task builds the client: it owns the logging of its requests
     async with IBKRClient.from_settings(await aresolve_settings(source)) as client:
         await client.ensure_session()
         yield client

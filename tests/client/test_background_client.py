@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from ibkr_tasks.client.background import BackgroundClient
+from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient, switch_interval
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.sim import Scenario, create_app
 
@@ -25,7 +25,7 @@ async def test_calls_run_on_the_io_thread_and_close_stops_it() -> None:
 
     before = sys.getswitchinterval()
     async with BackgroundClient(settings, http_transport=httpx.ASGITransport(app=app)) as client:
-        assert sys.getswitchinterval() <= 0.001  # the I/O thread gets the GIL soon after its timer
+        assert sys.getswitchinterval() == before  # a library call leaves the interpreter alone
         accounts = await client.list_accounts()
         assert len([a for a in accounts if a.account_id.startswith("DU")]) == 2
         positions = await client.positions(accounts[0].account_id)
@@ -39,6 +39,51 @@ async def test_calls_run_on_the_io_thread_and_close_stops_it() -> None:
         assert pending.done() and len(pending.result()) == len(accounts)
         thread = client._thread
     assert not thread.is_alive()
-    assert sys.getswitchinterval() == before
     with pytest.raises(RuntimeError, match="not open"):
         await client.list_accounts()
+
+
+async def test_switch_interval_is_opt_in_scoped_and_restored() -> None:
+    app = create_app(Scenario(seed=2, accounts=1))
+    settings = IBKRSettings(api_url="http://sim/v1/api", access_token="gateway", keep_alive_interval=0)
+    before = sys.getswitchinterval()
+    assert before > FAST_SWITCH_INTERVAL
+    first = BackgroundClient(
+        settings, switch_interval=FAST_SWITCH_INTERVAL, http_transport=httpx.ASGITransport(app=app)
+    )
+    second = BackgroundClient(settings, switch_interval=0.002, http_transport=httpx.ASGITransport(app=app))
+    async with first:
+        assert sys.getswitchinterval() == FAST_SWITCH_INTERVAL
+        await second.__aenter__()
+        assert sys.getswitchinterval() == FAST_SWITCH_INTERVAL  # the shortest asked for holds
+    # the first closed while the second is still open: the process's interval comes back only at the end
+    assert sys.getswitchinterval() == FAST_SWITCH_INTERVAL
+    await second.aclose()
+    assert sys.getswitchinterval() == before
+
+
+async def test_a_client_that_fails_to_open_restores_the_interval_and_stops_its_thread() -> None:
+    before = sys.getswitchinterval()
+    client = BackgroundClient(
+        IBKRSettings(api_url="http://sim/v1/api", keep_alive_interval=0),
+        switch_interval=FAST_SWITCH_INTERVAL,
+        no_such_option=True,  # Transport refuses it on the I/O loop
+    )
+    with pytest.raises(TypeError):
+        async with client:
+            pass
+    assert sys.getswitchinterval() == before
+    assert not client._thread.is_alive()
+
+
+def test_switch_interval_block() -> None:
+    before = sys.getswitchinterval()
+    with switch_interval(0.0005):
+        assert sys.getswitchinterval() == 0.0005
+        with switch_interval(0.003):  # never lengthens what an outer block asked for
+            assert sys.getswitchinterval() == 0.0005
+        assert sys.getswitchinterval() == 0.0005
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ValueError):
+        with switch_interval(0):
+            pass

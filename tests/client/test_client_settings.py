@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from pathlib import Path
 
@@ -65,13 +64,9 @@ def test_missing_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
         IBKRSettings(ca_bundle=tmp_path / "nope.pem")
 
 
-def test_tls_opt_out_logs_a_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_tls_opt_out_turns_verification_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IBKR_VERIFY_TLS", "false")
-    with caplog.at_level(logging.WARNING, logger="ibkr_tasks.client"):
-        assert IBKRSettings().tls_verify() is False
-    assert "TLS certificate verification is OFF" in caplog.text
+    assert IBKRSettings().tls_verify() is False  # the warning is the transport's (test_tls_warning.py)
 
 
 def test_repr_and_errors_never_show_secrets() -> None:

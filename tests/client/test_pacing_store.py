@@ -336,16 +336,21 @@ async def test_prefect_backed_and_local_processes_keep_the_spacing_between_them(
     assert all(g >= 5.0 for g in gaps(sent[TRADES])), sent[TRADES]
 
 
-async def test_switching_backends_keeps_the_store(tmp_path: Path) -> None:
-    from ibkr_tasks.prefect_limits import PrefectBackend, configure_rate_limits
+async def test_choosing_a_backend_changes_no_limiter_and_both_share_the_store(tmp_path: Path) -> None:
+    from ibkr_tasks.prefect_limits import PrefectBackend, pacing_limiter, prefect_limiter
 
     settings = IBKRSettings(api_url="https://localhost:5000/v1/api", pacing_dir=str(tmp_path))
     reset_limiters()
     try:
-        limiter = get_limiter(settings)
-        limiter.backend = PrefectBackend(store=limiter.store)
-        assert await configure_rate_limits(settings, "local") == "local"
-        assert isinstance(limiter.backend, InProcessBackend)
-        assert limiter.backend.store is limiter.store and limiter.store is not None
+        local = get_limiter(settings)
+        on_prefect = prefect_limiter(settings)
+        assert on_prefect is not local and prefect_limiter(settings) is on_prefect
+        assert isinstance(on_prefect.backend, PrefectBackend)
+        assert await pacing_limiter(settings, "local") is local
+        # asking for one backend never swaps the other's: both keep theirs
+        assert isinstance(local.backend, InProcessBackend) and isinstance(on_prefect.backend, PrefectBackend)
+        # both reserve the slow limits' instants in the same machine file
+        assert local.store is not None and on_prefect.backend.store is not None
+        assert on_prefect.backend.store.directory == local.store.directory == tmp_path
     finally:
         reset_limiters()

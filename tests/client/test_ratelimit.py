@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 
 import httpx
 import pytest
@@ -333,3 +334,87 @@ def test_margin_comes_from_settings() -> None:
     assert wide.margin == 0.1
     assert wide.limits_for("GET", "/iserver/account/trades")[1].spacing == pytest.approx(5.5)
     assert RateLimiter.for_settings(IBKRSettings(api_url=BASE)).margin == 0.04
+
+
+# A mix that keeps the global limit busy for ~10 s, with two slow endpoints (1 per 5 s) in it.
+LAG_PLAN = (
+    [("GET", "/iserver/contract/1/info")] * 60
+    + [("GET", "/iserver/marketdata/snapshot")] * 30
+    + [("GET", "/iserver/account/trades")] * 4
+    + [("GET", "/portfolio/accounts")] * 3
+)
+EXACT_LIMITS = {  # IBKR's own limits, without the limiter's margin
+    "*": (10, 1.0),
+    "/iserver/marketdata/snapshot": (10, 1.0),
+    "/iserver/account/trades": (1, 5.0),
+    "/portfolio/accounts": (1, 5.0),
+}
+
+
+async def _paced_under_lag(
+    lag: float, seed: int
+) -> tuple[dict[str, list[float]], list[tuple[float, float]], int]:
+    """Send LAG_PLAN through one limiter while the event loop is blocked for ``lag`` seconds about
+    every 100 ms (a task that hogs the loop: CPU work, a sync call). Returns the send instants per
+    path (and "*" for all), the blocked intervals, and how many wake-ups were too late to use."""
+    clock = FakeClock(start=0.0)
+    limiter = RateLimiter(GATEWAY_GLOBAL, clock=clock, sleep=clock.sleep)
+    rng = random.Random(seed)
+    plan = list(LAG_PLAN)
+    rng.shuffle(plan)
+    sent: dict[str, list[float]] = {}
+    blocked: list[tuple[float, float]] = []
+    done = asyncio.Event()
+
+    async def send(method: str, path: str) -> None:
+        async with limiter.slot(method, path):
+            for key in (path, "*"):
+                sent.setdefault(key, []).append(clock())
+
+    async def hog() -> None:
+        while not done.is_set():
+            await clock.sleep(0.05 + 0.1 * rng.random())
+            if lag and clock() < 120.0:  # then the loop recovers: a limiter that never catches up
+                # still ends, and fails the bound below instead of hanging
+                start = clock()
+                clock.advance(lag)  # nothing else runs meanwhile: every timer due now fires late
+                blocked.append((start, clock()))
+
+    hogging = asyncio.create_task(hog())
+    await asyncio.gather(*(send(m, p) for m, p in plan))
+    done.set()
+    await hogging
+    assert isinstance(limiter.backend, InProcessBackend)
+    return sent, blocked, limiter.backend.late_wakeups
+
+
+def _blocked_before(blocked: list[tuple[float, float]], end: float) -> float:
+    return sum(min(e, end) - b for b, e in blocked if b < end)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("lag", [0.005, 0.03, 0.12, 0.3])
+async def test_event_loop_lag_never_breaks_ibkr_pacing_nor_makes_the_limiter_over_wait(
+    lag: float, seed: int
+) -> None:
+    """A blocked loop wakes waiting requests late. A wake-up later than the tolerance (a quarter of
+    the margin of the tightest window: 10 ms at 10 req/s) gives its instant back rather than crowd a
+    window; lag within it only delays each request by that lag. The time lost is bounded: what the loop was blocked for, plus
+    at most one global slot per late wake-up (it re-reserves at once and keeps its place in line)."""
+    ideal, _, _ = await _paced_under_lag(0.0, seed)
+    sent, blocked, late = await _paced_under_lag(lag, seed)
+
+    for path, (requests, per) in EXACT_LIMITS.items():
+        assert max_in_window(sent[path], per) <= requests, (path, lag)
+
+    spacing = GATEWAY_GLOBAL.interval * 1.04
+    tolerance = GATEWAY_GLOBAL.per * 0.04 / 4
+    if lag <= tolerance:
+        assert late == 0
+        for path, times in sent.items():  # every request keeps its instant, at most `lag` late
+            assert all(0 <= t - t0 <= lag + 1e-9 for t, t0 in zip(times, ideal[path], strict=True)), path
+        return
+    assert late > 0  # the lag did push wake-ups past the tolerance: the bound below is exercised
+    for path, times in sent.items():
+        lost = max(times) - max(ideal[path])
+        assert lost <= _blocked_before(blocked, max(times)) + late * spacing + 1e-9, (path, lost)

@@ -26,13 +26,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ibkr_tasks.client.auth import OAuth2PrivateKeyJWT
-from ibkr_tasks.client.redact import redact, register_secret, snippet
+from ibkr_tasks.client.redact import install_log_redaction, redact, register_secret, snippet
 from ibkr_tasks.client.settings import OAUTH2_SSO_URL, OAUTH2_TOKEN_URL, IBKRSettings
 from ibkr_tasks.client.transport import Transport
 from ibkr_tasks.errors import APIError, IBKRError, NotAuthenticated
 
 TOKEN = "KNOWN-secret-token-7d41c0ffee"
 SESSION_ID = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
+@pytest.fixture(autouse=True)
+def _logging_owner_installs_redaction() -> None:
+    """These tests own the process's logging, as a flow or a script does: they install the filters
+    (a transport never does it on its own; test_run_log_redaction.py checks the flows do)."""
+    install_log_redaction()
 
 
 def _gateway_app() -> Starlette:
