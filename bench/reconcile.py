@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -54,7 +56,6 @@ os.environ["IBKR_ACCESS_TOKEN"] = "bench-gateway"  # a local gateway takes any p
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.nightly_reconciliation import reconcilable_accounts  # noqa: E402
 from ibkr_tasks.client.api import IBKRClient  # noqa: E402
 from ibkr_tasks.client.ratelimit import (  # noqa: E402
     GATEWAY_GLOBAL,
@@ -64,6 +65,7 @@ from ibkr_tasks.client.ratelimit import (  # noqa: E402
 )
 from ibkr_tasks.client.settings import IBKRSettings  # noqa: E402
 from ibkr_tasks.ledger import Ledger  # noqa: E402
+from ibkr_tasks.nightly import reconcilable_accounts  # noqa: E402
 from ibkr_tasks.sim import Scenario  # noqa: E402
 from ibkr_tasks.sim.scenario import Quirks  # noqa: E402
 from ibkr_tasks.testing import running_simulator  # noqa: E402
@@ -185,7 +187,48 @@ def night_facts(ledger_url: str, known_before: set[int]) -> tuple[set[int], int,
     return known, len(traded - known_before), positions
 
 
-def measure(name: str, sc: Scenario, days: int, fn: Any, nights: int = 1) -> list[dict[str, Any]]:
+class RequestTrace(logging.Handler):
+    """Every request the client answered, from its own log line: (sent, answered, method, path)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.rows: list[tuple[float, float, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("%s %s -> %d in") and isinstance(record.args, tuple):
+            method, path, _status, latency_ms, _waited = record.args
+            self.rows.append((record.created - float(latency_ms) / 1000, record.created, method, path))
+
+    def take(self) -> list[tuple[float, float, str, str]]:
+        rows, self.rows = sorted(self.rows), []
+        return rows
+
+
+def _kind(path: str) -> str:
+    return re.sub(r"/(U|DU|DF|F)[A-Z0-9]+", "/{acct}", re.sub(r"/positions/\d+$", "/positions/{page}", path))
+
+
+def print_trace(name: str, rows: list[tuple[float, float, str, str]], started: float, ended: float) -> None:
+    """Where the night's wall time went that the global rate did not need: each gap between two sends
+    longer than 1.5 global intervals, summed by the request before and after it."""
+    spacing = 1 / GATEWAY_GLOBAL.rate
+    gaps: dict[str, list[float]] = {}
+    sends = [started] + [r[0] for r in rows]
+    labels = ["(start)"] + [f"{r[2]} {_kind(r[3])}" for r in rows]
+    for i in range(1, len(sends)):
+        gap = sends[i] - sends[i - 1]
+        if gap > 1.5 * spacing:
+            gaps.setdefault(f"{labels[i - 1]} -> {labels[i]}", []).append(gap - spacing)
+    tail = ended - (rows[-1][1] if rows else started)
+    total = sum(sum(v) for v in gaps.values())
+    print(f"  trace {name}: {len(rows)} requests; idle beyond one interval {total:.2f} s; tail {tail:.2f} s")
+    for key, values in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:8]:
+        print(f"    {sum(values):6.2f} s in {len(values):3d} gap(s)  {key}")
+
+
+def measure(
+    name: str, sc: Scenario, days: int, fn: Any, nights: int = 1, trace: RequestTrace | None = None
+) -> list[dict[str, Any]]:
     """Run ``fn`` ``nights`` times against one simulator and one ledger (the same simulated day, so
     a later night finds what the first one stored); one result per night."""
     from ibkr_tasks.client.ratelimit import get_limiter
@@ -209,6 +252,14 @@ def measure(name: str, sc: Scenario, days: int, fn: Any, nights: int = 1) -> lis
             asyncio.run(fn(ledger_url, days))
             wall = time.perf_counter() - started
             ended_at = time.time()
+            if trace is not None:
+                print_trace(f"{name} #{night}", trace.take(), started_at, ended_at)
+            where = {
+                k: n - before.get("rate_limit_violations_by_endpoint", {}).get(k, 0)
+                for k, n in stats.get("rate_limit_violations_by_endpoint", {}).items()
+            }
+            if any(where.values()):
+                print(f"  {name} #{night}: IBKR limits crossed at {where} (a penalty box follows)")
             stats = sim.stats()
             backend = get_limiter(IBKRSettings()).backend
             requests = {k: n - before["requests"].get(k, 0) for k, n in stats["requests"].items()}
@@ -245,7 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positions", type=int, default=250)
     parser.add_argument("--fills", type=int, default=200)
     parser.add_argument("--no-direct", action="store_true", help="skip the run without Prefect")
+    parser.add_argument("--no-multi", action="store_true", help="skip the multi-account login")
+    parser.add_argument("--trace", action="store_true", help="print where each night idled between requests")
     args = parser.parse_args(argv)
+    trace = None
+    if args.trace:
+        trace = RequestTrace()
+        client_log = logging.getLogger("ibkr_tasks.client")
+        client_log.setLevel(logging.DEBUG)
+        client_log.addHandler(trace)
     fa = scenario(args.accounts, args.positions, args.fills, fa=True)
     multi = scenario(args.multi_accounts, args.positions, args.fills, fa=False)
     print(
@@ -265,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     if not args.no_direct:
-        results += measure("FA direct", fa, 1, direct, nights=2)
-    results += measure("FA flow", fa, 1, flow, nights=2)
-    results += measure("multi flow", multi, 1, flow, nights=2)
+        results += measure("FA direct", fa, 1, direct, nights=2, trace=trace)
+    results += measure("FA flow", fa, 1, flow, nights=2, trace=trace)
+    if not args.no_multi:
+        results += measure("multi flow", multi, 1, flow, nights=2, trace=trace)
     print(
         f"\n{'run':<14} {'wall s':>7} {'bound s':>8} {'ratio':>6} {'needed':>7} {'sent':>6} {'trades':>6}"
         f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'head s':>7} {'tail s':>7}"
