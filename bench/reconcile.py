@@ -254,13 +254,13 @@ def measure(
             ended_at = time.time()
             if trace is not None:
                 print_trace(f"{name} #{night}", trace.take(), started_at, ended_at)
+            stats = sim.stats()
             where = {
                 k: n - before.get("rate_limit_violations_by_endpoint", {}).get(k, 0)
                 for k, n in stats.get("rate_limit_violations_by_endpoint", {}).items()
             }
             if any(where.values()):
                 print(f"  {name} #{night}: IBKR limits crossed at {where} (a penalty box follows)")
-            stats = sim.stats()
             backend = get_limiter(IBKRSettings()).backend
             requests = {k: n - before["requests"].get(k, 0) for k, n in stats["requests"].items()}
             known_after, unknown, positions = night_facts(ledger_url, known)
