@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import math
 import os
 import re
@@ -52,6 +51,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["IBKR_RATE_LIMIT_BACKEND"] = "local"
 os.environ["IBKR_ACCESS_TOKEN"] = "bench-gateway"  # a local gateway takes any placeholder
+# The slow endpoints' pacing is shared by the processes of a machine per host (127.0.0.1 for every
+# simulator): a private directory keeps other simulators' runs on this machine out of the measurement.
+os.environ["IBKR_PACING_DIR"] = tempfile.mkdtemp(prefix="ibkr-bench-pacing-")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -187,20 +189,29 @@ def night_facts(ledger_url: str, known_before: set[int]) -> tuple[set[int], int,
     return known, len(traded - known_before), positions
 
 
-class RequestTrace(logging.Handler):
-    """Every request the client answered, from its own log line: (sent, answered, method, path)."""
+class RequestTrace:
+    """Every request the client sent: (sent, answered, method, path), from httpx itself."""
 
     def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.rows: list[tuple[float, float, str, str]] = []
+        import httpx
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg.startswith("%s %s -> %d in") and isinstance(record.args, tuple):
-            method, path, _status, latency_ms, _waited = record.args
-            self.rows.append((record.created - float(latency_ms) / 1000, record.created, method, path))
+        self.rows: list[tuple[float, float, str, str]] = []
+        send = httpx.AsyncClient.request
+        rows = self.rows
+
+        async def traced(client: httpx.AsyncClient, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+            sent = time.time()
+            try:
+                return await send(client, method, url, *args, **kwargs)
+            finally:
+                if "/v1/api" in str(client.base_url):  # the IBKR API, not Prefect's
+                    rows.append((sent, time.time(), method, str(url).split("?", 1)[0]))
+
+        httpx.AsyncClient.request = traced  # type: ignore[method-assign]  # measurement only
 
     def take(self) -> list[tuple[float, float, str, str]]:
-        rows, self.rows = sorted(self.rows), []
+        rows = sorted(self.rows)
+        self.rows.clear()
         return rows
 
 
@@ -299,12 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-multi", action="store_true", help="skip the multi-account login")
     parser.add_argument("--trace", action="store_true", help="print where each night idled between requests")
     args = parser.parse_args(argv)
-    trace = None
-    if args.trace:
-        trace = RequestTrace()
-        client_log = logging.getLogger("ibkr_tasks.client")
-        client_log.setLevel(logging.DEBUG)
-        client_log.addHandler(trace)
+    trace = RequestTrace() if args.trace else None
     fa = scenario(args.accounts, args.positions, args.fills, fa=True)
     multi = scenario(args.multi_accounts, args.positions, args.fills, fa=False)
     print(

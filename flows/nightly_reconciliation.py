@@ -107,7 +107,8 @@ async def nightly_reconciliation(
         ledger_url: SQLAlchemy URL of the ledger; ``IBKR_LEDGER_URL`` or ``sqlite:///ibkr_ledger.db`` by default.
         fail_on_breaks: end the run Failed when any account has a break.
         credentials: name of a saved ``IBKRCredentials`` block; the ``IBKR_*`` environment otherwise.
-        max_concurrency: accounts processed at once (IBKR's rate limits apply underneath).
+        max_concurrency: accounts fetching their trades and positions at once (IBKR's rate limits apply
+            underneath); their ledger writes queue up apart from it.
         trades_scope: how the fills are asked for: ``auto`` (one trades request for an FA master's
             sub-accounts, one per account otherwise), ``login`` (one request) or ``account`` (one per
             account); ``IBKR_TRADES_SCOPE`` (default ``auto``) when omitted.
@@ -125,13 +126,16 @@ async def nightly_reconciliation(
         ledger = await open_ledger(ledger_url)
         await refresh_session_task(client)
         infos = await list_accounts(client)
-        await asyncio.to_thread(ledger.upsert_accounts, infos)
         selection = select_accounts(infos, accounts)
         targets = selection.targets
         logger.info("reconciling %d account(s), %d day(s) of executions", len(targets), days)
-
-        progress_id = await acreate_progress_artifact(
-            progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled, {window.describe()}"
+        # What the accounts need before they start but the trades request does not: filed while that
+        # request is on its way.
+        filed = asyncio.gather(
+            asyncio.to_thread(ledger.upsert_accounts, infos),
+            acreate_progress_artifact(
+                progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled, {window.describe()}"
+            ),
         )
         shared = SharedFills([])
         known_contracts: set[int] = set()
@@ -142,11 +146,13 @@ async def nightly_reconciliation(
             except Exception as exc:  # reported on every account, as a failed trades answer is
                 shared = SharedFills(list(targets), error=f"{type(exc).__name__}: {exc}")
                 logger.error("collecting fills failed: %s", shared.error)
+            # Sent before any account starts, so it takes the first trades slot; the accounts it
+            # serves fetch their positions once its answer arrived, while it is parsed.
             shared.start(client, ledger, run_id, days, trades_scope)
-            await shared.wait()
+        _, progress_id = await filed
         done = 0
 
-        async def one(account_id: str) -> AccountOutcome:
+        async def one(account_id: str, slots: asyncio.Semaphore) -> AccountOutcome:
             nonlocal done
             outcome = await reconcile_account(
                 client,
@@ -156,6 +162,7 @@ async def nightly_reconciliation(
                 run_id,
                 flow_run_id,
                 days,
+                slots,
             )
             # Reporting talks to Prefect, not IBKR: it does not hold one of the accounts' slots.
             await publish_account(outcome, run_id, window)

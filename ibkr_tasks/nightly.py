@@ -7,12 +7,14 @@ and benches use the same functions, so they reconcile exactly as the flow does.
 Per account, concurrently and inside IBKR's rate limits (:func:`reconcile_account`):
 
 1. its run starts in the ledger (dead earlier runs are closed as abandoned);
-2. its positions are fetched, all pages, IBKR's cache invalidated first; this does not wait for any
-   trades answer, so the positions of every account are fetched while the trades requests (1 per 5 s)
-   and their contract info are under way;
-3. its fills: from the one trades answer for an FA master's sub-accounts (:class:`SharedFills`), or
-   asked for by ``accountId``; when a login-wide answer held no row for the account although its
-   positions moved since the last snapshot, asked for again by ``accountId``
+2. its fills are asked for: by ``accountId``, or they come from the one trades request that serves an
+   FA master's sub-accounts (:class:`SharedFills`, sent once before the accounts start);
+3. its positions are fetched, all pages, IBKR's cache invalidated first, once the trades answer that
+   covers the account has arrived: so they hold every fill of that answer (see
+   :func:`snapshot_not_before`). They do not wait for that answer to be parsed and its contract info
+   looked up: the positions of the first accounts are fetched meanwhile, inside IBKR's rate;
+   when a login-wide answer held no row for the account although its positions moved since the last
+   snapshot, its trades are asked for again by ``accountId``
    (:func:`ibkr_tasks.reconcile.fills_to_recheck`);
 4. fills and commissions are ingested (idempotent), the positions reconciled against the ledger; the
    ledger picks the snapshot's time under the account's lock, not before the newest fill
@@ -25,6 +27,7 @@ never raised: one account does not stop the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -184,6 +187,22 @@ class SharedFills:
             raise SharedFillsFailed(f"collecting fills failed: {self.error}")
         return self.fills
 
+    async def answered(self, client: BackgroundClient, account_id: str) -> None:
+        """Until the trades answer covering ``account_id`` has arrived (not yet parsed, nor its contract
+        info looked up), or the collection ended, whichever comes first. Raises
+        :class:`SharedFillsFailed` when it failed: nothing of the account is fetched then."""
+        if self._done is not None and not self._done.done():
+            if hasattr(client, "trades_answered"):
+                arrived = asyncio.ensure_future(client.trades_answered(account_id))
+                try:
+                    await asyncio.wait({arrived, self._done}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    arrived.cancel()
+            else:  # a client that cannot say when the answer arrived: wait for all of it
+                await self.wait()
+        if self.error is not None:
+            raise SharedFillsFailed(f"collecting fills failed: {self.error}")
+
     async def wait(self) -> None:
         """Until the collection ended (successfully or not)."""
         if self._done is not None:
@@ -258,23 +277,29 @@ async def reconcile_account(
     run_id: str,
     flow_run_id: str | None,
     days: int,
+    slots: asyncio.Semaphore | None = None,
 ) -> AccountOutcome:
     """(positions, fills) -> (self-check) -> ingest -> reconcile for one account; failures are caught
     and reported, not raised. ``shared``: the trades request that serves this account; None: its
-    trades are asked for here, by ``accountId``."""
+    trades are asked for here, by ``accountId``. ``slots``: held while the account's trades and
+    positions are fetched, not while the ledger writes them (writes to one ledger queue up; an account
+    waiting for its turn there must not keep another from fetching its positions)."""
     logger = run_logger()
     outcome = AccountOutcome(account_id=account_id)
     outcome.last_success = await asyncio.to_thread(ledger.last_reconciled_at, account_id)
     await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
         fills_by_account: FillsByAccount
-        if shared is None:
-            # Trades first: the account's turn in IBKR's 1 trades request per 5 s is what the run
-            # waits for; its positions are fetched while the next account waits for its turn.
-            fills_by_account = await _own_fills(client, ledger, account_id, days, run_id, outcome)
-            positions = await fetch_positions(client, account_id)
-        else:
-            positions = await fetch_positions(client, account_id)
+        async with slots or contextlib.nullcontext():
+            if shared is None:
+                # Trades first: the account's turn in IBKR's 1 trades request per 5 s is what the run
+                # waits for; its positions are fetched while the next account waits for its turn.
+                fills_by_account = await _own_fills(client, ledger, account_id, days, run_id, outcome)
+                positions = await fetch_positions(client, account_id)
+            else:
+                await shared.answered(client, account_id)
+                positions = await fetch_positions(client, account_id)
+        if shared is not None:
             fills_by_account = await shared.result()
         outcome.positions = len(positions.items)
         fills = fills_by_account.get(account_id)
@@ -323,17 +348,13 @@ async def reconcile_account(
 
 async def reconcile_accounts(
     targets: Sequence[str],
-    one: Callable[[str], Awaitable[AccountOutcome]],
+    one: Callable[[str, asyncio.Semaphore], Awaitable[AccountOutcome]],
     max_concurrency: int,
 ) -> list[AccountOutcome]:
-    """``one(account)`` for every target, at most ``max_concurrency`` at once, in the targets' order."""
-    semaphore = asyncio.Semaphore(max_concurrency)
-
-    async def bounded(account_id: str) -> AccountOutcome:
-        async with semaphore:
-            return await one(account_id)
-
-    return list(await asyncio.gather(*(bounded(a) for a in targets)))
+    """``one(account, slots)`` for every target, in the targets' order; ``slots`` lets at most
+    ``max_concurrency`` accounts fetch from IBKR at once (see :func:`reconcile_account`)."""
+    slots = asyncio.Semaphore(max_concurrency)
+    return list(await asyncio.gather(*(one(a, slots) for a in targets)))
 
 
 # --------------------------------------------------------------------------- verdict
