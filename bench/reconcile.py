@@ -230,6 +230,18 @@ def print_trace(name: str, rows: list[tuple[float, float, str, str]], started: f
         gap = sends[i] - sends[i - 1]
         if gap > 1.5 * spacing:
             gaps.setdefault(f"{labels[i - 1]} -> {labels[i]}", []).append(gap - spacing)
+    # the most requests the client sent within one global window, and the closest two sends
+    window, densest, closest = 1 / GATEWAY_GLOBAL.rate * GATEWAY_GLOBAL.requests, 0, float("inf")
+    for i in range(len(rows)):
+        j = i
+        while j + 1 < len(rows) and rows[j + 1][0] - rows[i][0] < window:
+            j += 1
+        densest = max(densest, j - i + 1)
+        if i:
+            closest = min(closest, rows[i][0] - rows[i - 1][0])
+    print(
+        f"  most sends in one {window:g} s window: {densest}; closest two sends {closest * 1000:.0f} ms apart"
+    )
     tail = ended - (rows[-1][1] if rows else started)
     total = sum(sum(v) for v in gaps.values())
     print(f"  trace {name}: {len(rows)} requests; idle beyond one interval {total:.2f} s; tail {tail:.2f} s")

@@ -123,9 +123,14 @@ async def nightly_reconciliation(
     window = _window()
 
     async with ibkr_client(credentials) as client:
-        ledger = await open_ledger(ledger_url)
-        await refresh_session_task(client)
-        infos = await list_accounts(client)
+        opening = asyncio.ensure_future(open_ledger(ledger_url))  # while the session is checked
+        try:
+            await refresh_session_task(client)
+            infos = await list_accounts(client)
+        except BaseException:
+            opening.cancel()
+            raise
+        ledger = await opening
         selection = select_accounts(infos, accounts)
         targets = selection.targets
         logger.info("reconciling %d account(s), %d day(s) of executions", len(targets), days)
@@ -149,6 +154,13 @@ async def nightly_reconciliation(
             # Sent before any account starts, so it takes the first trades slot; the accounts it
             # serves fetch their positions once its answer arrived, while it is parsed.
             shared.start(client, ledger, run_id, days, trades_scope)
+
+        async def keep_shared_contracts() -> set[int]:
+            # The one trades answer's instruments are kept while the accounts are reconciled.
+            await shared.wait()
+            return await keep_contracts(client, ledger, known_contracts)
+
+        keeping = asyncio.ensure_future(keep_shared_contracts())
         _, progress_id = await filed
         done = 0
 
@@ -171,7 +183,8 @@ async def nightly_reconciliation(
             return outcome
 
         outcomes = await reconcile_accounts(targets, one, max_concurrency)
-        await keep_contracts(client, ledger, known_contracts)
+        # and those the accounts' own trades answers brought
+        await keep_contracts(client, ledger, known_contracts | await keeping)
 
     outcomes += unknown_outcomes(selection.unknown)
     await publish_summary(outcomes, run_id, window)

@@ -125,17 +125,19 @@ async def remembered_contracts(client: BackgroundClient, ledger: Ledger) -> set[
     return set(known)
 
 
-async def keep_contracts(client: BackgroundClient, ledger: Ledger, known: set[int]) -> None:
-    """Store the contract info the client looked up in this run, for the next nights."""
+async def keep_contracts(client: BackgroundClient, ledger: Ledger, known: set[int]) -> set[int]:
+    """Store the contract info the client looked up in this run and the ledger does not have
+    (``known``), for the next nights; the conids stored (none when storing failed)."""
     learned = [info for conid, info in client.contracts.cached().items() if conid not in known]
     if not learned:
-        return
+        return set()
     try:
         stored = await asyncio.to_thread(ledger.store_contracts, learned)
     except Exception as exc:
         run_logger().warning("could not keep contract info (%s: %s)", type(exc).__name__, exc)
-        return
+        return set()
     run_logger().info("kept contract info of %d new instrument(s)", stored)
+    return {info.conid for info in learned}
 
 
 # --------------------------------------------------------------------------- fills
