@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -50,11 +51,13 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["IBKR_RATE_LIMIT_BACKEND"] = "local"
 os.environ["IBKR_ACCESS_TOKEN"] = "bench-gateway"  # a local gateway takes any placeholder
+# The slow endpoints' pacing is shared by the processes of a machine per host (127.0.0.1 for every
+# simulator): a private directory keeps other simulators' runs on this machine out of the measurement.
+os.environ["IBKR_PACING_DIR"] = tempfile.mkdtemp(prefix="ibkr-bench-pacing-")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.nightly_reconciliation import reconcilable_accounts  # noqa: E402
 from ibkr_tasks.client.api import IBKRClient  # noqa: E402
 from ibkr_tasks.client.ratelimit import (  # noqa: E402
     GATEWAY_GLOBAL,
@@ -64,6 +67,7 @@ from ibkr_tasks.client.ratelimit import (  # noqa: E402
 )
 from ibkr_tasks.client.settings import IBKRSettings  # noqa: E402
 from ibkr_tasks.ledger import Ledger  # noqa: E402
+from ibkr_tasks.nightly import reconcilable_accounts  # noqa: E402
 from ibkr_tasks.sim import Scenario  # noqa: E402
 from ibkr_tasks.sim.scenario import Quirks  # noqa: E402
 from ibkr_tasks.testing import running_simulator  # noqa: E402
@@ -185,7 +189,69 @@ def night_facts(ledger_url: str, known_before: set[int]) -> tuple[set[int], int,
     return known, len(traded - known_before), positions
 
 
-def measure(name: str, sc: Scenario, days: int, fn: Any, nights: int = 1) -> list[dict[str, Any]]:
+class RequestTrace:
+    """Every request the client sent: (sent, answered, method, path), from httpx itself."""
+
+    def __init__(self) -> None:
+        import httpx
+
+        self.rows: list[tuple[float, float, str, str]] = []
+        send = httpx.AsyncClient.request
+        rows = self.rows
+
+        async def traced(client: httpx.AsyncClient, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+            sent = time.time()
+            try:
+                return await send(client, method, url, *args, **kwargs)
+            finally:
+                if "/v1/api" in str(client.base_url):  # the IBKR API, not Prefect's
+                    rows.append((sent, time.time(), method, str(url).split("?", 1)[0]))
+
+        httpx.AsyncClient.request = traced  # type: ignore[method-assign]  # measurement only
+
+    def take(self) -> list[tuple[float, float, str, str]]:
+        rows = sorted(self.rows)
+        self.rows.clear()
+        return rows
+
+
+def _kind(path: str) -> str:
+    return re.sub(r"/(U|DU|DF|F)[A-Z0-9]+", "/{acct}", re.sub(r"/positions/\d+$", "/positions/{page}", path))
+
+
+def print_trace(name: str, rows: list[tuple[float, float, str, str]], started: float, ended: float) -> None:
+    """Where the night's wall time went that the global rate did not need: each gap between two sends
+    longer than 1.5 global intervals, summed by the request before and after it."""
+    spacing = 1 / GATEWAY_GLOBAL.rate
+    gaps: dict[str, list[float]] = {}
+    sends = [started] + [r[0] for r in rows]
+    labels = ["(start)"] + [f"{r[2]} {_kind(r[3])}" for r in rows]
+    for i in range(1, len(sends)):
+        gap = sends[i] - sends[i - 1]
+        if gap > 1.5 * spacing:
+            gaps.setdefault(f"{labels[i - 1]} -> {labels[i]}", []).append(gap - spacing)
+    # the most requests the client sent within one global window, and the closest two sends
+    window, densest, closest = 1 / GATEWAY_GLOBAL.rate * GATEWAY_GLOBAL.requests, 0, float("inf")
+    for i in range(len(rows)):
+        j = i
+        while j + 1 < len(rows) and rows[j + 1][0] - rows[i][0] < window:
+            j += 1
+        densest = max(densest, j - i + 1)
+        if i:
+            closest = min(closest, rows[i][0] - rows[i - 1][0])
+    print(
+        f"  most sends in one {window:g} s window: {densest}; closest two sends {closest * 1000:.0f} ms apart"
+    )
+    tail = ended - (rows[-1][1] if rows else started)
+    total = sum(sum(v) for v in gaps.values())
+    print(f"  trace {name}: {len(rows)} requests; idle beyond one interval {total:.2f} s; tail {tail:.2f} s")
+    for key, values in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:8]:
+        print(f"    {sum(values):6.2f} s in {len(values):3d} gap(s)  {key}")
+
+
+def measure(
+    name: str, sc: Scenario, days: int, fn: Any, nights: int = 1, trace: RequestTrace | None = None
+) -> list[dict[str, Any]]:
     """Run ``fn`` ``nights`` times against one simulator and one ledger (the same simulated day, so
     a later night finds what the first one stored); one result per night."""
     from ibkr_tasks.client.ratelimit import get_limiter
@@ -209,7 +275,15 @@ def measure(name: str, sc: Scenario, days: int, fn: Any, nights: int = 1) -> lis
             asyncio.run(fn(ledger_url, days))
             wall = time.perf_counter() - started
             ended_at = time.time()
+            if trace is not None:
+                print_trace(f"{name} #{night}", trace.take(), started_at, ended_at)
             stats = sim.stats()
+            where = {
+                k: n - before.get("rate_limit_violations_by_endpoint", {}).get(k, 0)
+                for k, n in stats.get("rate_limit_violations_by_endpoint", {}).items()
+            }
+            if any(where.values()):
+                print(f"  {name} #{night}: IBKR limits crossed at {where} (a penalty box follows)")
             backend = get_limiter(IBKRSettings()).backend
             requests = {k: n - before["requests"].get(k, 0) for k, n in stats["requests"].items()}
             known_after, unknown, positions = night_facts(ledger_url, known)
@@ -245,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--positions", type=int, default=250)
     parser.add_argument("--fills", type=int, default=200)
     parser.add_argument("--no-direct", action="store_true", help="skip the run without Prefect")
+    parser.add_argument("--no-multi", action="store_true", help="skip the multi-account login")
+    parser.add_argument("--trace", action="store_true", help="print where each night idled between requests")
     args = parser.parse_args(argv)
+    trace = RequestTrace() if args.trace else None
     fa = scenario(args.accounts, args.positions, args.fills, fa=True)
     multi = scenario(args.multi_accounts, args.positions, args.fills, fa=False)
     print(
@@ -265,9 +342,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     if not args.no_direct:
-        results += measure("FA direct", fa, 1, direct, nights=2)
-    results += measure("FA flow", fa, 1, flow, nights=2)
-    results += measure("multi flow", multi, 1, flow, nights=2)
+        results += measure("FA direct", fa, 1, direct, nights=2, trace=trace)
+    results += measure("FA flow", fa, 1, flow, nights=2, trace=trace)
+    if not args.no_multi:
+        results += measure("multi flow", multi, 1, flow, nights=2, trace=trace)
     print(
         f"\n{'run':<14} {'wall s':>7} {'bound s':>8} {'ratio':>6} {'needed':>7} {'sent':>6} {'trades':>6}"
         f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'head s':>7} {'tail s':>7}"

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_HOME = ROOT / ".prefect-home"
@@ -33,7 +34,36 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def _print_run(title: str, state_data: dict, seconds: float) -> None:
+class DemoFailed(Exception):
+    """A run of the demo did not complete: the demo stops and says why."""
+
+
+def _state_data(state: Any, what: str) -> dict[str, Any]:
+    """The summary a completed run returns; :class:`DemoFailed` naming the run, its state and its
+    message otherwise. A run that failed before it had a summary (bad settings, an unreachable
+    gateway) carries its exception as its result, not the summary."""
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, dict):  # Completed, or Failed with its summary (shown, then the demo stops)
+        return data
+    reason = state.message or (f"{type(data).__name__}: {data}" if isinstance(data, BaseException) else "")
+    raise DemoFailed(f"{what} ended {state.name}: {reason or 'no message'}")
+
+
+async def _nightly(days: int, ledger_url: str) -> Any:
+    from flows.nightly_reconciliation import nightly_reconciliation
+
+    return await nightly_reconciliation(days=days, ledger_url=ledger_url, return_state=True)
+
+
+async def _statement(from_date: Any, to_date: Any, ledger_url: str) -> Any:
+    from flows.flex_reconciliation import flex_reconciliation
+
+    return await flex_reconciliation(
+        from_date=from_date, to_date=to_date, ledger_url=ledger_url, poll_seconds=0.2, return_state=True
+    )
+
+
+def _print_run(title: str, state_data: dict[str, Any], seconds: float) -> None:
     print(f"\n== {title} ({seconds:.1f} s) ==")
     header = (
         f"{'account':<11} {'status':<9} {'fills':>5} {'new':>4} {'upd':>4} {'sup':>4} "
@@ -75,7 +105,7 @@ def _ledger_totals(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def _print_statement_run(title: str, data: dict, seconds: float) -> None:
+def _print_statement_run(title: str, data: dict[str, Any], seconds: float) -> None:
     print(f"\n== {title} ({seconds:.1f} s) ==")
     header = (
         f"{'account':<11} {'confirmed':>9} {'added':>5} {'cancelled':>9} {'comm fin':>8} {'comm chg':>8} "
@@ -95,7 +125,6 @@ def _morning(ledger_url: str, sim: object, days: int) -> int:
     """The morning step: the Activity statement of the demo's days, from the simulator's Flex service."""
     from datetime import datetime, timedelta
 
-    from flows.flex_reconciliation import flex_reconciliation
     from ibkr_tasks.flex.times import EASTERN
 
     base_url = sim.base_url  # type: ignore[attr-defined]
@@ -106,17 +135,15 @@ def _morning(ledger_url: str, sim: object, days: int) -> int:
     # The demo's trading days, and the start of the month before (fees, interest, dividends).
     start_day = min(end_day - timedelta(days=days), end_day.replace(day=1) - timedelta(days=1))
     t0 = time.monotonic()
-    state = asyncio.run(
-        flex_reconciliation(
-            from_date=start_day, to_date=end_day, ledger_url=ledger_url, poll_seconds=0.2, return_state=True
-        )
-    )
-    data = state.result(raise_on_failure=False)
+    state = asyncio.run(_statement(start_day, end_day, ledger_url))
+    data = _state_data(state, "the morning statement run")
     _print_statement_run(
         f"morning: the Activity statement {start_day}..{end_day} (Flex Web Service)\n   {state.name}: {state.message}",
         data,
         time.monotonic() - t0,
     )
+    if not state.is_completed():
+        raise DemoFailed(f"the morning statement run ended {state.name}: {state.message}")
     totals = _ledger_totals(ledger_url)
     print("ledger:", ", ".join(f"{k} {v}" for k, v in totals.items()))
     breaks = sum(a["breaks"] for a in data["accounts"])
@@ -129,9 +156,14 @@ def _morning(ledger_url: str, sim: object, days: int) -> int:
 
 
 def main() -> int:
-    from prefect.states import State
+    try:
+        return _demo()
+    except DemoFailed as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
 
-    from flows.nightly_reconciliation import nightly_reconciliation
+
+def _demo() -> int:
     from ibkr_tasks.sim import Scenario
     from ibkr_tasks.testing import running_simulator
     from ibkr_tasks.verify import compare_ledger_with_truth
@@ -169,11 +201,11 @@ def main() -> int:
         ]
         for n, title in enumerate(runs, start=1):
             t0 = time.monotonic()
-            state: State = asyncio.run(
-                nightly_reconciliation(days=days, ledger_url=ledger_url, return_state=True)
-            )
-            data = state.result(raise_on_failure=False)
+            state = asyncio.run(_nightly(days, ledger_url))
+            data = _state_data(state, f"nightly run {n}")
             _print_run(f"{title}\n   {state.name}: {state.message}", data, time.monotonic() - t0)
+            if not state.is_completed():
+                raise DemoFailed(f"nightly run {n} ended {state.name}: {state.message}")
             totals.append(_ledger_totals(ledger_url))
             print("ledger:", ", ".join(f"{k} {v}" for k, v in totals[-1].items()))
             if n == 2:

@@ -3,8 +3,7 @@
 Run it the morning after (see prefect.yaml: 06:00 America/New_York, Tuesday to Saturday; IBKR
 updates Activity data once a day after the close), from Python::
 
-    import asyncio
-    from flows.flex_reconciliation import flex_reconciliation
+        from flows.flex_reconciliation import flex_reconciliation
     asyncio.run(flex_reconciliation())                                  # the query's own period
     asyncio.run(flex_reconciliation(from_date=date(2024, 1, 1), to_date=date(2025, 6, 30)))  # backfill
 
@@ -22,7 +21,6 @@ or against the simulator at the end of ``make demo``. The run:
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import uuid
 from datetime import date
@@ -36,9 +34,9 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from ibkr_tasks.client.redact import install_log_redaction
+from ibkr_tasks.connect import open_ledger
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.flex.service import FlexPolling
-from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.ledger.flex import StatementBookResult
 from ibkr_tasks.reporting import publish_statement
 from ibkr_tasks.tasks.flex import aresolve_flex_settings, book_statement_file, date_chunks, fetch_statement
@@ -75,8 +73,7 @@ async def flex_reconciliation(
         raise ConfigurationError(f"to_date {to_date} is before from_date {from_date}")
     settings = await aresolve_flex_settings(credentials)
     run_id = flow_run.get_id() or f"local-{uuid.uuid4()}"
-    ledger = await asyncio.to_thread(Ledger, ledger_url)
-    logger.info("ledger: %r", ledger)
+    ledger = await open_ledger(ledger_url)
     polling = FlexPolling(first_delay=poll_seconds, retry_delay=poll_seconds)
     chunks: list[tuple[date | None, date | None]] = (
         list(date_chunks(from_date, to_date))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -37,77 +36,32 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
-from prefect.utilities.annotations import opaque
 from pydantic import Field
 
-from ibkr_tasks.accounts import validate_account_id
-from ibkr_tasks.blocks import aresolve_settings
-from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient
-from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.client.settings import TradesScope
+from ibkr_tasks.connect import ibkr_client, open_ledger
 from ibkr_tasks.errors import ConfigurationError
-from ibkr_tasks.ledger import Ledger
-from ibkr_tasks.models import AccountInfo, Fill, ParseResult
-from ibkr_tasks.prefect_limits import backend_kind, pacing_limiter
-from ibkr_tasks.reconcile import fills_to_recheck
+from ibkr_tasks.nightly import (
+    SharedFills,
+    keep_contracts,
+    reconcile_account,
+    reconcile_accounts,
+    remembered_contracts,
+    select_accounts,
+    shared_trades_accounts,
+    unknown_outcomes,
+    verdict,
+)
 from ibkr_tasks.reporting import (
     BREAKS_TAG,
     PROGRESS_KEY,
     AccountOutcome,
-    CommissionBreak,
-    PositionBreak,
     Window,
     publish_account,
     publish_summary,
 )
-from ibkr_tasks.tasks import (
-    collect_fills,
-    fetch_positions,
-    ingest_fills,
-    list_accounts,
-    quarantine_rows,
-    reconcile_positions,
-)
+from ibkr_tasks.tasks import list_accounts
 from ibkr_tasks.tasks import refresh_session as refresh_session_task
-from ibkr_tasks.tasks.runs import start_account_run
-
-
-def reconcilable_accounts(infos: list[AccountInfo]) -> list[str]:
-    """The accounts that hold positions: every account of the login but an FA master's own entry."""
-    return [a.account_id for a in infos if not (a.has_child_accounts or a.is_multiplex_parent)]
-
-
-def _apply_ingest(outcome: AccountOutcome, result: Any) -> None:
-    outcome.fills_new = result.fills_new
-    outcome.fills_updated = result.fills_updated
-    outcome.fills_superseded = result.fills_superseded
-    outcome.commissions_finalised = result.commissions_finalised
-    outcome.commissions_changed = result.commissions_changed
-    outcome.quarantined += result.quarantined
-    outcome.commission_breaks = [
-        CommissionBreak(execution_id=b.execution_id, old=b.expected, new=b.actual, currency=b.currency)
-        for b in result.commission_breaks
-    ]
-
-
-def _apply_reconcile(outcome: AccountOutcome, result: Any, positions: list[Any]) -> None:
-    held = {p.conid: p for p in positions}  # the broker's mark price, multiplier and currency
-    outcome.position_breaks = []
-    for b in result.breaks:
-        pos = held.get(b.conid)
-        outcome.position_breaks.append(
-            PositionBreak(
-                conid=b.conid,
-                symbol=b.symbol or (pos.symbol if pos else None),
-                expected=b.expected,
-                actual=b.actual,
-                price=pos.mkt_price if pos else None,
-                multiplier=pos.multiplier if pos else b.multiplier,
-                currency=pos.currency if pos else None,
-            )
-        )
-    outcome.resolved = result.resolved
-    outcome.as_of = result.taken_at
 
 
 def _window() -> Window:
@@ -134,103 +88,6 @@ def _run_name() -> str:
     return _window().run_name
 
 
-async def _reconcile_account(
-    client: BackgroundClient,
-    ledger: Ledger,
-    account_id: str,
-    fills_by_account: Mapping[str, ParseResult[Fill]] | None,
-    run_id: str,
-    flow_run_id: str | None,
-    days: int,
-    *,
-    own_trades: bool = False,
-) -> AccountOutcome:
-    """(own trades) -> positions -> (self-check) -> ingest -> reconcile for one account; failures are
-    caught and reported, not raised. ``own_trades``: the account's trades are asked for here, by
-    ``accountId``, not found in ``fills_by_account``."""
-    logger = get_run_logger()
-    outcome = AccountOutcome(account_id=account_id)
-    outcome.last_success = await asyncio.to_thread(ledger.last_reconciled_at, account_id)
-    await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
-    try:
-        if own_trades:
-            fills_by_account = await collect_fills(client, [account_id], days=days, scope="account")
-            unattributed = list(getattr(fills_by_account, "unattributed", ()))
-            if unattributed:  # rows that name no account: kept, never dropped
-                outcome.quarantined += await quarantine_rows(ledger, opaque(unattributed), run_id)
-        fills = fills_by_account.get(account_id) if fills_by_account is not None else None
-        if fills_by_account is None or fills is None:
-            raise RuntimeError(f"fills for {account_id} could not be collected")
-        positions = await fetch_positions(client, account_id)
-        outcome.positions = len(positions.items)
-        reason = await asyncio.to_thread(
-            fills_to_recheck, ledger, account_id, fills_by_account, positions.items
-        )
-        if reason:
-            logger.warning("%s: %s; asking for its trades by account id", account_id, reason)
-            own = await collect_fills(client, [account_id], days=days, scope="account")
-            fills = own[account_id]
-        outcome.fills_seen = len(fills.items)
-        outcome.commissions_pending = sum(1 for f in fills.items if f.commission is None)
-        # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
-        # twice per task call to look for futures; at 200 fills x 16 accounts that stalls the run.
-        ingested = await ingest_fills(
-            ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected), as_state=True
-        )
-        _apply_ingest(outcome, await ingested.aresult())
-        if positions.rejected:
-            quarantined = await ingest_fills(
-                ledger, account_id, [], run_id, rejected=opaque(positions.rejected)
-            )
-            outcome.quarantined += quarantined.quarantined
-        # The ledger picks the snapshot's time under the account's lock; the fills only bound it.
-        reconciled = await reconcile_positions(
-            ledger,
-            account_id,
-            opaque(positions.items),
-            run_id,
-            not_before=max((f.trade_time for f in fills.items), default=None),
-            as_state=True,
-        )
-        _apply_reconcile(outcome, await reconciled.aresult(), positions.items)
-        outcome.status = "breaks" if outcome.breaks else "completed"
-    except Exception as exc:  # one account's failure must not stop the others
-        outcome.status = "failed"
-        outcome.error = f"{type(exc).__name__}: {exc}"
-        logger.error("%s: reconciliation failed: %s", account_id, outcome.error)
-    run_status = "failed" if outcome.status == "failed" else "succeeded"
-    await asyncio.to_thread(
-        ledger.finish_run, account_id, run_id, run_status, outcome.counts(), error=outcome.error
-    )
-    return outcome
-
-
-async def _remembered_contracts(client: BackgroundClient, ledger: Ledger) -> set[int]:
-    """Seed the client's contract cache from the ledger; the conids it knew."""
-    logger = get_run_logger()
-    try:
-        known = await asyncio.to_thread(ledger.known_contracts)
-    except Exception as exc:  # an optimisation only: without it every instrument is looked up
-        logger.warning("stored contract info unavailable (%s: %s); looking all up", type(exc).__name__, exc)
-        return set()
-    client.contracts.remember(known.values())
-    logger.info("contract info of %d instrument(s) known from earlier runs", len(known))
-    return set(known)
-
-
-async def _keep_contracts(client: BackgroundClient, ledger: Ledger, known: set[int]) -> None:
-    """Store the contract info the client looked up in this run, for the next nights."""
-    learned = [info for conid, info in client.contracts.cached().items() if conid not in known]
-    if not learned:
-        return
-    try:
-        stored = await asyncio.to_thread(ledger.store_contracts, learned)
-    except Exception as exc:
-        get_run_logger().warning("could not keep contract info (%s: %s)", type(exc).__name__, exc)
-        return
-    get_run_logger().info("kept contract info of %d new instrument(s)", stored)
-
-
 @flow(name="nightly-reconciliation", flow_run_name=_run_name, retries=0, validate_parameters=True)
 async def nightly_reconciliation(
     accounts: list[str] | None = None,
@@ -250,115 +107,92 @@ async def nightly_reconciliation(
         ledger_url: SQLAlchemy URL of the ledger; ``IBKR_LEDGER_URL`` or ``sqlite:///ibkr_ledger.db`` by default.
         fail_on_breaks: end the run Failed when any account has a break.
         credentials: name of a saved ``IBKRCredentials`` block; the ``IBKR_*`` environment otherwise.
-        max_concurrency: accounts processed at once (IBKR's rate limits apply underneath).
+        max_concurrency: accounts fetching their trades and positions at once (IBKR's rate limits apply
+            underneath); their ledger writes queue up apart from it.
         trades_scope: how the fills are asked for: ``auto`` (one trades request for an FA master's
             sub-accounts, one per account otherwise), ``login`` (one request) or ``account`` (one per
             account); ``IBKR_TRADES_SCOPE`` (default ``auto``) when omitted.
     """
     logger = get_run_logger()
-    install_log_redaction()  # the flow owns its process's logging: no secret in any log line
     if accounts is not None and not accounts:
         raise ConfigurationError(
             "accounts=[] names no account to reconcile; leave it out to reconcile every account of the login"
         )
-    settings = await aresolve_settings(credentials)
     flow_run_id = flow_run.get_id()
     run_id = flow_run_id or f"local-{uuid.uuid4()}"
     window = _window()
-    ledger = await asyncio.to_thread(Ledger, ledger_url)
-    logger.info("ledger: %r", ledger)
-    limiter = await pacing_limiter(settings)
-    logger.info(
-        "IBKR pacing: %s",
-        "Prefect global concurrency limits" if backend_kind(limiter) == "prefect" else "in-process",
-    )
 
-    # The client runs on an I/O loop of its own: Prefect's task engine on this loop would otherwise
-    # delay the pacing's wake-ups and cost request slots; a short switch interval while it is open lets
-    # its thread take the GIL on time (docs/pacing.md).
-    async with BackgroundClient(settings, limiter=limiter, switch_interval=FAST_SWITCH_INTERVAL) as client:
-        await refresh_session_task(client)
-        infos = await list_accounts(client)
-        await asyncio.to_thread(ledger.upsert_accounts, infos)
-        known = {a.account_id for a in infos}
-        if accounts:
-            wanted = [validate_account_id(a) for a in accounts]
-        else:
-            wanted = reconcilable_accounts(infos)
-        unknown = [a for a in wanted if a not in known]
-        targets = [a for a in wanted if a in known]
+    async with ibkr_client(credentials) as client:
+        opening = asyncio.ensure_future(open_ledger(ledger_url))  # while the session is checked
+        try:
+            await refresh_session_task(client)
+            infos = await list_accounts(client)
+        except BaseException:
+            opening.cancel()
+            raise
+        ledger = await opening
+        selection = select_accounts(infos, accounts)
+        targets = selection.targets
         logger.info("reconciling %d account(s), %d day(s) of executions", len(targets), days)
-
-        progress_id = await acreate_progress_artifact(
-            progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled, {window.describe()}"
+        # What the accounts need before they start but the trades request does not: filed while that
+        # request is on its way.
+        filed = asyncio.gather(
+            asyncio.to_thread(ledger.upsert_accounts, infos),
+            acreate_progress_artifact(
+                progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled, {window.describe()}"
+            ),
         )
-        fills: Mapping[str, ParseResult[Fill]] = {}
-        own_trades: set[str] = set()
-        collect_error: str | None = None
-        unattributed_quarantined = 0
+        shared = SharedFills([])
         known_contracts: set[int] = set()
         if targets:
-            # Contract info (currency, multiplier) of instruments seen on earlier nights comes from the
-            # ledger: the trades call then looks up only new instruments (IBKR's 10 req/s is shared).
-            known_contracts = await _remembered_contracts(client, ledger)
+            known_contracts = await remembered_contracts(client, ledger)
             try:
-                # The accounts one trades request serves (an FA master's sub-accounts) are collected
-                # here; every other account asks for its own trades when its turn comes, so its
-                # positions are fetched while the next account waits for IBKR's 1 trades request per 5 s.
-                requests = await client.trades_requests(targets, trades_scope)
-                shared = [
-                    a for a in targets if any(r.account_id is None and a in r.accounts for r in requests)
-                ]
-                own_trades = set(targets) - set(shared)
-                if shared:
-                    fills = await collect_fills(client, shared, days=days, scope=trades_scope)
-                    unattributed = list(getattr(fills, "unattributed", ()))
-                    if unattributed:  # rows that name no account of ours: kept, never dropped
-                        unattributed_quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
-            except Exception as exc:
-                collect_error = f"{type(exc).__name__}: {exc}"
-                logger.error("collecting fills failed: %s", collect_error)
+                shared = SharedFills(await shared_trades_accounts(client, targets, trades_scope))
+            except Exception as exc:  # reported on every account, as a failed trades answer is
+                shared = SharedFills(list(targets), error=f"{type(exc).__name__}: {exc}")
+                logger.error("collecting fills failed: %s", shared.error)
+            # Sent before any account starts, so it takes the first trades slot; the accounts it
+            # serves fetch their positions once its answer arrived, while it is parsed.
+            shared.start(client, ledger, run_id, days, trades_scope)
 
-        semaphore = asyncio.Semaphore(max_concurrency)
+        async def keep_shared_contracts() -> set[int]:
+            # The one trades answer's instruments are kept while the accounts are reconciled.
+            await shared.wait()
+            return await keep_contracts(client, ledger, known_contracts)
+
+        keeping = asyncio.ensure_future(keep_shared_contracts())
+        _, progress_id = await filed
         done = 0
 
-        async def one(account_id: str) -> AccountOutcome:
+        async def one(account_id: str, slots: asyncio.Semaphore) -> AccountOutcome:
             nonlocal done
-            async with semaphore:
-                outcome = await _reconcile_account(
-                    client,
-                    ledger,
-                    account_id,
-                    None if collect_error is not None and account_id not in own_trades else fills,
-                    run_id,
-                    flow_run_id,
-                    days,
-                    own_trades=account_id in own_trades,
-                )
-            if collect_error and outcome.error:
-                outcome.error = f"collecting fills failed: {collect_error}"
+            outcome = await reconcile_account(
+                client,
+                ledger,
+                account_id,
+                shared if account_id in shared.accounts else None,
+                run_id,
+                flow_run_id,
+                days,
+                slots,
+            )
             # Reporting talks to Prefect, not IBKR: it does not hold one of the accounts' slots.
             await publish_account(outcome, run_id, window)
             done += 1
             await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
             return outcome
 
-        outcomes = list(await asyncio.gather(*(one(a) for a in targets)))
-        await _keep_contracts(client, ledger, known_contracts)
+        outcomes = await reconcile_accounts(targets, one, max_concurrency)
+        # and those the accounts' own trades answers brought
+        await keep_contracts(client, ledger, known_contracts | await keeping)
 
-    for account_id in unknown:
-        outcomes.append(
-            AccountOutcome(account_id=account_id, status="failed", error="not an account of this IBKR login")
-        )
+    outcomes += unknown_outcomes(selection.unknown)
     await publish_summary(outcomes, run_id, window)
     summary = {
         "run_id": run_id,
         "accounts": [o.as_dict() for o in outcomes],
-        "unattributed_quarantined": unattributed_quarantined,
+        "unattributed_quarantined": shared.quarantined,
     }
-
-    failed = [o.account_id for o in outcomes if o.status == "failed"]
-    with_breaks = [o.account_id for o in outcomes if o.breaks]
     for o in outcomes:
         logger.info(
             "%s: %s (new %d, updated %d, superseded %d, finalised %d, changed %d, quarantined %d, breaks %d)",
@@ -374,19 +208,9 @@ async def nightly_reconciliation(
         )
         if o.breaks:
             logger.warning("%s: %s", o.headline(), "; ".join(o.instruments()))
-    problems = []
-    if failed:
-        problems.append(f"{len(failed)} account(s) failed: {', '.join(failed)}")
-    if fail_on_breaks and with_breaks:
-        problems.append(f"{len(with_breaks)} account(s) with breaks: {', '.join(with_breaks)}")
-    breaks_text = "; ".join(o.headline() for o in outcomes if o.breaks)
-    if with_breaks and flow_run_id:
+    if flow_run_id and any(o.breaks for o in outcomes):
         await _tag_run(flow_run_id, BREAKS_TAG)
-    if problems:
-        return Failed(message="; ".join(problems + ([breaks_text] if breaks_text else [])), data=summary)
-    clean = len(outcomes) - len(with_breaks)
-    if with_breaks:
-        message = f"{breaks_text}; {clean} of {len(outcomes)} account(s) without breaks ({window.describe()})"
-    else:
-        message = f"{len(outcomes)} account(s) reconciled, no breaks ({window.describe()})"
-    return Completed(message=message, data=summary)
+    end = verdict(outcomes, window, fail_on_breaks=fail_on_breaks)
+    if end.failed:
+        return Failed(message=end.message, data=summary)
+    return Completed(message=end.message, data=summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -44,6 +45,20 @@ def test_polls_count_rounds_and_stores_every_quote(tmp_path: Path, monkeypatch: 
     # three rounds of two conids, every one with a price (the preflight's empty answer is not a quote)
     assert [(r[0], r[1]) for r in rows] == [(AAPL, 3), (MSFT, 3)]
     assert all(r[2] is not None for r in rows)
+    # the polling is a task of the run (visible, with its logs), not work on the flow's own loop
+    assert task_run_names(state.state_details.flow_run_id) == ["poll-market-data", "refresh-session"]
+
+
+def task_run_names(flow_run_id: Any) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            return await client.read_task_runs(flow_run_filter=flt)
+
+    return sorted(r.name.rsplit("-", 1)[0] for r in asyncio.run(read()))
 
 
 def test_refuses_to_poll_forever() -> None:

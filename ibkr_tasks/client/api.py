@@ -145,6 +145,7 @@ class IBKRClient:
         settings = getattr(transport, "settings", None)
         self.trades_scope: TradesScope = trades_scope or getattr(settings, "trades_scope", None) or "auto"
         self._selected: tuple[Any, str] | None = None
+        self._answered: dict[str, asyncio.Event] = {}
         self.contracts = ContractBook(transport)
         self.market_data = MarketData(transport, sleep=sleep, clock=clock, preflight_pause=preflight_pause)
         self.orders = OrderDesk(
@@ -242,7 +243,8 @@ class IBKRClient:
         else:
             raise APIError(f"positions of {acct}: more than {MAX_POSITION_PAGES} full pages", path=path)
         multipliers = await self._multipliers_needed(rows, sec_type_keys=("assetClass", "secType"))
-        result = parse_positions(rows, acct, multipliers=multipliers)
+        # Off the event loop, as the trades rows are: other requests' pacing wake-ups wait on it.
+        result = await asyncio.to_thread(parse_positions, rows, acct, multipliers=multipliers)
         _log_duplicates(f"positions of {acct}", result)
         foreign = sorted({r.account_id for r in result.rejected if r.account_id and r.account_id != acct})
         if foreign:
@@ -306,6 +308,8 @@ class IBKRClient:
             if request.select is not None and self._selected_account() != request.select:
                 await self.select_account(request.select)
             data = await self._trades_request(account_id, days)
+            for acct in covered:
+                self._answered_event(acct).set()
             if account_id is None:
                 grouped.login_wide.update(covered)
             kept = 0
@@ -326,20 +330,35 @@ class IBKRClient:
         else:
             multipliers = await self._multipliers_needed(ours, sec_type_keys=("sec_type", "secType"))
             currencies = {}
-        for owner, rows in rows_of.items():
-            parsed = parse_fills(rows, multipliers=multipliers, currencies=currencies)
-            _log_duplicates(f"trades of {owner or 'no account'}", parsed)
-            if owner is not None:
-                grouped[owner] = ParseResult(
-                    items=parsed.items, duplicates=parsed.duplicates, conflicting=parsed.conflicting
-                )
-            else:
-                grouped.unattributed_duplicates = parsed.duplicates
-            for rejected in parsed.rejected:
-                self._route_rejected(grouped, rejected)
+
+        def parse_all() -> None:
+            for owner, rows in rows_of.items():
+                parsed = parse_fills(rows, multipliers=multipliers, currencies=currencies)
+                _log_duplicates(f"trades of {owner or 'no account'}", parsed)
+                if owner is not None:
+                    grouped[owner] = ParseResult(
+                        items=parsed.items, duplicates=parsed.duplicates, conflicting=parsed.conflicting
+                    )
+                else:
+                    grouped.unattributed_duplicates = parsed.duplicates
+                for rejected in parsed.rejected:
+                    self._route_rejected(grouped, rejected)
+
+        # Off the event loop: thousands of rows would hold up the pacing's wake-ups of the requests
+        # other callers (the accounts' positions) have waiting on it.
+        await asyncio.to_thread(parse_all)
         if grouped.other_accounts:
             logger.info("trades: ignored rows of accounts not asked for: %s", grouped.other_accounts)
         return grouped
+
+    def _answered_event(self, account_id: str) -> asyncio.Event:
+        return self._answered.setdefault(account_id, asyncio.Event())
+
+    async def trades_answered(self, account_id: str) -> None:
+        """Return once a trades answer covering ``account_id`` has arrived in this client (it may
+        still be parsed and its contract info looked up). What is fetched after it -- the account's
+        positions -- reflects every fill that answer holds."""
+        await self._answered_event(validate_account_id(account_id)).wait()
 
     async def trades_requests(
         self, account_ids: Sequence[str] | str, scope: TradesScope | None = None

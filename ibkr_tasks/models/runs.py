@@ -63,37 +63,16 @@ RUN_COUNTS = (*_ADDED, "breaks")
 """The count columns of ``reconciliation_runs``, in order."""
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class CommissionBreak:
     """A commission that changed after it was known: ``expected`` is what the ledger held, ``actual``
-    what IBKR says now (None: pending), ``delta = actual - expected``.
-
-    ``old``/``new`` are accepted for ``expected``/``actual``: the names the nightly flow still passes.
-    """
+    what IBKR says now (None: pending), ``delta = actual - expected``."""
 
     execution_id: str
-    expected: Decimal | None
-    actual: Decimal | None
-    currency: str | None
-    conid: int | None
-
-    def __init__(
-        self,
-        execution_id: str,
-        expected: Decimal | None = None,
-        actual: Decimal | None = None,
-        currency: str | None = None,
-        conid: int | None = None,
-        *,
-        old: Decimal | None = None,
-        new: Decimal | None = None,
-    ) -> None:
-        set_field = object.__setattr__  # frozen: the dataclass's own __init__ does the same
-        set_field(self, "execution_id", execution_id)
-        set_field(self, "expected", expected if expected is not None else old)
-        set_field(self, "actual", actual if actual is not None else new)
-        set_field(self, "currency", currency)
-        set_field(self, "conid", conid)
+    expected: Decimal | None = None
+    actual: Decimal | None = None
+    currency: str | None = None
+    conid: int | None = None
 
     @property
     def delta(self) -> Decimal | None:
