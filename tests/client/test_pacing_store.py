@@ -124,27 +124,33 @@ store, owner = PacingStore(directory), new_owner()
 while time.time() < start_at:
     time.sleep(0.001)
 times = [store.reserve([("k:trades", 5.0), ("k:orders", 5.0)], owner) for _ in range(n)]
-print(json.dumps({"times": times, "problems": store.problems}))
+print(json.dumps({"times": times, "problems": store.problems}), flush=True)
+sys.stdin.read()  # alive until told: a reservation of a process that is gone is void (never sent)
 """
 
 
 def test_processes_reserving_at_once_never_get_the_same_slot(tmp_path: Path) -> None:
     # Reservations lie in the future, so nobody sleeps: 4 processes x 25 reservations race for the file.
+    # Each stays alive until all have reserved, as a process waiting for its slots does (the slots of a
+    # process that has exited are freed; on a loaded machine one could otherwise finish before the next
+    # one starts).
     start_at = time.time() + 3.0
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, str(tmp_path), str(start_at), "25"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(4)
     ]
+    lines = [p.stdout.readline() if p.stdout else "" for p in procs]
     times: list[float] = []
-    for p in procs:
-        out, err = p.communicate(timeout=60)
+    for p, line in zip(procs, lines, strict=True):
+        _out, err = p.communicate(timeout=60)  # closes its stdin: it may exit now
         assert p.returncode == 0, err
-        result = json.loads(out)
+        result = json.loads(line)
         assert result["problems"] == 0
         times += result["times"]
     assert len(times) == 100
