@@ -26,9 +26,8 @@ The tasks are in :mod:`ibkr_tasks.tasks.rebalance`, artifacts, messages and even
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from prefect import flow
 from prefect.logging import get_run_logger
@@ -36,14 +35,11 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field, ValidationError
 
-from ibkr_tasks.blocks import aresolve_settings
 from ibkr_tasks.client.api import IBKRClient
 from ibkr_tasks.client.prompts import PromptPolicy
-from ibkr_tasks.client.redact import install_log_redaction
+from ibkr_tasks.connect import ibkr_client, open_ledger
 from ibkr_tasks.errors import IBKRError, LiveAccountRefused, RebalanceRefused
-from ibkr_tasks.ledger import Ledger
 from ibkr_tasks.models import OrderRequest, TimeInForce
-from ibkr_tasks.prefect_limits import pacing_limiter
 from ibkr_tasks.rebalance import (
     PricingMode,
     RebalanceParams,
@@ -128,7 +124,6 @@ async def rebalance(
             (the order value exceeds the Total Value Limit); see docs/rebalance.md.
         run_id: id the cOIDs derive from; the flow-run id by default (keep it to resume a run safely).
     """
-    install_log_redaction()  # the flow owns its process's logging: no secret in any log line
     try:
         params = RebalanceParams(
             account_id=account_id,
@@ -190,12 +185,11 @@ async def _rebalance(
         return result.end(str(exc))
 
     policy = PromptPolicy.load(prompt_policy) if prompt_policy else None
-    settings = await aresolve_settings(credentials)
-    ledger = await asyncio.to_thread(Ledger, ledger_url)
-    limiter = await pacing_limiter(settings)
+    ledger = await open_ledger(ledger_url)
     logger.info("rebalance %s of %s (%s)", run, acct, "dry run" if params.dry_run else "EXECUTE")
 
-    async with IBKRClient.from_settings(settings, limiter=limiter) as client:
+    async with ibkr_client(credentials) as background:
+        client = cast(IBKRClient, background)  # it forwards every coroutine method of IBKRClient
         await refresh_session(client)
         try:
             inputs, _positions = await gather_rebalance_inputs(client, params)

@@ -28,7 +28,7 @@ from typing import Any, get_args
 from ibkr_tasks.accounts import validate_account_id
 from ibkr_tasks.client.contracts import ContractBook, multipliers_of
 from ibkr_tasks.client.marketdata import MarketData
-from ibkr_tasks.client.orders import OrderDesk, TransportLike
+from ibkr_tasks.client.orders import FoundOrder, OrderDesk, TransportLike
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.client.settings import TradesScope
 from ibkr_tasks.errors import AccountMismatch, APIError, ConfigurationError, ParseError
@@ -501,6 +501,10 @@ class IBKRClient:
     async def live_orders(self, account_id: str) -> list[LiveOrder]:
         """This account's working and recent orders (never another account's)."""
         return await self.orders.live_orders(validate_account_id(account_id))
+
+    async def find_by_coid(self, account_id: str, coid: str) -> FoundOrder | None:
+        """This account's order placed under ``coid`` (live orders, then today's trades), or None."""
+        return await self.orders.find_by_coid(validate_account_id(account_id), coid)
 
     async def cancel_order(self, account_id: str, order_id: str | int) -> CancelResult:
         """Ask IBKR to cancel one order of ``account_id``."""

@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from ibkr_tasks.accounts import validate_account_id
-from ibkr_tasks.client.orders import CoidLookup, one_line, resolve_failed_placement
+from ibkr_tasks.client.orders import FoundOrder, one_line, resolve_failed_placement
 from ibkr_tasks.client.prompts import PromptPolicy
 from ibkr_tasks.errors import (
     AccountMismatch,
@@ -100,8 +100,7 @@ _FILL_LOOKUPS = 3  # trades calls (IBKR allows one per 5 s) while this run's fil
 class RebalanceClient(Protocol):
     """What a rebalance uses of the IBKR client (:class:`~ibkr_tasks.client.api.IBKRClient` is one)."""
 
-    @property
-    def orders(self) -> CoidLookup: ...
+    async def find_by_coid(self, account_id: str, coid: str) -> FoundOrder | None: ...
 
     async def list_accounts(self) -> list[AccountInfo]: ...
 
@@ -565,7 +564,7 @@ async def _place_one(
         dumped = [p.model_dump(mode="json") for p in prompts]
         # a cancelled placement is not looked up (awaiting in a cancelled task is not reliable)
         found = (
-            await resolve_failed_placement(client.orders, acct, order.coid, exc)
+            await resolve_failed_placement(client, acct, order.coid, exc)
             if isinstance(exc, Exception)
             else None
         )
