@@ -163,6 +163,8 @@ async def nightly_reconciliation(
         keeping = asyncio.ensure_future(keep_shared_contracts())
         _, progress_id = await filed
         done = 0
+        # One update at a time, in order: concurrent updates can land out of order and leave 33 %.
+        progress_lock = asyncio.Lock()
 
         async def one(account_id: str, slots: asyncio.Semaphore) -> AccountOutcome:
             nonlocal done
@@ -178,8 +180,9 @@ async def nightly_reconciliation(
             )
             # Reporting talks to Prefect, not IBKR: it does not hold one of the accounts' slots.
             await publish_account(outcome, run_id, window)
-            done += 1
-            await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
+            async with progress_lock:
+                done += 1
+                await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
             return outcome
 
         outcomes = await reconcile_accounts(targets, one, max_concurrency)
@@ -194,18 +197,7 @@ async def nightly_reconciliation(
         "unattributed_quarantined": shared.quarantined,
     }
     for o in outcomes:
-        logger.info(
-            "%s: %s (new %d, updated %d, superseded %d, finalised %d, changed %d, quarantined %d, breaks %d)",
-            o.account_id,
-            o.status,
-            o.fills_new,
-            o.fills_updated,
-            o.fills_superseded,
-            o.commissions_finalised,
-            o.commissions_changed,
-            o.quarantined,
-            o.breaks,
-        )
+        logger.info("%s: %s, %d break(s); %s", o.account_id, o.status, o.breaks, o.describe())
         if o.breaks:
             logger.warning("%s: %s", o.headline(), "; ".join(o.instruments()))
     if flow_run_id and any(o.breaks for o in outcomes):
