@@ -33,16 +33,7 @@ async def ingest_fills(
     commissions; ``await state.aresult()`` gives the result.
     """
     result = await asyncio.to_thread(ledger.ingest, account_id, list(fills), run_id, rejected=list(rejected))
-    get_run_logger().info(
-        "%s: fills new=%d updated=%d superseded=%d, commissions finalised=%d changed=%d, quarantined=%d",
-        account_id,
-        result.fills_new,
-        result.fills_updated,
-        result.fills_superseded,
-        result.commissions_finalised,
-        result.commissions_changed,
-        result.quarantined,
-    )
+    get_run_logger().info("%s: %s", account_id, result.describe())
     if not as_state:
         return result
     changed = result.commission_breaks
