@@ -53,6 +53,13 @@ class Quirks(BaseModel):
     penalty_box_seconds: float = Field(
         default=600.0, ge=0, description="after a violation every request answers 429 for this long"
     )
+    pacing_scale: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="tests only: windows longer than 1 s are this fraction of IBKR's (no shorter than 1 s), "
+        "the penalty box too; None: IBKR_PACING_SCALE of the environment (else 1), as the client does",
+    )
     # --- faults -------------------------------------------------------------------------------
     error_rate_5xx: float = Field(
         default=0.0, ge=0, le=1, description="share of API requests answered 500/503"
@@ -96,6 +103,14 @@ class Quirks(BaseModel):
     positions_cache: bool = Field(
         default=False, description="positions pages stay as first served until POST .../positions/invalidate"
     )
+
+    def effective_pacing_scale(self) -> float:
+        """``pacing_scale``, or the client's ``IBKR_PACING_SCALE`` when it is unset (1 when both are)."""
+        if self.pacing_scale is not None:
+            return self.pacing_scale
+        from ibkr_tasks.client.settings import pacing_scale_from_env
+
+        return pacing_scale_from_env()
 
     @model_validator(mode="after")
     def _chain_bounds(self) -> Quirks:

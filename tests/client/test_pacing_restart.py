@@ -6,7 +6,8 @@ The simulator runs in its own process with IBKR's limits enforced and counts eve
 second waits for the first one's spacing: 0 violations. A third run right after them with the file
 turned off (``IBKR_PACING_DIR=off``) violates at once, which shows the test can tell.
 
-Takes about 8 s of real time (mostly the 5-second spacing itself).
+Runs at a fifth of IBKR's periods (``IBKR_PACING_SCALE=0.2`` for the clients, ``pacing_scale`` for the
+simulator: 1 request per 1 s), so the relation is IBKR's and the waits a fifth; a few seconds in all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ibkr_tasks.client.ratelimit import TRADES, scaled_period
 from ibkr_tasks.sim.scenario import Quirks, Scenario
 from ibkr_tasks.testing import running_simulator
 
@@ -42,10 +44,15 @@ asyncio.run(main())
 """
 
 
+SCALE = 0.2
+"""Client and simulator both at this pacing scale, set here (not taken from the suite's setting)."""
+
+
 @pytest.fixture
 def sim() -> Iterator[str]:
     """The simulator in its own process, enforcing IBKR's limits (no penalty box, so a run can go on)."""
-    scenario = Scenario(seed=3, accounts=2, quirks=Quirks(rate_limits=True, penalty_box_seconds=0))
+    quirks = Quirks(rate_limits=True, penalty_box_seconds=0, pacing_scale=SCALE)
+    scenario = Scenario(seed=3, accounts=2, quirks=quirks)
     with running_simulator(scenario) as handle:
         yield handle.base_url
 
@@ -56,7 +63,7 @@ def _violations(base: str) -> int:
 
 def _start(base: str, pacing_dir: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IBKR_")}
-    env.update(IBKR_API_URL=f"{base}/v1/api", IBKR_PACING_DIR=pacing_dir)
+    env.update(IBKR_API_URL=f"{base}/v1/api", IBKR_PACING_DIR=pacing_dir, IBKR_PACING_SCALE=str(SCALE))
     return subprocess.Popen(
         [sys.executable, "-c", _RUN],
         stdin=subprocess.PIPE,
@@ -81,8 +88,8 @@ def test_a_run_right_after_another_respects_the_slow_endpoints(sim: str, tmp_pat
             out, err = run.communicate("go\n", timeout=120)
             assert run.returncode == 0 and out.strip() == "done", err
         assert _violations(sim) == 0
-        # The second run waited for the spacing of the first one's calls (1 request per 5 s).
-        assert time.monotonic() - started >= 5.0
+        # The second run waited for the spacing of the first one's calls (1 request per 5 s, scaled).
+        assert time.monotonic() - started >= scaled_period(TRADES.per, SCALE)
 
         # Control: a run without the shared file, right after, trips the simulator's limits at once.
         assert control.stdin is not None
