@@ -7,12 +7,28 @@ can describe the brokerage their own flows should be tested against. Every quirk
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def pacing_scale_from_env() -> float:
+    """``IBKR_PACING_SCALE`` (1 when unset or empty), the client's setting, read here so the simulator
+    needs nothing of the client; it must be a number in (0, 1] as there."""
+    raw = os.environ.get("IBKR_PACING_SCALE", "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise ValueError(f"IBKR_PACING_SCALE must be a number in (0, 1], got {raw!r}") from None
+    if not 0 < scale <= 1:
+        raise ValueError(f"IBKR_PACING_SCALE must be in (0, 1], got {raw!r}")
+    return scale
 
 
 class Quirks(BaseModel):
@@ -108,8 +124,6 @@ class Quirks(BaseModel):
         """``pacing_scale``, or the client's ``IBKR_PACING_SCALE`` when it is unset (1 when both are)."""
         if self.pacing_scale is not None:
             return self.pacing_scale
-        from ibkr_tasks.client.settings import pacing_scale_from_env
-
         return pacing_scale_from_env()
 
     @model_validator(mode="after")

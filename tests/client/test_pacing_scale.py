@@ -48,6 +48,8 @@ def test_scale_is_one_by_default_and_must_be_in_0_1(monkeypatch: pytest.MonkeyPa
             IBKRSettings()
         with pytest.raises(ConfigurationError, match="pacing_scale"):
             pacing_scale_from_env()
+        with pytest.raises(ValueError, match="IBKR_PACING_SCALE"):
+            create_app(Scenario(accounts=1))  # the simulator refuses it too
     with pytest.raises(ValueError):
         Quirks(pacing_scale=0)
     with pytest.raises(ValueError):
