@@ -6,7 +6,7 @@ The simulator runs in its own process with IBKR's limits enforced and counts eve
 second waits for the first one's spacing: 0 violations. A third run right after them with the file
 turned off (``IBKR_PACING_DIR=off``) violates at once, which shows the test can tell.
 
-Runs at IBKR's own periods (scale 1 for clients and simulator, whatever the suite's scale), about 8 s
+Runs at IBKR's own periods (scale 1 for clients and simulator, whatever the suite's scale), 15-20 s
 of real time: the control run must reach the simulator within the window after the second run's last
 call, and on a busy machine a 1-s window (scale 0.2) was not always enough for that.
 """
