@@ -92,10 +92,19 @@ def crash_automation(
 
 
 def _same(existing: Any, wanted: Any) -> bool:
+    return _comparable(existing) == _comparable(wanted)
+
+
+def _comparable(automation: Any) -> dict[str, Any]:
     keys = {"description", "enabled", "trigger", "actions", "actions_on_trigger", "actions_on_resolve"}
-    return bool(
-        existing.model_dump(mode="json", include=keys) == wanted.model_dump(mode="json", include=keys)
-    )
+    data: dict[str, Any] = automation.model_dump(mode="json", include=keys)
+    trigger = data.get("trigger") or {}
+    # The trigger's event names are sets: their JSON lists follow each process's string hashing, so the
+    # server's copy and ours can list the same events in another order.
+    for name in ("after", "expect", "for_each"):
+        if isinstance(trigger.get(name), list):
+            trigger[name] = sorted(trigger[name])
+    return data
 
 
 async def ensure_crash_automation(client: Any, crash_after_seconds: int = DEFAULT_CRASH_AFTER_SECONDS) -> str:

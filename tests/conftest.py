@@ -50,6 +50,13 @@ os.environ["IBKR_TASK_RETRY_DELAYS"] = "0"
 os.environ["IBKR_TASK_FLEX_RETRY_DELAY"] = "0"
 os.environ["IBKR_RETRY_BACKOFF"] = "0"
 os.environ["IBKR_RATE_LIMIT_BACKOFF"] = "0"
+# IBKR's slow limits (1 request per 5 s for trades and /portfolio/accounts, ...) at a fifth of their
+# periods, for the client and every simulator the tests start: a flow run waits about 1 s where it waited
+# 5 s, and the two still keep the relation they have at IBKR's own limits (docs/pacing.md#pacing-scale).
+# Tests about the pacing itself set IBKR_PACING_SCALE=1 (the ``ibkr_pacing`` fixture) or build their
+# limiters explicitly.
+PACING_SCALE = "0.2"
+os.environ["IBKR_PACING_SCALE"] = PACING_SCALE
 # Processes of one test session share the pacing of IBKR's slow endpoints through this directory
 # (as processes of one machine do); other sessions running at the same time get their own.
 os.environ["IBKR_PACING_DIR"] = tempfile.mkdtemp(prefix="ibkr-tasks-pacing-")
@@ -321,6 +328,18 @@ def _own_pacing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """
     with _fresh_pacing(tmp_path_factory.mktemp("pacing")):
         yield
+
+
+@pytest.fixture
+def ibkr_pacing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """IBKR's own limits (``IBKR_PACING_SCALE=1``) for a test about the pacing itself: its limiters and
+    simulators keep the periods IBKR publishes, not the suite's scaled-down ones."""
+    from ibkr_tasks.client.ratelimit import reset_limiters
+
+    monkeypatch.setenv("IBKR_PACING_SCALE", "1")
+    reset_limiters()
+    yield
+    reset_limiters()
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,7 @@ def answer_for_account_id(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=[trade(account, f"{account}.01.01")])
 
 
+@pytest.mark.usefixtures("ibkr_pacing")  # virtual time, asserting IBKR's own 1-per-5-s trades limit
 async def test_multi_account_login_gets_one_paced_call_per_account(
     router: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,8 +1,13 @@
 """Pacing on Prefect GCLs: names Prefect accepts, even spacing (capacity 1), every limit covered."""
 
+import pytest
+
 from ibkr_tasks.client.ratelimit import RateLimiter
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.prefect_limits import LimitSpec, gcl_name, limit_specs
+
+# IBKR's own limits: the suite's scaled-down pacing (IBKR_PACING_SCALE) is off in this module.
+pytestmark = pytest.mark.usefixtures("ibkr_pacing")
 
 
 def decay(spec: LimitSpec) -> float:

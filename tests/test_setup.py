@@ -120,6 +120,25 @@ def test_setup_refuses_a_crash_window_shorter_than_the_heartbeat(capsys: pytest.
     assert "longer than the heartbeat interval" in capsys.readouterr().out
 
 
+def test_the_servers_copy_listing_the_events_in_another_order_is_unchanged() -> None:
+    """The trigger's event names are sets; the server lists them in its own hashing order. The same
+    automation read back in any order is unchanged, a different window is not."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    from ibkr_tasks.setup import _same
+
+    wanted = crash_automation()
+    data = wanted.model_dump(mode="json")
+    for events in (sorted(data["trigger"]["expect"]), sorted(data["trigger"]["expect"], reverse=True)):
+        trigger = {
+            **data["trigger"],
+            "expect": events,
+            "after": sorted(data["trigger"]["after"], reverse=True),
+        }
+        assert _same(AutomationCore.model_validate({**data, "trigger": trigger}), wanted)
+    assert not _same(crash_automation(300), wanted)
+
+
 @pytest.mark.slow  # ~15 s: the server evaluates proactive triggers every 5 s
 async def test_the_automation_crashes_a_silent_run_and_spares_a_finished_one() -> None:
     """The automation's rule, at test scale (a 10 s window, the shortest Prefect accepts), on the server's own triggers."""

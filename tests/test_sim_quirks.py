@@ -105,9 +105,10 @@ async def test_competing_session() -> None:
 
 
 # ----------------------------------------------------------------------------------- pacing
+# IBKR's own limits (pacing_scale 1, not the suite's IBKR_PACING_SCALE); scaled ones: tests/client/test_pacing_scale.py
 async def test_rate_limits_per_endpoint_and_penalty_box() -> None:
     fake = FakeTime()
-    app = make(fake, quirks={"rate_limits": True, "penalty_box_seconds": 30})
+    app = make(fake, quirks={"rate_limits": True, "penalty_box_seconds": 30, "pacing_scale": 1.0})
     async with sim_client(app) as c:
         assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200
         fake.tick(1)
@@ -128,7 +129,7 @@ async def test_rate_limits_per_endpoint_and_penalty_box() -> None:
 
 async def test_rate_limits_global_ten_per_second() -> None:
     fake = FakeTime()
-    app = make(fake, quirks={"rate_limits": True, "penalty_box_seconds": 0})
+    app = make(fake, quirks={"rate_limits": True, "penalty_box_seconds": 0, "pacing_scale": 1.0})
     async with sim_client(app) as c:
         codes = [(await c.post(f"{API}/iserver/auth/status")).status_code for _ in range(11)]
         assert codes == [200] * 10 + [429]
@@ -139,7 +140,7 @@ async def test_rate_limits_global_ten_per_second() -> None:
 
 async def test_a_client_pacing_itself_never_trips_the_limits() -> None:
     fake = FakeTime()
-    app = make(fake, quirks={"rate_limits": True})
+    app = make(fake, quirks={"rate_limits": True, "pacing_scale": 1.0})
     async with sim_client(app) as c:
         for _ in range(5):
             assert (await c.get(f"{API}/iserver/account/trades")).status_code == 200

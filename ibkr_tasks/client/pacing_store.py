@@ -42,6 +42,16 @@ OFF_VALUES = frozenset({"off", "none", "false", "0", "no"})
 WallClock = Callable[[], float]
 
 
+def slack(t: float) -> float:
+    """How much closer than the spacing two instants near ``t`` may be and still count as spaced.
+
+    ``t = earlier + spacing`` is rounded to the float grid at ``t``'s magnitude: on wall-clock instants
+    (~1.7e9 s) that grid is 2.4e-7 s, so a fixed 1e-9 could call that result still too close, and
+    moving it past the conflict would land on the same instant again, forever.
+    """
+    return 1e-9 + 4 * math.ulp(t)
+
+
 def default_directory() -> Path:
     """``$XDG_STATE_HOME/ibkr-tasks/pacing``, i.e. ``~/.local/state/ibkr-tasks/pacing`` by default."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -140,7 +150,7 @@ class Transaction:
         while moved:
             moved = False
             for key, spacing in limits:
-                near = [s for s in taken[key] if abs(s - t) < spacing - 1e-9]
+                near = [s for s in taken[key] if abs(s - t) < spacing - slack(t)]
                 if near:
                     t = max(near) + spacing
                     moved = True

@@ -20,17 +20,34 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ibkr_tasks.client.clock import Clock, Sleep
-from ibkr_tasks.client.pacing_store import PacingStore, Transaction, new_owner, store_for
+from ibkr_tasks.client.pacing_store import PacingStore, Transaction, new_owner, slack, store_for
 from ibkr_tasks.client.settings import IBKRSettings
 
 logger = logging.getLogger("ibkr_tasks.client")
 
 DEFAULT_MARGIN = 0.04
 """Fraction by which every interval is stretched: 4 % keeps >= 0.96 of the allowed rate."""
+
+
+MIN_SCALED_PERIOD = 1.0
+"""The pacing scale shortens no period below this (seconds): limits of 1 s or less keep IBKR's own."""
+
+
+def scaled_period(per: float, scale: float) -> float:
+    """A limit's period at pacing scale ``scale``: ``per * scale``, but no shorter than 1 s (or ``per``).
+
+    Network and scheduling delays do not shrink with the scale, and the margin absorbing them is a
+    fraction of the period: at 1 s it is 40 ms, what the global limit has always had. So the fast limits
+    (global, snapshot, tickle) are left alone and the slow ones (5 s, 60 s, 15 min) come down to 1 s at
+    most. The simulator applies the same rule to its windows (``ibkr_tasks.sim.limits``).
+    """
+    if not 0 < scale <= 1:
+        raise ValueError("pacing scale must be in (0, 1]")
+    return max(per * scale, min(per, MIN_SCALED_PERIOD))
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,12 @@ class Limit:
     def rate(self) -> float:
         """Allowed requests per second."""
         return self.requests / self.per
+
+    def scaled(self, scale: float) -> Limit:
+        """This limit with its period multiplied by ``scale``, but never below :data:`MIN_SCALED_PERIOD`
+        (simulators and tests only: docs/pacing.md#pacing-scale)."""
+        per = scaled_period(self.per, scale)
+        return self if per == self.per else Limit(self.name, self.requests, per)
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,12 @@ ENDPOINT_RULES: tuple[EndpointRule, ...] = (
 )
 
 
+def _scaled_rule(rule: EndpointRule, scale: float) -> EndpointRule:
+    if rule.limit is None or scale == 1:
+        return rule
+    return replace(rule, limit=rule.limit.scaled(scale))
+
+
 def global_limit_for(settings: IBKRSettings) -> Limit:
     """50 req/s on api.ibkr.com, 10 req/s through any gateway."""
     return HOSTED_GLOBAL if settings.is_ibkr_hosted else GATEWAY_GLOBAL
@@ -202,13 +231,14 @@ class _Timeline:
     def near(self, t: float, spacing: float) -> list[_Reservation]:
         """Every reservation less than ``spacing`` away from ``t`` (they would conflict with it)."""
         found: list[_Reservation] = []
+        reach = spacing - slack(t)
         i = bisect.bisect_left(self.times, t)
         j = i - 1
-        while j >= 0 and t - self.times[j] < spacing - 1e-9:
+        while j >= 0 and t - self.times[j] < reach:
             found.append(self.entries[j])
             j -= 1
         j = i
-        while j < len(self.times) and self.times[j] - t < spacing - 1e-9:
+        while j < len(self.times) and self.times[j] - t < reach:
             found.append(self.entries[j])
             j += 1
         return found
@@ -317,7 +347,9 @@ class InProcessBackend:
                         for r in self._timelines[bound.key].near(t, bound.spacing)
                         if not (priority and r.movable)
                     ]
-                    blocking += [f for f in foreign.get(bound.key, ()) if abs(f - t) < bound.spacing - 1e-9]
+                    blocking += [
+                        f for f in foreign.get(bound.key, ()) if abs(f - t) < bound.spacing - slack(t)
+                    ]
                     if blocking:
                         latest = max(blocking)
                         t = max(
@@ -452,9 +484,16 @@ class RateLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         store: PacingStore | None = None,
+        scale: float = 1.0,
     ) -> None:
         if not 0 <= margin < 1:
             raise ValueError("margin must be in [0, 1)")
+        if not 0 < scale <= 1:
+            raise ValueError("scale must be in (0, 1]")
+        self.scale = scale
+        """Every limit's period is this fraction of IBKR's (1: IBKR's own; less only against a simulator)."""
+        global_limit = global_limit.scaled(scale)
+        rules = [_scaled_rule(r, scale) for r in rules]
         self.global_limit = global_limit
         self.key_prefix = key_prefix
         self.store = store
@@ -471,9 +510,11 @@ class RateLimiter:
         """A limiter with the global limit and key that ``settings`` call for (not registered).
 
         On real time it shares the slow limits through ``IBKR_PACING_DIR`` (unless given ``store=``);
-        a limiter on an injected clock (virtual time) does not: the file holds real instants.
+        a limiter on an injected clock (virtual time) does not: the file holds real instants. Every
+        period is scaled by ``IBKR_PACING_SCALE`` (1, IBKR's own limits, unless a test says otherwise).
         """
         kwargs.setdefault("margin", settings.rate_margin)
+        kwargs.setdefault("scale", settings.pacing_scale)
         if "store" not in kwargs and kwargs.get("clock", time.monotonic) is time.monotonic:
             kwargs["store"] = store_for(settings.pacing_dir)
         return cls(
@@ -483,7 +524,11 @@ class RateLimiter:
         )
 
     def __repr__(self) -> str:
-        return f"RateLimiter({self.key_prefix!r}, global={self.global_limit.requests}/{self.global_limit.per:g}s)"
+        scaled = f", scale={self.scale:g}" if self.scale != 1 else ""
+        return (
+            f"RateLimiter({self.key_prefix!r}, global={self.global_limit.requests}/{self.global_limit.per:g}s"
+            f"{scaled})"
+        )
 
     def limits_for(self, method: str, path: str) -> list[BoundLimit]:
         """Every rate limit a request counts against, bound to this limiter's keys."""

@@ -115,6 +115,14 @@ class IBKRSettings(BaseSettings):
         "(1 request per second or slower), so a run started right after another keeps their spacing. "
         "Default $XDG_STATE_HOME/ibkr-tasks/pacing (~/.local/state/ibkr-tasks/pacing); 'off' turns it off.",
     )
+    pacing_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="For simulators and tests only: every pacing period (windows, spacings) is this fraction "
+        "of IBKR's, e.g. 0.1 paces trades at 1 per 0.5 s. IBKR's real limits are the ones at 1 (the default); "
+        "anything less against IBKR earns the penalty box. Match it with the simulator's pacing_scale.",
+    )
     trades_scope: TradesScope = Field(
         default="auto",
         description="How fills are asked for: 'login' one trades request for the whole login, 'account' one "
@@ -258,6 +266,21 @@ class IBKRSettings(BaseSettings):
         if self.ca_bundle is not None:
             return ssl.create_default_context(cafile=str(self.ca_bundle))
         return True
+
+
+class _PacingScale(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IBKR_PACING_", extra="ignore")
+
+    scale: float = Field(default=1.0, gt=0, le=1)
+
+
+def pacing_scale_from_env() -> float:
+    """``IBKR_PACING_SCALE`` (1 when unset), validated like ``IBKRSettings.pacing_scale`` but read alone,
+    so a simulator can follow it without the client's other settings (docs/pacing.md#pacing-scale)."""
+    try:
+        return _PacingScale().scale
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid IBKR settings: pacing_{_problems(exc)}") from None
 
 
 DEFAULT_TASK_RETRY_DELAYS = (5.0, 20.0)

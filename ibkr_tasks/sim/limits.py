@@ -4,6 +4,11 @@ Global: ``Quirks.global_rate_per_second`` (10 req/s through the CP Gateway). Per
 that section. A request over any limit is a *violation*: it is answered 429 and the client's IP goes into the
 penalty box for ``Quirks.penalty_box_seconds``, during which every API request is answered 429 too
 (counted separately as ``requests_while_boxed``). Windows are sliding and count only accepted requests.
+
+``Quirks.pacing_scale`` (tests only) shortens the windows and the penalty box: each window of more than
+1 s becomes ``window * scale`` but no shorter than 1 s, the rule the client's ``IBKR_PACING_SCALE``
+follows (``ibkr_tasks.client.ratelimit.scaled_period``), so a client and a simulator at one scale keep
+the relation they have at IBKR's own limits.
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ ENDPOINT_LIMITS: dict[str, tuple[int, float]] = {
     "/tickle": (1, 1.0),
     "/sso/validate": (1, 60.0),
 }
+MIN_SCALED_WINDOW = 1.0
+"""The pacing scale shortens no window below this (seconds); windows of 1 s or less are never scaled."""
+
+
+def scaled_window(window: float, scale: float) -> float:
+    """A window of IBKR's at pacing scale ``scale`` (the client's ``scaled_period`` rule)."""
+    if not 0 < scale <= 1:
+        raise ValueError("pacing scale must be in (0, 1]")
+    return max(window * scale, min(window, MIN_SCALED_WINDOW))
+
+
 # Only GET requests of these paths are limited (the table's methods); /tickle counts both GET and POST.
 _LIMITED_METHODS = {"/tickle": {"GET", "POST"}}
 
@@ -32,6 +48,7 @@ class RateLimiter:
 
     global_per_second: int = 10
     penalty_seconds: float = 600.0
+    scale: float = 1.0  # Quirks.pacing_scale: windows and penalty box shortened (tests only)
     _global: deque[float] = field(default_factory=deque)
     _endpoints: dict[str, deque[float]] = field(default_factory=dict)
     _boxed_until: dict[str, float] = field(default_factory=dict)
@@ -53,7 +70,7 @@ class RateLimiter:
             return self._violate(ip, "global", now, f"global limit {self.global_per_second} req/s")
         limit = ENDPOINT_LIMITS.get(path_key)
         if limit is not None and method in _LIMITED_METHODS.get(path_key, {"GET"}):
-            count, window = limit
+            count, window = limit[0], scaled_window(limit[1], self.scale)
             q = self._endpoints.setdefault(path_key, deque())
             _trim(q, now, window)
             if len(q) >= count:
@@ -66,7 +83,7 @@ class RateLimiter:
         self.violations += 1
         self.violations_by_endpoint[key] = self.violations_by_endpoint.get(key, 0) + 1
         if self.penalty_seconds > 0:
-            self._boxed_until[ip] = now + self.penalty_seconds
+            self._boxed_until[ip] = now + self.penalty_seconds * self.scale
             self.penalty_boxes_entered += 1
         return why
 
@@ -77,7 +94,8 @@ class RateLimiter:
             "remaining_seconds": active,
             "entered": self.penalty_boxes_entered,
             "requests_while_boxed": self.requests_while_boxed,
-            "penalty_seconds": self.penalty_seconds,
+            "penalty_seconds": self.penalty_seconds * self.scale,
+            "pacing_scale": self.scale,
         }
 
     def release(self) -> None:

@@ -7,12 +7,28 @@ can describe the brokerage their own flows should be tested against. Every quirk
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def pacing_scale_from_env() -> float:
+    """``IBKR_PACING_SCALE`` (1 when unset or empty), the client's setting, read here so the simulator
+    needs nothing of the client; it must be a number in (0, 1] as there."""
+    raw = os.environ.get("IBKR_PACING_SCALE", "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise ValueError(f"IBKR_PACING_SCALE must be a number in (0, 1], got {raw!r}") from None
+    if not 0 < scale <= 1:
+        raise ValueError(f"IBKR_PACING_SCALE must be in (0, 1], got {raw!r}")
+    return scale
 
 
 class Quirks(BaseModel):
@@ -52,6 +68,13 @@ class Quirks(BaseModel):
     global_rate_per_second: int = Field(default=10, ge=1, description="global limit (CP Gateway: 10 req/s)")
     penalty_box_seconds: float = Field(
         default=600.0, ge=0, description="after a violation every request answers 429 for this long"
+    )
+    pacing_scale: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="tests only: windows longer than 1 s are this fraction of IBKR's (no shorter than 1 s), "
+        "the penalty box too; None: IBKR_PACING_SCALE of the environment (else 1), as the client does",
     )
     # --- faults -------------------------------------------------------------------------------
     error_rate_5xx: float = Field(
@@ -96,6 +119,12 @@ class Quirks(BaseModel):
     positions_cache: bool = Field(
         default=False, description="positions pages stay as first served until POST .../positions/invalidate"
     )
+
+    def effective_pacing_scale(self) -> float:
+        """``pacing_scale``, or the client's ``IBKR_PACING_SCALE`` when it is unset (1 when both are)."""
+        if self.pacing_scale is not None:
+            return self.pacing_scale
+        return pacing_scale_from_env()
 
     @model_validator(mode="after")
     def _chain_bounds(self) -> Quirks:

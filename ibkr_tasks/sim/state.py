@@ -91,7 +91,9 @@ class SimState:
         self.session = Session(
             brokerage=not q.require_ssodh_init, competing=q.competing_session, init_at=clock.mono()
         )
-        self.limiter = RateLimiter(q.global_rate_per_second, q.penalty_box_seconds)
+        self.limiter = RateLimiter(
+            q.global_rate_per_second, q.penalty_box_seconds, q.effective_pacing_scale()
+        )
         self.stats = Stats()
         self.faults = Faults()
         self.rng_faults = random.Random(f"{scenario.seed}|faults")
@@ -114,6 +116,7 @@ class SimState:
         self.book.scenario = self.scenario
         self.limiter.global_per_second = quirks.global_rate_per_second
         self.limiter.penalty_seconds = quirks.penalty_box_seconds
+        self.limiter.scale = quirks.effective_pacing_scale()
 
     def account(self, account_id: str) -> Account | None:
         return self.book.accounts.get(account_id)

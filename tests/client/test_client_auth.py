@@ -371,6 +371,7 @@ def test_configured_ip_is_used_without_a_lookup(pem: str, rsa_key: rsa.RSAPrivat
     assert claims["credential"] == USERNAME
 
 
+@pytest.mark.usefixtures("ibkr_pacing")  # its times follow IBKR's own 1-per-5-s /portfolio/accounts limit
 async def test_bearer_that_expires_during_a_pacing_wait_is_renewed_before_sending(pem: str) -> None:
     """/portfolio/accounts is paced to one request per 5 s; a request queued behind another can wait
     longer than its bearer has left. It then gives up its slot, renews and waits again, rather than

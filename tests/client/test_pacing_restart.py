@@ -6,7 +6,9 @@ The simulator runs in its own process with IBKR's limits enforced and counts eve
 second waits for the first one's spacing: 0 violations. A third run right after them with the file
 turned off (``IBKR_PACING_DIR=off``) violates at once, which shows the test can tell.
 
-Takes about 8 s of real time (mostly the 5-second spacing itself).
+Runs at IBKR's own periods (scale 1 for clients and simulator, whatever the suite's scale), 15-20 s
+of real time: the control run must reach the simulator within the window after the second run's last
+call, and on a busy machine a 1-s window (scale 0.2) was not always enough for that.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ibkr_tasks.client.ratelimit import TRADES, scaled_period
 from ibkr_tasks.sim.scenario import Quirks, Scenario
 from ibkr_tasks.testing import running_simulator
 
@@ -42,10 +45,15 @@ asyncio.run(main())
 """
 
 
+SCALE = 1.0
+"""Client and simulator both at this pacing scale, set here (not taken from the suite's setting)."""
+
+
 @pytest.fixture
 def sim() -> Iterator[str]:
     """The simulator in its own process, enforcing IBKR's limits (no penalty box, so a run can go on)."""
-    scenario = Scenario(seed=3, accounts=2, quirks=Quirks(rate_limits=True, penalty_box_seconds=0))
+    quirks = Quirks(rate_limits=True, penalty_box_seconds=0, pacing_scale=SCALE)
+    scenario = Scenario(seed=3, accounts=2, quirks=quirks)
     with running_simulator(scenario) as handle:
         yield handle.base_url
 
@@ -56,7 +64,7 @@ def _violations(base: str) -> int:
 
 def _start(base: str, pacing_dir: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IBKR_")}
-    env.update(IBKR_API_URL=f"{base}/v1/api", IBKR_PACING_DIR=pacing_dir)
+    env.update(IBKR_API_URL=f"{base}/v1/api", IBKR_PACING_DIR=pacing_dir, IBKR_PACING_SCALE=str(SCALE))
     return subprocess.Popen(
         [sys.executable, "-c", _RUN],
         stdin=subprocess.PIPE,
@@ -82,7 +90,7 @@ def test_a_run_right_after_another_respects_the_slow_endpoints(sim: str, tmp_pat
             assert run.returncode == 0 and out.strip() == "done", err
         assert _violations(sim) == 0
         # The second run waited for the spacing of the first one's calls (1 request per 5 s).
-        assert time.monotonic() - started >= 5.0
+        assert time.monotonic() - started >= scaled_period(TRADES.per, SCALE)
 
         # Control: a run without the shared file, right after, trips the simulator's limits at once.
         assert control.stdin is not None

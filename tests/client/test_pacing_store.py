@@ -43,6 +43,9 @@ TRADES = "/iserver/account/trades"
 ACCOUNTS = "/portfolio/accounts"
 PREFIX = "ibkr:localhost:*"
 
+# IBKR's own limits: the suite's scaled-down pacing (IBKR_PACING_SCALE) is off in this module.
+pytestmark = pytest.mark.usefixtures("ibkr_pacing")
+
 
 @pytest.fixture
 def clock_start() -> float:

@@ -27,6 +27,9 @@ from ibkr_tasks.client.transport import Transport
 
 BASE = "https://localhost:5000/v1/api"
 
+# These tests are about IBKR's own limits: the suite's scaled-down pacing (IBKR_PACING_SCALE) is off here.
+pytestmark = pytest.mark.usefixtures("ibkr_pacing")
+
 
 def max_in_window(times: list[float], window: float) -> int:
     """The most requests inside any half-open window [t, t + window) of the given length."""
