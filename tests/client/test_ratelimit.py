@@ -14,6 +14,7 @@ from ibkr_tasks.client.clock import FakeClock
 from ibkr_tasks.client.ratelimit import (
     GATEWAY_GLOBAL,
     HOSTED_GLOBAL,
+    TRADES,
     BoundLimit,
     InProcessBackend,
     Limit,
@@ -240,6 +241,25 @@ async def test_a_late_wakeup_never_moves_a_request_that_is_already_sending() -> 
     assert third.committed and third.t == pytest.approx(bound.spacing + 0.04)
     fourth = backend._reserve([bound], 0.0, urgent=True, back=0.01)  # another late one behind it
     assert not fourth.committed and fourth.t == pytest.approx(2 * bound.spacing + 0.04)
+
+
+def test_a_request_placed_by_a_slow_limit_falls_in_step_with_the_global_queue() -> None:
+    """A trades request 5.2 s after the last one lands a whole number of global spacings after the
+    global reservations before it, so the queue that fills up to it leaves no sliver too short to use."""
+    clock = FakeClock(start=0.0)
+    backend = InProcessBackend(clock=clock, sleep=clock.sleep)
+    everything, trades = BoundLimit("g", GATEWAY_GLOBAL), BoundLimit("t", TRADES)
+    backend._reserve([everything, trades], 0.0)  # the last trades request, sent at 0
+    clock.advance(0.15)
+    queue = [backend._reserve([everything], 0.0)]  # sent at once, 46 ms off the trades request's step
+    clock.advance(0.01)
+    nxt = backend._reserve([everything, trades], 0.0)  # due 5.2 s after the last one, or just after
+    queue += [backend._reserve([everything], 0.0) for _ in range(60)]
+
+    assert 5.2 <= nxt.t < 5.2 + everything.spacing
+    times = sorted([r.t for r in queue] + [nxt.t])
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps == pytest.approx([everything.spacing] * len(gaps), abs=1e-9)
 
 
 def test_endpoint_rules_match_ibkr_table() -> None:
