@@ -284,7 +284,7 @@ def measure(
         os.environ["IBKR_API_URL"] = sim.api_url
         ledger_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         before = sim.stats()
-        late_before = 0
+        late_before, late_s_before = 0, 0.0
         known: set[int] = set()
         for night in range(1, nights + 1):
             if night > 1:
@@ -329,12 +329,14 @@ def measure(
                     "violations": stats.get("rate_limit_violations", 0)
                     - before.get("rate_limit_violations", 0),
                     "late": getattr(backend, "late_wakeups", 0) - late_before,
+                    "late_s": getattr(backend, "late_seconds", 0.0) - late_s_before,
                     # before the first API request arrived / after the last one: time outside the API
                     "head": (first - started_at) if first and night == 1 else float("nan"),
                     "tail": ended_at - (stats["last_request_at"] or ended_at),
                 }
             )
             before, late_before, known = stats, getattr(backend, "late_wakeups", 0), known_after
+            late_s_before = getattr(backend, "late_seconds", 0.0)
     return results
 
 
@@ -374,19 +376,19 @@ def main(argv: list[str] | None = None) -> int:
         results += measure("multi flow", multi, 1, flow, nights=2, trace=trace)
     print(
         f"\n{'run':<14} {'wall s':>7} {'bound s':>8} {'ratio':>6} {'needed':>7} {'sent':>6} {'trades':>6}"
-        f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'head s':>7} {'tail s':>7}"
+        f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'late s':>6} {'head s':>7} {'tail s':>7}"
     )
     for r in results:
         r["ratio"] = r["wall"] / r["bound"] if r["bound"] else float("nan")
         print(
             f"{r['name']:<14} {r['wall']:>7.2f} {r['bound']:>8.2f} {r['ratio']:>6.3f} {r['needed']:>7} "
             f"{r['requests']:>6} {r['trades']:>6} {r['unknown']:>7} {r['contract_info']:>13} {r['429']:>5} "
-            f"{r['violations']:>10} {r['late']:>5} {r['head']:>7.2f} {r['tail']:>7.2f}"
+            f"{r['violations']:>10} {r['late']:>5} {r['late_s']:>6.2f} {r['head']:>7.2f} {r['tail']:>7.2f}"
         )
     print(
         "(bound: the fewest requests the night needs under IBKR's limits; needed/sent: those requests and "
         "the ones the client sent;\n unknown: traded instruments without contract info before the night; "
-        "head: start to the first API request; tail: the last API request to the end)"
+        "late/late s: wake-ups of the limiter later than its tolerance and their summed lateness;\n head: start to the first API request; tail: the last API request to the end)"
     )
     flows = [r for r in results if " flow " in r["name"]]
     worst = max(r["ratio"] for r in flows)

@@ -270,6 +270,8 @@ class InProcessBackend:
         self._waiters: dict[str, deque[_Waiter]] = {}
         self.late_wakeups = 0
         """How often a caller woke too late to use its instant (a busy event loop or CPU) and re-reserved."""
+        self.late_seconds = 0.0
+        """How late, in all, those wake-ups were (the queue behind them lost this less the tolerances)."""
         self.displacements = 0
         """How often a waiting request was pushed back by a priority (or late) one."""
 
@@ -389,6 +391,7 @@ class InProcessBackend:
             if late > tolerance:
                 logger.debug("rate limiter woke %.3f s late; re-reserving", late)
                 self.late_wakeups += 1
+                self.late_seconds += late
                 self._remove(entry)
                 return late
             entry.committed = True
