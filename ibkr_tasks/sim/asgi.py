@@ -42,6 +42,9 @@ from ibkr_tasks.sim.state import (
 )
 
 _NO_SESSION_NEEDED = {"/iserver/auth/ssodh/init"}
+ARRIVED_SCOPE_KEY = "ibkr_sim.arrived"
+"""Scope key a server may fill in: when the request's bytes reached the machine (``time.time()``
+seconds; :mod:`ibkr_tasks.sim.arrival` takes the kernel's receive time)."""
 ARRIVED_HEADER = "x-sim-arrived"
 """Response header of every API answer: when the simulator counted the request (wall-clock seconds)."""
 
@@ -68,9 +71,14 @@ class SimApp:
                     return
         if scope["type"] != "http":
             return
-        # IBKR counts a request when it arrives: take the time first, before anything else this app
-        # does for it (and before the simulated latency, whose wake-ups a busy event loop could bunch).
-        arrived = (time.time(), self.sim.clock.mono())
+        # IBKR counts a request when it arrives: the kernel's receive time when the server passes it on,
+        # else the time now, before anything else this app does for it (and before the simulated
+        # latency, whose wake-ups a busy event loop could bunch).
+        wall, mono = time.time(), self.sim.clock.mono()
+        stamped = scope.get(ARRIVED_SCOPE_KEY)
+        if isinstance(stamped, float) and 0 <= wall - stamped < 60:
+            wall, mono = stamped, mono - (wall - stamped)
+        arrived = (wall, mono)
         request = Request(scope, receive)
         path: str = scope["path"]
         if path.startswith(API_PREFIX + "/"):
