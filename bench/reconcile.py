@@ -259,9 +259,11 @@ def print_trace(name: str, rows: list[Row], started: float, ended: float) -> Non
         f" {n + 1} sends in no less than {span * 1000:.0f} ms (as the simulator counted them: {seen * 1000:.0f} ms)"
     )
     if lag:
+        worst = max((r for r in rows if not math.isnan(r[4])), key=lambda r: r[4] - r[0])
         print(
             f"  counted after sent: median {lag[len(lag) // 2] * 1000:.1f} ms, 99th pct "
-            f"{lag[int(len(lag) * 0.99)] * 1000:.1f} ms, max {lag[-1] * 1000:.1f} ms"
+            f"{lag[int(len(lag) * 0.99)] * 1000:.1f} ms, max {lag[-1] * 1000:.1f} ms "
+            f"({worst[2]} {_kind(worst[3])} at +{worst[0] - started:.2f} s)"
         )
     tail = ended - (rows[-1][1] if rows else started)
     total = sum(sum(v) for v in gaps.values())

@@ -48,6 +48,7 @@ class StampingSocket(socket.socket):
         if not _ANCILLARY:
             return super().recv(bufsize, flags)
         data, ancillary, _, _ = self.recvmsg(bufsize, _ANCILLARY, flags)
+        self.last_arrival = None  # never a stamp of earlier data (the app then takes the time itself)
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP and len(payload) >= _TIMEVAL.size:
                 seconds, micros = _TIMEVAL.unpack_from(payload)
@@ -61,6 +62,9 @@ def listening_socket(host: str, port: int) -> StampingSocket:
     sock = StampingSocket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if SO_TIMESTAMP is not None:
+            # Stamping on from the start: a connection's first request may arrive before it is accepted.
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()
