@@ -69,6 +69,7 @@ from ibkr_tasks.client.settings import IBKRSettings  # noqa: E402
 from ibkr_tasks.ledger import Ledger  # noqa: E402
 from ibkr_tasks.nightly import reconcilable_accounts  # noqa: E402
 from ibkr_tasks.sim import Scenario  # noqa: E402
+from ibkr_tasks.sim.asgi import ARRIVED_HEADER  # noqa: E402
 from ibkr_tasks.sim.scenario import Quirks  # noqa: E402
 from ibkr_tasks.testing import running_simulator  # noqa: E402
 
@@ -189,27 +190,34 @@ def night_facts(ledger_url: str, known_before: set[int]) -> tuple[set[int], int,
     return known, len(traded - known_before), positions
 
 
+Row = tuple[float, float, str, str, float]
+
+
 class RequestTrace:
-    """Every request the client sent: (sent, answered, method, path), from httpx itself."""
+    """Every request the client sent: (sent, answered, method, path, counted), from httpx itself;
+    ``counted`` is when the simulator counted it against IBKR's limits (its x-sim-arrived header)."""
 
     def __init__(self) -> None:
         import httpx
 
-        self.rows: list[tuple[float, float, str, str]] = []
+        self.rows: list[Row] = []
         send = httpx.AsyncClient.request
         rows = self.rows
 
         async def traced(client: httpx.AsyncClient, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
             sent = time.time()
+            counted = float("nan")
             try:
-                return await send(client, method, url, *args, **kwargs)
+                response = await send(client, method, url, *args, **kwargs)
+                counted = float(response.headers.get(ARRIVED_HEADER, "nan"))
+                return response
             finally:
                 if "/v1/api" in str(client.base_url):  # the IBKR API, not Prefect's
-                    rows.append((sent, time.time(), method, str(url).split("?", 1)[0]))
+                    rows.append((sent, time.time(), method, str(url).split("?", 1)[0], counted))
 
         httpx.AsyncClient.request = traced  # type: ignore[method-assign]  # measurement only
 
-    def take(self) -> list[tuple[float, float, str, str]]:
+    def take(self) -> list[Row]:
         rows = sorted(self.rows)
         self.rows.clear()
         return rows
@@ -219,7 +227,7 @@ def _kind(path: str) -> str:
     return re.sub(r"/(U|DU|DF|F)[A-Z0-9]+", "/{acct}", re.sub(r"/positions/\d+$", "/positions/{page}", path))
 
 
-def print_trace(name: str, rows: list[tuple[float, float, str, str]], started: float, ended: float) -> None:
+def print_trace(name: str, rows: list[Row], started: float, ended: float) -> None:
     """Where the night's wall time went that the global rate did not need: each gap between two sends
     longer than 1.5 global intervals, summed by the request before and after it."""
     spacing = 1 / GATEWAY_GLOBAL.rate
@@ -239,9 +247,24 @@ def print_trace(name: str, rows: list[tuple[float, float, str, str]], started: f
         densest = max(densest, j - i + 1)
         if i:
             closest = min(closest, rows[i][0] - rows[i - 1][0])
+    # the shortest time the client took for requests + 1 sends: IBKR's window minus this is what the
+    # network, the gateway's scheduling and its clock may still eat before a window holds one too many
+    n = GATEWAY_GLOBAL.requests
+    span = min((rows[i + n][0] - rows[i][0] for i in range(len(rows) - n)), default=float("nan"))
+    counted = sorted(r[4] for r in rows if not math.isnan(r[4]))
+    seen = min((counted[i + n] - counted[i] for i in range(len(counted) - n)), default=float("nan"))
+    lag = sorted(r[4] - r[0] for r in rows if not math.isnan(r[4]))
     print(
-        f"  most sends in one {window:g} s window: {densest}; closest two sends {closest * 1000:.0f} ms apart"
+        f"  most sends in one {window:g} s window: {densest}; closest two sends {closest * 1000:.0f} ms apart;"
+        f" {n + 1} sends in no less than {span * 1000:.0f} ms (as the simulator counted them: {seen * 1000:.0f} ms)"
     )
+    if lag:
+        worst = max((r for r in rows if not math.isnan(r[4])), key=lambda r: r[4] - r[0])
+        print(
+            f"  counted after sent: median {lag[len(lag) // 2] * 1000:.1f} ms, 99th pct "
+            f"{lag[int(len(lag) * 0.99)] * 1000:.1f} ms, max {lag[-1] * 1000:.1f} ms "
+            f"({worst[2]} {_kind(worst[3])} at +{worst[0] - started:.2f} s)"
+        )
     tail = ended - (rows[-1][1] if rows else started)
     total = sum(sum(v) for v in gaps.values())
     print(f"  trace {name}: {len(rows)} requests; idle beyond one interval {total:.2f} s; tail {tail:.2f} s")
@@ -263,16 +286,21 @@ def measure(
         os.environ["IBKR_API_URL"] = sim.api_url
         ledger_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         before = sim.stats()
-        late_before = 0
+        late_before, late_s_before = 0, 0.0
         known: set[int] = set()
         for night in range(1, nights + 1):
             if night > 1:
                 # Nights are hours apart: IBKR's per-endpoint windows (trades, /portfolio/accounts: 1
                 # per 5 s) of the last night have long closed. Wait them out, untimed.
-                time.sleep(max(TRADES.interval, PORTFOLIO_ACCOUNTS.interval))
+                # The limiter keeps them with its margin, from the pacing store's record of last night.
+                margin = 1 + IBKRSettings().rate_margin
+                time.sleep(max(TRADES.interval, PORTFOLIO_ACCOUNTS.interval) * margin + 0.1)
             started_at = time.time()
             started = time.perf_counter()
-            asyncio.run(fn(ledger_url, days))
+            try:
+                asyncio.run(fn(ledger_url, days))
+            except (Exception, SystemExit) as exc:  # e.g. a 429 that outlasted the retries: still report
+                print(f"  {name} #{night} failed: {type(exc).__name__}: {str(exc)[:200]}")
             wall = time.perf_counter() - started
             ended_at = time.time()
             if trace is not None:
@@ -303,12 +331,14 @@ def measure(
                     "violations": stats.get("rate_limit_violations", 0)
                     - before.get("rate_limit_violations", 0),
                     "late": getattr(backend, "late_wakeups", 0) - late_before,
+                    "late_s": getattr(backend, "late_seconds", 0.0) - late_s_before,
                     # before the first API request arrived / after the last one: time outside the API
                     "head": (first - started_at) if first and night == 1 else float("nan"),
                     "tail": ended_at - (stats["last_request_at"] or ended_at),
                 }
             )
             before, late_before, known = stats, getattr(backend, "late_wakeups", 0), known_after
+            late_s_before = getattr(backend, "late_seconds", 0.0)
     return results
 
 
@@ -348,19 +378,19 @@ def main(argv: list[str] | None = None) -> int:
         results += measure("multi flow", multi, 1, flow, nights=2, trace=trace)
     print(
         f"\n{'run':<14} {'wall s':>7} {'bound s':>8} {'ratio':>6} {'needed':>7} {'sent':>6} {'trades':>6}"
-        f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'head s':>7} {'tail s':>7}"
+        f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'late s':>6} {'head s':>7} {'tail s':>7}"
     )
     for r in results:
         r["ratio"] = r["wall"] / r["bound"] if r["bound"] else float("nan")
         print(
             f"{r['name']:<14} {r['wall']:>7.2f} {r['bound']:>8.2f} {r['ratio']:>6.3f} {r['needed']:>7} "
             f"{r['requests']:>6} {r['trades']:>6} {r['unknown']:>7} {r['contract_info']:>13} {r['429']:>5} "
-            f"{r['violations']:>10} {r['late']:>5} {r['head']:>7.2f} {r['tail']:>7.2f}"
+            f"{r['violations']:>10} {r['late']:>5} {r['late_s']:>6.2f} {r['head']:>7.2f} {r['tail']:>7.2f}"
         )
     print(
         "(bound: the fewest requests the night needs under IBKR's limits; needed/sent: those requests and "
         "the ones the client sent;\n unknown: traded instruments without contract info before the night; "
-        "head: start to the first API request; tail: the last API request to the end)"
+        "late/late s: wake-ups of the limiter later than its tolerance and their summed lateness;\n head: start to the first API request; tail: the last API request to the end)"
     )
     flows = [r for r in results if " flow " in r["name"]]
     worst = max(r["ratio"] for r in flows)

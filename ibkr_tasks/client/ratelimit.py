@@ -270,9 +270,11 @@ class InProcessBackend:
     """Pacing inside one process, safe across tasks, threads and event loops.
 
     Reservations are computed under a ``threading.Lock`` and the wait is a plain sleep, so nothing is
-    bound to one event loop. A caller that wakes up noticeably late (a busy loop) gives its instant back
-    and reserves again, so lateness never squeezes two requests closer than the spacing allows; it keeps
-    its place in line by pushing the waiters behind it back by one slot.
+    bound to one event loop. A caller that wakes up later than the tolerance (a busy loop) gives its
+    instant back and takes the one it would have had had it woken within the tolerance, behind what was
+    already sent, so lateness never squeezes two requests closer than the spacing minus the tolerance.
+    It keeps its place in line: the waiters behind it are pushed back by its lateness beyond the
+    tolerance, not by a whole slot.
 
     Priority requests (order placement, replies to order prompts, cancels: IBKR wants prompt replies at
     once) take the earliest instant that no other priority or already-sending request holds; a waiting
@@ -298,17 +300,23 @@ class InProcessBackend:
         self._waiters: dict[str, deque[_Waiter]] = {}
         self.late_wakeups = 0
         """How often a caller woke too late to use its instant (a busy event loop or CPU) and re-reserved."""
+        self.late_seconds = 0.0
+        """How late, in all, those wake-ups were (the queue behind them lost this less the tolerances)."""
         self.displacements = 0
         """How often a waiting request was pushed back by a priority (or late) one."""
 
-    def _reserve(self, limits: Sequence[BoundLimit], not_before: float, urgent: bool = False) -> _Reservation:
+    def _reserve(
+        self, limits: Sequence[BoundLimit], not_before: float, urgent: bool = False, back: float = 0.0
+    ) -> _Reservation:
         store = self.store
         shared = [b for b in limits if store is not None and store.shares(b.limit.interval)]
         if store is None or not shared:
-            return self._reserve_here(limits, not_before, urgent, None, ())
-        # The file lock is taken before the thread lock, and only by requests under a slow limit.
+            return self._reserve_here(limits, not_before, urgent, None, (), back)
+        # The file lock is taken before the thread lock, and only by requests under a slow limit. The
+        # file forgets an entry once its spacing has passed, so a reservation shared with it never
+        # starts in the past (``back``).
         with store.transaction() as txn:
-            return self._reserve_here(limits, not_before, urgent, txn, shared)
+            return self._reserve_here(limits, not_before, urgent, txn, shared, 0.0)
 
     def _reserve_here(
         self,
@@ -317,10 +325,14 @@ class InProcessBackend:
         urgent: bool,
         txn: Transaction | None,
         shared: Sequence[BoundLimit],
+        back: float,
     ) -> _Reservation:
         # A caller that already waited for its turn (it woke late, or was displaced) keeps its place
-        # in line: it reserves like a priority request, pushing later waiters back by one slot.
-        priority = urgent or any(bound.priority for bound in limits)
+        # in line: it jumps the queue like a priority request, and the waiters it lands on reserve again
+        # when they wake. It stays movable itself (by a priority request, or by a late caller that was
+        # ahead of it), so a late caller lands right behind what was already sent.
+        priority = any(bound.priority for bound in limits)
+        jump = urgent or priority
         with self._lock:
             now = self.clock()
             # Other processes' reservations of the slow limits, on this backend's clock.
@@ -330,14 +342,20 @@ class InProcessBackend:
                 offset = txn.store.wall() - now
                 for bound in shared:
                     foreign[bound.key] = [w - offset for w in txn.times(bound.key, exclude_owner=self.owner)]
-            t = max(now, not_before)
+            # ``back``: a late caller reserves the instant it would have had if it had woken within the
+            # tolerance, so it may start up to that far in the past.
+            start = t = max(now - back, not_before)
             for bound in limits:
-                self._timelines.setdefault(bound.key, _Timeline()).prune(now - bound.spacing)
-            # Move t forward past every conflicting reservation until it fits all limits. A request that
-            # has to wait is put on a grid of the smallest spacing: endpoint spacings are whole multiples
-            # of the global one, so waiting requests pack without unusable slivers between them. A
-            # priority request only has to avoid reservations that cannot move.
-            grid = min(bound.spacing for bound in limits)
+                self._timelines.setdefault(bound.key, _Timeline()).prune(start - bound.spacing)
+            # Move t forward past every conflicting reservation until it fits all limits: to exactly one
+            # spacing after the latest one it conflicts with. Requests that wait therefore line up one
+            # global spacing apart, in step with the request before them (not with a fixed grid: a queue
+            # that was pushed back by a late wake-up stays packed). Endpoint spacings are whole multiples
+            # of the global one, so a request placed by a slow limit is put in step with the global
+            # reservations before it, leaving no unusable sliver between them. A priority request only
+            # has to avoid reservations that cannot move.
+            tightest = min(limits, key=lambda bound: bound.spacing)
+            grid = tightest.spacing
             moved = True
             while moved:
                 moved = False
@@ -345,19 +363,18 @@ class InProcessBackend:
                     blocking = [
                         r.t
                         for r in self._timelines[bound.key].near(t, bound.spacing)
-                        if not (priority and r.movable)
+                        if not (jump and r.movable)
                     ]
                     blocking += [
                         f for f in foreign.get(bound.key, ()) if abs(f - t) < bound.spacing - slack(t)
                     ]
                     if blocking:
-                        latest = max(blocking)
-                        t = max(
-                            latest + bound.spacing, math.ceil((latest + bound.spacing) / grid - 1e-6) * grid
-                        )
+                        t = max(blocking) + bound.spacing
+                        if bound.spacing > grid + 1e-9:
+                            t = self._in_step(t, self._timelines[tightest.key], grid)
                         moved = True
             entry = _Reservation(t, tuple(limits), priority)
-            if priority:
+            if jump:
                 for bound in limits:
                     for other in self._timelines[bound.key].near(t, bound.spacing):
                         self._displace(other)
@@ -366,7 +383,19 @@ class InProcessBackend:
             if txn is not None:
                 for bound in shared:
                     txn.add(bound.key, t + offset, bound.spacing, self.owner)
+            if t <= now:
+                entry.committed = True  # due already: the caller sends at once
             return entry
+
+    @staticmethod
+    def _in_step(t: float, timeline: _Timeline, grid: float) -> float:
+        """The first instant from ``t`` on that is a whole number of ``grid`` after the latest
+        reservation of ``timeline`` before it (``t`` itself when there is none)."""
+        i = bisect.bisect_right(timeline.times, t) - 1
+        if i < 0:
+            return t
+        before = timeline.times[i]
+        return max(t, before + math.ceil((t - before) / grid - 1e-6) * grid)
 
     def _displace(self, entry: _Reservation) -> None:
         self.displacements += 1
@@ -384,19 +413,21 @@ class InProcessBackend:
             if not entry.displaced:
                 self._remove(entry)
 
-    def _commit(self, entry: _Reservation, tolerance: float) -> bool:
-        """Under the lock: True when the owner may send now; False when it must reserve again."""
+    def _commit(self, entry: _Reservation, tolerance: float) -> float | None:
+        """Under the lock: None when the owner may send now, else how late it woke (0.0: it was displaced)
+        and must reserve again."""
         with self._lock:
             if entry.displaced:
-                return False
+                return 0.0
             late = self.clock() - entry.t
             if late > tolerance:
                 logger.debug("rate limiter woke %.3f s late; re-reserving", late)
                 self.late_wakeups += 1
+                self.late_seconds += late
                 self._remove(entry)
-                return False
+                return late
             entry.committed = True
-            return True
+            return None
 
     async def acquire(self, limits: Sequence[BoundLimit]) -> None:
         if not limits:
@@ -407,8 +438,11 @@ class InProcessBackend:
         tolerance = min(b.limit.per * b.margin for b in limits) / 4
         not_before = 0.0
         urgent = False
+        back = 0.0
         while True:
-            entry = self._reserve(limits, not_before, urgent)
+            entry = self._reserve(limits, not_before, urgent, back)
+            if entry.committed:
+                return
             try:
                 delay = entry.t - self.clock()
                 if delay > 0:
@@ -416,10 +450,16 @@ class InProcessBackend:
             except BaseException:
                 self._release(entry)
                 raise
-            if self._commit(entry, tolerance):
+            late = self._commit(entry, tolerance)
+            if late is None:
                 return
-            not_before = self.clock()
+            # Reserve again at once, keeping the place in line. A late caller takes the instant it would
+            # have had had it woken within the tolerance (``tolerance`` ago, when nothing that cannot
+            # move is in the way) and sends at once: the waiters behind it are pushed back by how late
+            # it was beyond the tolerance, not by a whole slot.
+            not_before = 0.0
             urgent = True
+            back = tolerance if late else 0.0
 
     @asynccontextmanager
     async def concurrency(self, key: str, max_concurrent: int) -> AsyncIterator[None]:

@@ -65,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         f"  try: curl -X POST http://{args.host}:{args.port}/v1/api/iserver/auth/status",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on")
+    # A listening socket and protocol that pass on the kernel's receive time of each request: the
+    # limits are checked against when a request arrived, however busy this process was then.
+    from ibkr_tasks.sim.arrival import ArrivalH11Protocol, listening_socket
+
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on", http=ArrivalH11Protocol
+    )
+    uvicorn.Server(config).run(sockets=[listening_socket(args.host, args.port)])
     return 0
 
 

@@ -42,6 +42,11 @@ from ibkr_tasks.sim.state import (
 )
 
 _NO_SESSION_NEEDED = {"/iserver/auth/ssodh/init"}
+ARRIVED_SCOPE_KEY = "ibkr_sim.arrived"
+"""Scope key a server may fill in: when the request's bytes reached the machine (``time.time()``
+seconds; :mod:`ibkr_tasks.sim.arrival` takes the kernel's receive time)."""
+ARRIVED_HEADER = "x-sim-arrived"
+"""Response header of every API answer: when the simulator counted the request (wall-clock seconds)."""
 
 
 class SimApp:
@@ -66,10 +71,21 @@ class SimApp:
                     return
         if scope["type"] != "http":
             return
+        # IBKR counts a request when it arrives: the kernel's receive time when the server passes it on,
+        # else the time now, before anything else this app does for it (and before the simulated
+        # latency, whose wake-ups a busy event loop could bunch).
+        wall, mono = time.time(), self.sim.clock.mono()
+        stamped = scope.get(ARRIVED_SCOPE_KEY)
+        if isinstance(stamped, float) and 0 <= wall - stamped < 60:
+            wall, mono = stamped, mono - (wall - stamped)
+        arrived = (wall, mono)
         request = Request(scope, receive)
         path: str = scope["path"]
         if path.startswith(API_PREFIX + "/"):
-            response = await self._api(request, path[len(API_PREFIX) :])
+            response = await self._api(request, path[len(API_PREFIX) :], arrived)
+            # When the request was counted (wall-clock seconds): how late the server saw it after the
+            # client sent it is what the limits' margin has to cover (bench/reconcile.py --trace).
+            response.headers[ARRIVED_HEADER] = f"{arrived[0]:.6f}"
         elif path.startswith("/sim/"):
             response = await control(self.sim, request, path[len("/sim") :])
         elif path.startswith("/flex/"):
@@ -84,17 +100,16 @@ class SimApp:
         await response(scope, receive, send)
 
     # ------------------------------------------------------------------ the API pipeline
-    async def _api(self, request: Request, path: str) -> Response:
+    async def _api(self, request: Request, path: str, arrived: tuple[float, float]) -> Response:
         st = self.sim
         q = st.quirks
         found = match(request.method, path)
         key = f"{request.method} {found[0].key if found else path}"
         st.stats.requests[key] = st.stats.requests.get(key, 0) + 1
-        arrived = time.time()
         if st.stats.first_request_at is None:
-            st.stats.first_request_at = arrived
-        st.stats.last_request_at = arrived
-        response = await self._pipeline(st, q, request, path, found, key)
+            st.stats.first_request_at = arrived[0]
+        st.stats.last_request_at = arrived[0]
+        response = await self._pipeline(st, q, request, path, found, key, arrived[1])
         code = str(response.status_code)
         st.stats.statuses[code] = st.stats.statuses.get(code, 0) + 1
         if response.status_code == 429:
@@ -102,11 +117,8 @@ class SimApp:
         return response
 
     async def _pipeline(
-        self, st: SimState, q: Quirks, request: Request, path: str, found: Any, key: str
+        self, st: SimState, q: Quirks, request: Request, path: str, found: Any, key: str, arrived: float
     ) -> Response:
-        # IBKR counts a request when it arrives: take the time before the simulated latency, whose
-        # wake-ups a busy event loop (a large trades response being rendered) could bunch together.
-        arrived = st.clock.mono()
         delay = q_latency = st.scenario.latency_ms / 1000
         if q.slow_ratio and st.rng_faults.random() < q.slow_ratio:
             delay = q_latency + q.slow_ms / 1000

@@ -14,6 +14,7 @@ from ibkr_tasks.client.clock import FakeClock
 from ibkr_tasks.client.ratelimit import (
     GATEWAY_GLOBAL,
     HOSTED_GLOBAL,
+    TRADES,
     BoundLimit,
     InProcessBackend,
     Limit,
@@ -194,6 +195,74 @@ async def test_late_wakeup_re_reserves_instead_of_crowding_the_window() -> None:
     assert backend.late_wakeups == 1
     assert max_in_window(sent, 1.0) <= 10
     assert max(sent) - min(sent) <= 29 * 0.1 * 1.05 + 0.5 + 0.11  # it kept its place: one slot lost, not 30
+
+
+async def test_a_late_wakeup_pushes_the_queue_back_by_its_lateness_not_by_a_slot() -> None:
+    """One waiter wakes 40 ms late (10 ms is the tolerance at 10 req/s with the 4 % margin): it sends at
+    once, and every request behind it, including one that arrives after the late wake-up, goes out
+    30 ms (the lateness beyond the tolerance) after its old instant, not a whole slot later. No two
+    sends come closer than the spacing minus the tolerance, and IBKR's exact limit holds."""
+    clock = FakeClock(start=0.0)
+    calls = itertools.count()
+
+    async def sleepy(seconds: float) -> None:
+        # The third wait (the fourth request's: the first one goes at once) ends 40 ms late.
+        await clock.sleep(seconds + (0.04 if next(calls) == 2 else 0.0))
+
+    backend = InProcessBackend(clock=clock, sleep=sleepy)
+    bound = BoundLimit("k", GATEWAY_GLOBAL)
+    spacing, tolerance = bound.spacing, GATEWAY_GLOBAL.per * bound.margin / 4
+    sent: list[float] = []
+
+    async def one(at: float = 0.0) -> None:
+        await clock.sleep(at)
+        await backend.acquire([bound])
+        sent.append(clock())
+
+    await asyncio.gather(*(one() for _ in range(10)), one(at=0.36))  # the 11th after the late wake-up
+
+    assert backend.late_wakeups == 1
+    late = 0.04 - tolerance
+    expected = [k * spacing for k in range(3)] + [3 * spacing + 0.04]
+    expected += [k * spacing + late for k in range(4, 11)]
+    assert sent == pytest.approx(expected, abs=1e-9)
+    assert min(b - a for a, b in itertools.pairwise(sent)) >= spacing - tolerance - 1e-9
+    assert max_in_window(sent, GATEWAY_GLOBAL.per) <= GATEWAY_GLOBAL.requests
+
+
+async def test_a_late_wakeup_never_moves_a_request_that_is_already_sending() -> None:
+    """A late waiter takes the instant just behind what was already sent, never one closer to it."""
+    clock = FakeClock(start=0.0)
+    backend = InProcessBackend(clock=clock, sleep=clock.sleep)
+    bound = BoundLimit("k", GATEWAY_GLOBAL)
+    first = backend._reserve([bound], 0.0)  # sent at 0
+    assert first.committed
+    second = backend._reserve([bound], 0.0)  # due at one spacing
+    clock.advance(bound.spacing + 0.05)  # its owner wakes 50 ms late
+    assert backend._commit(second, 0.01) == pytest.approx(0.05)
+    third = backend._reserve([bound], 0.0, urgent=True, back=0.01)
+    assert third.committed and third.t == pytest.approx(bound.spacing + 0.04)
+    fourth = backend._reserve([bound], 0.0, urgent=True, back=0.01)  # another late one behind it
+    assert not fourth.committed and fourth.t == pytest.approx(2 * bound.spacing + 0.04)
+
+
+def test_a_request_placed_by_a_slow_limit_falls_in_step_with_the_global_queue() -> None:
+    """A trades request 5.2 s after the last one lands a whole number of global spacings after the
+    global reservations before it, so the queue that fills up to it leaves no sliver too short to use."""
+    clock = FakeClock(start=0.0)
+    backend = InProcessBackend(clock=clock, sleep=clock.sleep)
+    everything, trades = BoundLimit("g", GATEWAY_GLOBAL), BoundLimit("t", TRADES)
+    backend._reserve([everything, trades], 0.0)  # the last trades request, sent at 0
+    clock.advance(0.15)
+    queue = [backend._reserve([everything], 0.0)]  # sent at once, 46 ms off the trades request's step
+    clock.advance(0.01)
+    nxt = backend._reserve([everything, trades], 0.0)  # due 5.2 s after the last one, or just after
+    queue += [backend._reserve([everything], 0.0) for _ in range(60)]
+
+    assert 5.2 <= nxt.t < 5.2 + everything.spacing
+    times = sorted([r.t for r in queue] + [nxt.t])
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps == pytest.approx([everything.spacing] * len(gaps), abs=1e-9)
 
 
 def test_endpoint_rules_match_ibkr_table() -> None:
@@ -409,6 +478,9 @@ async def test_event_loop_lag_never_breaks_ibkr_pacing_nor_makes_the_limiter_ove
 
     for path, (requests, per) in EXACT_LIMITS.items():
         assert max_in_window(sent[path], per) <= requests, (path, lag)
+        # every send within the tolerance of its reservation, the reservations a spacing apart
+        closest = min(b - a for a, b in itertools.pairwise(sorted(sent[path])))
+        assert closest >= per / requests * 1.04 - per * 0.04 / 4 - 1e-9, (path, lag, closest)
 
     spacing = GATEWAY_GLOBAL.interval * 1.04
     tolerance = GATEWAY_GLOBAL.per * 0.04 / 4
