@@ -188,11 +188,32 @@ class BoundLimit:
         return self.limit.interval * (1.0 + self.margin)
 
 
+class Grant(Protocol):
+    """A granted slot, held until the request's bytes are written."""
+
+    async def confirm(self) -> None:
+        """Called just before the request's first byte is written: returns at once when the request is
+        still on time, else waits for an instant that keeps every limit (the slot's grant is not the
+        send: connecting, a busy event loop or a pause of the interpreter can come between them)."""
+        ...
+
+
+class _OnTime:
+    """The grant of a backend that cannot check the write (Prefect's server): nothing to confirm."""
+
+    async def confirm(self) -> None:
+        return None
+
+
+ON_TIME: Grant = _OnTime()
+
+
 class LimiterBackend(Protocol):
     """Where waiting for a slot happens: in this process, or on a shared server (Prefect)."""
 
-    async def acquire(self, limits: Sequence[BoundLimit]) -> None:
-        """Return when one request may be sent now under every one of ``limits`` (it counts against all)."""
+    async def acquire(self, limits: Sequence[BoundLimit]) -> Grant | None:
+        """Return when one request may be sent now under every one of ``limits`` (it counts against all);
+        a :class:`Grant` to confirm at the write, or None when the backend cannot check it."""
         ...
 
     def concurrency(self, key: str, max_concurrent: int) -> AbstractAsyncContextManager[None]:
@@ -302,6 +323,10 @@ class InProcessBackend:
         """How often a caller woke too late to use its instant (a busy event loop or CPU) and re-reserved."""
         self.late_seconds = 0.0
         """How late, in all, those wake-ups were (the queue behind them lost this less the tolerances)."""
+        self.late_writes = 0
+        """How often a granted request reached its write too late (see :meth:`_confirm`) and re-reserved."""
+        self.late_write_seconds = 0.0
+        """How late, in all, those writes were."""
         self.displacements = 0
         """How often a waiting request was pushed back by a priority (or late) one."""
 
@@ -429,20 +454,25 @@ class InProcessBackend:
             entry.committed = True
             return None
 
-    async def acquire(self, limits: Sequence[BoundLimit]) -> None:
+    async def acquire(self, limits: Sequence[BoundLimit]) -> _InProcessGrant | None:
         if not limits:
-            return
-        # A quarter of the margin of the tightest window is what a late wake-up may eat; the rest covers
-        # what happens after it (scheduling, network and server-side delays). With even spacing, one
-        # request arriving ``margin * per`` late is what it takes to crowd a window.
+            return None
+        # A quarter of the margin of the tightest window is what a late wake-up may eat, another quarter
+        # what may pass between the wake-up and the write (see :meth:`_confirm`); the other half covers
+        # what happens after it (network and server-side delays). With even spacing, one request
+        # arriving ``margin * per`` late is what it takes to crowd a window.
         tolerance = min(b.limit.per * b.margin for b in limits) / 4
-        not_before = 0.0
-        urgent = False
-        back = 0.0
+        entry = await self._wait(limits, tolerance, urgent=False, back=0.0)
+        return _InProcessGrant(self, tuple(limits), tolerance, entry)
+
+    async def _wait(
+        self, limits: Sequence[BoundLimit], tolerance: float, *, urgent: bool, back: float
+    ) -> _Reservation:
+        """Reserve and sleep until the instant; the committed reservation."""
         while True:
-            entry = self._reserve(limits, not_before, urgent, back)
+            entry = self._reserve(limits, 0.0, urgent, back)
             if entry.committed:
-                return
+                return entry
             try:
                 delay = entry.t - self.clock()
                 if delay > 0:
@@ -452,14 +482,29 @@ class InProcessBackend:
                 raise
             late = self._commit(entry, tolerance)
             if late is None:
-                return
+                return entry
             # Reserve again at once, keeping the place in line. A late caller takes the instant it would
             # have had had it woken within the tolerance (``tolerance`` ago, when nothing that cannot
             # move is in the way) and sends at once: the waiters behind it are pushed back by how late
             # it was beyond the tolerance, not by a whole slot.
-            not_before = 0.0
             urgent = True
             back = tolerance if late else 0.0
+
+    async def _confirm(self, grant: _InProcessGrant) -> None:
+        """Just before the write: a request may be written up to twice the tolerance after its instant
+        (one for the wake-up, one for the way to the socket). Later, it gives its instant back and
+        reserves again as a late wake-up does (keeping its place in line), once: what follows the
+        second wake-up is a few lines of code, not another trip through the event loop."""
+        with self._lock:
+            late = self.clock() - grant.entry.t
+            if late <= 2 * grant.tolerance:
+                return
+            logger.debug("request reached its write %.3f s after its instant; re-reserving", late)
+            self.late_writes += 1
+            self.late_write_seconds += late
+            if not grant.entry.displaced:
+                self._remove(grant.entry)
+        grant.entry = await self._wait(grant.limits, grant.tolerance, urgent=True, back=grant.tolerance)
 
     @asynccontextmanager
     async def concurrency(self, key: str, max_concurrent: int) -> AsyncIterator[None]:
@@ -499,6 +544,17 @@ class InProcessBackend:
                     waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
                     return
             self._slots[key] = self._slots.get(key, 1) - 1
+
+
+@dataclass(eq=False)
+class _InProcessGrant:
+    backend: InProcessBackend
+    limits: tuple[BoundLimit, ...]
+    tolerance: float
+    entry: _Reservation
+
+    async def confirm(self) -> None:
+        await self.backend._confirm(self)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -582,14 +638,19 @@ class RateLimiter:
         self._paused_until = max(self._paused_until, self.clock() + seconds)
 
     @asynccontextmanager
-    async def slot(self, method: str, path: str) -> AsyncIterator[None]:
-        """Wait until the request may be sent; hold its concurrency slot (if any) until the block exits."""
+    async def slot(self, method: str, path: str) -> AsyncIterator[Grant]:
+        """Wait until the request may be sent; hold its concurrency slot (if any) until the block exits.
+
+        The block gets the :class:`Grant`: ``await grant.confirm()`` just before the request's bytes are
+        written (the transport does it from httpcore's trace hook) keeps the request inside the limits
+        even when something stalled it between the grant and the write.
+        """
         caps = [r for r in rules_for(method, path, self.rules) if r.max_concurrent]
         async with _hold_all(self.backend, [(f"{self.key_prefix}:{r.concurrency_name}", r) for r in caps]):
             while (wait := self._paused_until - self.clock()) > 0:
                 await self.sleep(wait)
-            await self.backend.acquire(self.limits_for(method, path))
-            yield
+            grant = await self.backend.acquire(self.limits_for(method, path))
+            yield grant if grant is not None else ON_TIME
 
 
 @asynccontextmanager

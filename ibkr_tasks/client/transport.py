@@ -25,7 +25,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,7 @@ import httpx
 
 from ibkr_tasks.client.auth import AuthProvider, auth_from_settings
 from ibkr_tasks.client.clock import Clock, Sleep
-from ibkr_tasks.client.ratelimit import RateLimiter, get_limiter
+from ibkr_tasks.client.ratelimit import Grant, RateLimiter, get_limiter
 from ibkr_tasks.client.redact import redact, snippet
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.errors import (
@@ -619,7 +619,7 @@ class Transport:
             error: httpx.HTTPError | None = None
             response: httpx.Response | None = None
             expired = False
-            async with self.limiter.slot(method, path):
+            async with self.limiter.slot(method, path) as grant:
                 sent_at = self.clock()
                 # A long pacing wait (5 s for /portfolio/accounts, minutes for /pa) can outlast the bearer
                 # fetched before it: then the slot goes unused (nothing is sent, so no window is crowded)
@@ -628,7 +628,12 @@ class Transport:
                 if not expired:
                     try:
                         response = await self._http.request(
-                            method, path, params=params, json=json, headers=headers
+                            method,
+                            path,
+                            params=params,
+                            json=json,
+                            headers=headers,
+                            extensions={"trace": _confirm_at_write(grant)},
                         )
                     except (httpx.TimeoutException, httpx.TransportError) as exc:
                         error = exc
@@ -721,6 +726,22 @@ class Transport:
                 f"{method} {path}: expected JSON, got {response.headers.get('content-type', 'no content type')}: "
                 f"{snippet(response.text, 120)}"
             ) from None
+
+
+WRITE_EVENTS = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
+"""httpcore's trace events that come right before a request's first byte is written to the socket."""
+
+
+def _confirm_at_write(grant: Grant) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore ``trace`` extension that confirms the pacing grant just before the request is
+    written: connecting, waiting for a pooled connection or a busy event loop may have come between the
+    grant and the write, and IBKR counts the request when it arrives (docs/pacing.md#the-write)."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event in WRITE_EVENTS:
+            await grant.confirm()
+
+    return trace
 
 
 def _status_summary(status: Mapping[str, Any]) -> str:
