@@ -265,11 +265,42 @@ def print_trace(name: str, rows: list[Row], started: float, ended: float) -> Non
             f"{lag[int(len(lag) * 0.99)] * 1000:.1f} ms, max {lag[-1] * 1000:.1f} ms "
             f"({worst[2]} {_kind(worst[3])} at +{worst[0] - started:.2f} s)"
         )
+    opening = ", ".join(
+        f"{r[2]} {_kind(r[3])} +{(r[0] - started) * 1000:.0f}/{(r[1] - started) * 1000:.0f}" for r in rows[:7]
+    )
+    print(f"  first requests (sent/answered, ms after the start): {opening}")
     tail = ended - (rows[-1][1] if rows else started)
     total = sum(sum(v) for v in gaps.values())
     print(f"  trace {name}: {len(rows)} requests; idle beyond one interval {total:.2f} s; tail {tail:.2f} s")
     for key, values in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:8]:
         print(f"    {sum(values):6.2f} s in {len(values):3d} gap(s)  {key}")
+
+
+def watch_gc(threshold: float = 0.02) -> None:
+    """Print every garbage collection that stops all threads (the I/O thread's too) for ``threshold`` s."""
+    import gc
+
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started and (took := time.perf_counter() - started[0]) > threshold:
+            print(
+                f"  gc: generation {info['generation']} took {took * 1000:.0f} ms, {info['collected']} collected"
+            )
+
+    gc.callbacks.append(callback)
+
+
+def lateness(backend: Any) -> dict[str, float]:
+    """The limiter's counts of late wake-ups and late writes (each re-reserved) and their lateness."""
+    return {
+        "late": getattr(backend, "late_wakeups", 0),
+        "late_s": getattr(backend, "late_seconds", 0.0),
+        "late_w": getattr(backend, "late_writes", 0),
+        "late_w_s": getattr(backend, "late_write_seconds", 0.0),
+    }
 
 
 def measure(
@@ -286,7 +317,7 @@ def measure(
         os.environ["IBKR_API_URL"] = sim.api_url
         ledger_url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         before = sim.stats()
-        late_before, late_s_before = 0, 0.0
+        late_before: dict[str, float] = {}
         known: set[int] = set()
         for night in range(1, nights + 1):
             if night > 1:
@@ -330,15 +361,13 @@ def measure(
                     "429": stats.get("responses_429", 0) - before.get("responses_429", 0),
                     "violations": stats.get("rate_limit_violations", 0)
                     - before.get("rate_limit_violations", 0),
-                    "late": getattr(backend, "late_wakeups", 0) - late_before,
-                    "late_s": getattr(backend, "late_seconds", 0.0) - late_s_before,
+                    **{k: v - late_before.get(k, 0) for k, v in lateness(backend).items()},
                     # before the first API request arrived / after the last one: time outside the API
                     "head": (first - started_at) if first and night == 1 else float("nan"),
                     "tail": ended_at - (stats["last_request_at"] or ended_at),
                 }
             )
-            before, late_before, known = stats, getattr(backend, "late_wakeups", 0), known_after
-            late_s_before = getattr(backend, "late_seconds", 0.0)
+            before, late_before, known = stats, lateness(backend), known_after
     return results
 
 
@@ -351,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-direct", action="store_true", help="skip the run without Prefect")
     parser.add_argument("--no-multi", action="store_true", help="skip the multi-account login")
     parser.add_argument("--trace", action="store_true", help="print where each night idled between requests")
+    parser.add_argument("--gc", action="store_true", help="print garbage collections that took over 20 ms")
     args = parser.parse_args(argv)
+    if args.gc:
+        watch_gc()
     trace = RequestTrace() if args.trace else None
     fa = scenario(args.accounts, args.positions, args.fills, fa=True)
     multi = scenario(args.multi_accounts, args.positions, args.fills, fa=False)
@@ -378,19 +410,20 @@ def main(argv: list[str] | None = None) -> int:
         results += measure("multi flow", multi, 1, flow, nights=2, trace=trace)
     print(
         f"\n{'run':<14} {'wall s':>7} {'bound s':>8} {'ratio':>6} {'needed':>7} {'sent':>6} {'trades':>6}"
-        f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'late s':>6} {'head s':>7} {'tail s':>7}"
+        f" {'unknown':>7} {'contract info':>13} {'429s':>5} {'violations':>10} {'late':>5} {'late s':>6} {'writes':>6} {'w s':>5} {'head s':>7} {'tail s':>7}"
     )
     for r in results:
         r["ratio"] = r["wall"] / r["bound"] if r["bound"] else float("nan")
         print(
             f"{r['name']:<14} {r['wall']:>7.2f} {r['bound']:>8.2f} {r['ratio']:>6.3f} {r['needed']:>7} "
             f"{r['requests']:>6} {r['trades']:>6} {r['unknown']:>7} {r['contract_info']:>13} {r['429']:>5} "
-            f"{r['violations']:>10} {r['late']:>5} {r['late_s']:>6.2f} {r['head']:>7.2f} {r['tail']:>7.2f}"
+            f"{r['violations']:>10} {r['late']:>5} {r['late_s']:>6.2f} {r['late_w']:>6} {r['late_w_s']:>5.2f} {r['head']:>7.2f} {r['tail']:>7.2f}"
         )
     print(
         "(bound: the fewest requests the night needs under IBKR's limits; needed/sent: those requests and "
         "the ones the client sent;\n unknown: traded instruments without contract info before the night; "
-        "late/late s: wake-ups of the limiter later than its tolerance and their summed lateness;\n head: start to the first API request; tail: the last API request to the end)"
+        "late/late s: wake-ups of the limiter later than its tolerance and their summed lateness;\n writes/w s: "
+        "requests that reached the socket later than twice the tolerance after their instant (each took a new one);\n head: start to the first API request; tail: the last API request to the end)"
     )
     flows = [r for r in results if " flow " in r["name"]]
     worst = max(r["ratio"] for r in flows)

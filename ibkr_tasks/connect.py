@@ -28,7 +28,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from ibkr_tasks.blocks import aresolve_settings
-from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient
+from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient, gc_frozen
 from ibkr_tasks.client.redact import install_log_redaction
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.ledger import Ledger
@@ -58,8 +58,11 @@ async def ibkr_client(
         "IBKR pacing: %s",
         "Prefect global concurrency limits" if backend_kind(limiter) == "prefect" else "in-process",
     )
-    async with BackgroundClient(settings, limiter=limiter, switch_interval=FAST_SWITCH_INTERVAL) as client:
-        yield client
+    with gc_frozen():  # a full garbage collection would stop the I/O thread too (docs/pacing.md)
+        async with BackgroundClient(
+            settings, limiter=limiter, switch_interval=FAST_SWITCH_INTERVAL
+        ) as client:
+            yield client
 
 
 async def open_ledger(ledger_url: str | None = None) -> Ledger:

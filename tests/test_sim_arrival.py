@@ -58,13 +58,15 @@ def test_a_request_arriving_while_the_loop_is_blocked_is_stamped_when_it_arrived
             time.sleep(0.01)
         blocker = threading.Thread(target=httpx.get, args=(f"http://127.0.0.1:{port}/block",))
         blocker.start()
-        time.sleep(0.1)  # the loop is blocked now
-        sent = time.time()
-        assert httpx.get(f"http://127.0.0.1:{port}/stamp", timeout=5).status_code == 200
+        with httpx.Client(timeout=5) as client:  # built first: making one (TLS context) takes time
+            time.sleep(0.1)  # the loop is blocked now
+            sent = time.time()
+            assert client.get(f"http://127.0.0.1:{port}/stamp").status_code == 200
         blocker.join()
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
     assert seen["seen"] - sent > 0.2  # the app saw it only once the loop was free again
-    assert abs(seen["stamped"] - sent) < 0.1  # but it is counted when it arrived
+    # but it is counted when it arrived: well before the app could see it
+    assert 0 <= seen["stamped"] - sent < min(0.1, (seen["seen"] - sent) / 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient, switch_interval
+from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient, gc_frozen, switch_interval
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.sim import Scenario, create_app
 
@@ -87,3 +88,31 @@ def test_switch_interval_block() -> None:
     with pytest.raises(ValueError):
         with switch_interval(0):
             pass
+
+
+def test_gc_frozen_keeps_the_heap_out_of_full_collections_inside_the_block_only() -> None:
+    """Objects held on entry are frozen (a full collection does not walk them) until the last of
+    overlapping blocks exits; then they are the collector's again and garbage among them is freed."""
+    assert gc.get_freeze_count() == 0
+    held = [object() for _ in range(1000)]
+    with gc_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(held)
+        with gc_frozen():
+            assert gc.get_freeze_count() >= frozen
+        assert gc.get_freeze_count() >= frozen  # the inner block's exit does not thaw the outer one's
+    assert gc.get_freeze_count() == 0
+    del held
+
+
+def test_gc_frozen_leaves_a_process_that_froze_its_heap_itself_alone() -> None:
+    gc.freeze()  # a forked server's choice
+    try:
+        before = gc.get_freeze_count()
+        made_since = [object() for _ in range(1000)]
+        with gc_frozen():
+            assert gc.get_freeze_count() < before + len(made_since)  # it froze nothing more
+        assert gc.get_freeze_count() > 0  # and thawed nothing
+    finally:
+        gc.unfreeze()
+    del made_since
