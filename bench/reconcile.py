@@ -94,13 +94,26 @@ async def direct(ledger_url: str, days: int) -> None:
     async with IBKRClient.from_settings(IBKRSettings()) as client:
         await client.ensure_session()
         infos = await client.list_accounts()
-        ledger.upsert_accounts(infos)
         targets = reconcilable_accounts(infos)
-        known = ledger.known_contracts()  # as the flow does: contract info kept from earlier runs
-        client.contracts.remember(known.values())
+        # As the flow does: the trades request goes out while the ledger opens (a first night creates
+        # its schema); the contract lookup waits for the contract info it kept from earlier nights.
+        seeded = client.contracts.remember_first()
+
+        def seed() -> dict[int, Any]:
+            try:
+                known = ledger.known_contracts()
+                client.contracts.remember(known.values())
+                return known
+            finally:
+                seeded.set_result(None)
+
+        seeding = asyncio.ensure_future(asyncio.to_thread(seed))
         requests = await client.trades_requests(targets)
         shared = [a for a in targets if any(r.account_id is None and a in r.accounts for r in requests)]
-        fills = await client.fills(shared, days=days) if shared else {}
+        collecting = asyncio.ensure_future(client.fills(shared, days=days)) if shared else None
+        known = await seeding
+        await asyncio.to_thread(ledger.upsert_accounts, infos)
+        fills = await collecting if collecting is not None else {}
         semaphore = asyncio.Semaphore(16)  # the flow's default max_concurrency
 
         async def one(account_id: str) -> None:

@@ -43,10 +43,12 @@ from ibkr_tasks.connect import ibkr_client, open_ledger
 from ibkr_tasks.errors import ConfigurationError
 from ibkr_tasks.nightly import (
     SharedFills,
+    cancel_all,
     keep_contracts,
+    prefetch_positions,
     reconcile_account,
     reconcile_accounts,
-    remembered_contracts,
+    seed_contracts,
     select_accounts,
     shared_trades_accounts,
     unknown_outcomes,
@@ -130,30 +132,38 @@ async def nightly_reconciliation(
         except BaseException:
             opening.cancel()
             raise
-        ledger = await opening
         selection = select_accounts(infos, accounts)
         targets = selection.targets
         logger.info("reconciling %d account(s), %d day(s) of executions", len(targets), days)
-        # What the accounts need before they start but the trades request does not: filed while that
-        # request is on its way.
+        # The trades request goes out before the ledger is open (a first run creates its schema: 0.3 s
+        # on SQLite); the contract info the ledger knows is remembered before the answer's instruments
+        # are looked up (remember_first holds the lookup until then).
+        seeding = asyncio.ensure_future(seed_contracts(client, opening)) if targets else None
+        shared = SharedFills([])
+        if targets:
+            try:
+                shared = SharedFills(await shared_trades_accounts(client, targets, trades_scope))
+            except Exception as exc:  # reported on every account, as a failed trades answer is
+                shared = SharedFills(list(targets), error=f"{type(exc).__name__}: {exc}")
+                logger.error("collecting fills failed: %s", shared.error)
+            shared.start(client, opening, run_id, days, trades_scope)
+        slots = asyncio.Semaphore(max_concurrency)
+        # The served accounts' positions go out as soon as the trades answer has arrived, whatever
+        # else of the run (the ledger opening, its writes) is still under way.
+        prefetched = prefetch_positions(client, shared, slots)
+        try:
+            ledger = await opening
+            known_contracts = await seeding if seeding is not None else set()
+        except BaseException:
+            shared.cancel()
+            await cancel_all([*prefetched.values(), *([seeding] if seeding is not None else [])])
+            raise
         filed = asyncio.gather(
             asyncio.to_thread(ledger.upsert_accounts, infos),
             acreate_progress_artifact(
                 progress=0.0, key=PROGRESS_KEY, description=f"Accounts reconciled, {window.describe()}"
             ),
         )
-        shared = SharedFills([])
-        known_contracts: set[int] = set()
-        if targets:
-            known_contracts = await remembered_contracts(client, ledger)
-            try:
-                shared = SharedFills(await shared_trades_accounts(client, targets, trades_scope))
-            except Exception as exc:  # reported on every account, as a failed trades answer is
-                shared = SharedFills(list(targets), error=f"{type(exc).__name__}: {exc}")
-                logger.error("collecting fills failed: %s", shared.error)
-            # Sent before any account starts, so it takes the first trades slot; the accounts it
-            # serves fetch their positions once its answer arrived, while it is parsed.
-            shared.start(client, ledger, run_id, days, trades_scope)
 
         async def keep_shared_contracts() -> set[int]:
             # The one trades answer's instruments are kept while the accounts are reconciled.
@@ -177,6 +187,7 @@ async def nightly_reconciliation(
                 flow_run_id,
                 days,
                 slots,
+                prefetched.get(account_id),
             )
             # Reporting talks to Prefect, not IBKR: it does not hold one of the accounts' slots.
             await publish_account(outcome, run_id, window)
@@ -185,7 +196,7 @@ async def nightly_reconciliation(
                 await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
             return outcome
 
-        outcomes = await reconcile_accounts(targets, one, max_concurrency)
+        outcomes = await reconcile_accounts(targets, one, slots)
         # and those the accounts' own trades answers brought
         await keep_contracts(client, ledger, known_contracts | await keeping)
 

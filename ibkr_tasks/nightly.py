@@ -16,8 +16,10 @@ Per account, concurrently and inside IBKR's rate limits (:func:`reconcile_accoun
    when a login-wide answer held no row for the account although its positions moved since the last
    snapshot, its trades are asked for again by ``accountId``
    (:func:`ibkr_tasks.reconcile.fills_to_recheck`);
-4. fills and commissions are ingested (idempotent), the positions reconciled against the ledger; the
-   ledger picks the snapshot's time under the account's lock, not before the newest fill
+4. fills and commissions are ingested (idempotent): as soon as the login-wide answer is parsed when it
+   held rows for the account (such an answer is never asked again, so they are booked while the
+   positions are fetched), after the self-check otherwise; then the positions are reconciled against
+   the ledger, which picks the snapshot's time under the account's lock, not before the newest fill
    (:func:`snapshot_not_before`).
 
 A failure is caught and reported in the account's :class:`~ibkr_tasks.reporting.AccountOutcome`,
@@ -31,7 +33,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prefect.states import State
 from prefect.utilities.annotations import opaque
@@ -59,11 +61,14 @@ __all__ = [
     "SharedFills",
     "SharedFillsFailed",
     "Verdict",
+    "cancel_all",
     "keep_contracts",
+    "prefetch_positions",
     "reconcilable_accounts",
     "reconcile_account",
     "reconcile_accounts",
     "remembered_contracts",
+    "seed_contracts",
     "select_accounts",
     "shared_trades_accounts",
     "snapshot_not_before",
@@ -126,6 +131,21 @@ async def remembered_contracts(client: BackgroundClient, ledger: Ledger) -> set[
     return set(known)
 
 
+async def seed_contracts(client: BackgroundClient, ledger: Awaitable[Ledger]) -> set[int]:
+    """:func:`remembered_contracts` of ``ledger`` once it is open, with the client's contract lookups
+    held until then (``ContractBook.remember_first``): the requests that need no contract info go out
+    meanwhile. The lookups are released whatever happens (unknown instruments are then looked up)."""
+    seeded = client.contracts.remember_first()
+    try:
+        try:
+            opened = await ledger
+        except Exception:  # the run reports the ledger's failure where it awaits it
+            return set()
+        return await remembered_contracts(client, opened)
+    finally:
+        seeded.set_result(None)
+
+
 async def keep_contracts(client: BackgroundClient, ledger: Ledger, known: set[int]) -> set[int]:
     """Store the contract info the client looked up in this run and the ledger does not have
     (``known``), for the next nights; the conids stored (none when storing failed)."""
@@ -163,12 +183,29 @@ class SharedFills:
     _done: asyncio.Future[None] | None = None
 
     def start(
-        self, client: BackgroundClient, ledger: Ledger, run_id: str, days: int, scope: TradesScope | None
+        self,
+        client: BackgroundClient,
+        ledger: Ledger | Awaitable[Ledger],
+        run_id: str,
+        days: int,
+        scope: TradesScope | None,
     ) -> None:
+        """Send the request now; ``ledger`` (or the future of one still opening) takes the rows that
+        name no account of ours."""
         self._done = asyncio.ensure_future(self._collect(client, ledger, run_id, days, scope))
 
+    def cancel(self) -> None:
+        """Stop collecting (the run is ending early)."""
+        if self._done is not None:
+            self._done.cancel()
+
     async def _collect(
-        self, client: BackgroundClient, ledger: Ledger, run_id: str, days: int, scope: TradesScope | None
+        self,
+        client: BackgroundClient,
+        ledger: Ledger | Awaitable[Ledger],
+        run_id: str,
+        days: int,
+        scope: TradesScope | None,
     ) -> None:
         if not self.accounts or self.error is not None:
             return
@@ -177,6 +214,8 @@ class SharedFills:
             self.fills = fills
             unattributed = list(getattr(fills, "unattributed", ()))
             if unattributed:  # rows that name no account of ours: kept, never dropped
+                if not isinstance(ledger, Ledger):
+                    ledger = await ledger
                 self.quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -264,6 +303,49 @@ async def _result_of(value: R | State[R]) -> R:
     return value
 
 
+def prefetch_positions(
+    client: BackgroundClient, shared: SharedFills, slots: asyncio.Semaphore
+) -> dict[str, asyncio.Future[ParseResult[Position]]]:
+    """Ask for the positions of every account ``shared`` serves, each once the trades answer has
+    arrived, inside ``slots``: started as soon as the trades request is sent, so they wait for nothing
+    else of the run (the ledger opening, its writes). :func:`reconcile_account` takes each one over;
+    :func:`cancel_all` stops what is left when the run ends early."""
+    return {
+        a: asyncio.ensure_future(_positions_once_answered(client, shared, a, slots)) for a in shared.accounts
+    }
+
+
+async def cancel_all(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel ``futures`` and wait for them (their outcome no longer matters)."""
+    pending = list(futures)
+    for future in pending:
+        future.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _positions_once_answered(
+    client: BackgroundClient, shared: SharedFills, account_id: str, slots: asyncio.Semaphore | None
+) -> ParseResult[Position]:
+    """The account's positions, fetched once the trades answer covering it has arrived."""
+    async with slots or contextlib.nullcontext():
+        await shared.answered(client, account_id)
+        return await fetch_positions(client, account_id)
+
+
+async def _book_fills(
+    outcome: AccountOutcome, ledger: Ledger, account_id: str, fills: ParseResult[Fill], run_id: str
+) -> None:
+    """Ingest the account's fills and commissions (idempotent) and count them in ``outcome``."""
+    outcome.fills_seen = len(fills.items)
+    outcome.commissions_pending = sum(1 for f in fills.items if f.commission is None)
+    # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
+    # twice per task call to look for futures; at 200 fills x 16 accounts that stalls the run.
+    ingested = await ingest_fills(
+        ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected), as_state=True
+    )
+    _apply_ingest(outcome, await _result_of(ingested))
+
+
 async def reconcile_account(
     client: BackgroundClient,
     ledger: Ledger,
@@ -273,48 +355,60 @@ async def reconcile_account(
     flow_run_id: str | None,
     days: int,
     slots: asyncio.Semaphore | None = None,
+    positions_fetch: asyncio.Future[ParseResult[Position]] | None = None,
 ) -> AccountOutcome:
-    """(positions, fills) -> (self-check) -> ingest -> reconcile for one account; failures are caught
+    """(positions, fills) -> (self-check) -> ingest -> reconcile for one account (ingest as soon as a
+    login-wide answer with rows for it is parsed, see the module's docstring); failures are caught
     and reported, not raised. ``shared``: the trades request that serves this account; None: its
     trades are asked for here, by ``accountId``. ``slots``: held while the account's trades and
     positions are fetched, not while the ledger writes them (writes to one ledger queue up; an account
-    waiting for its turn there must not keep another from fetching its positions)."""
+    waiting for its turn there must not keep another from fetching its positions).
+    ``positions_fetch``: the account's positions, already asked for by :func:`prefetch_positions`."""
     logger = run_logger()
     outcome = AccountOutcome(account_id=account_id)
     outcome.last_success = await asyncio.to_thread(ledger.last_reconciled_at, account_id)
     await start_account_run(ledger, account_id, run_id, flow_run_id)  # closes dead runs (abandoned)
     try:
         fills_by_account: FillsByAccount
-        async with slots or contextlib.nullcontext():
-            if shared is None:
+        booked = False
+        if shared is None:
+            async with slots or contextlib.nullcontext():
                 # Trades first: the account's turn in IBKR's 1 trades request per 5 s is what the run
                 # waits for; its positions are fetched while the next account waits for its turn.
                 fills_by_account = await _own_fills(client, ledger, account_id, days, run_id, outcome)
                 positions = await fetch_positions(client, account_id)
-            else:
-                await shared.answered(client, account_id)
-                positions = await fetch_positions(client, account_id)
-        if shared is not None:
-            fills_by_account = await shared.result()
+        else:
+            fetching = positions_fetch or asyncio.ensure_future(
+                _positions_once_answered(client, shared, account_id, slots)
+            )
+            try:
+                fills_by_account = await shared.result()
+                early = fills_by_account.get(account_id)
+                if early is not None and (early.items or early.rejected):
+                    # An answer with rows for the account is never asked again (fills_to_recheck), so
+                    # its fills are booked now, while its positions are fetched: the ledger's writes
+                    # then spread over the night instead of queueing up behind its last requests.
+                    await _book_fills(outcome, ledger, account_id, early, run_id)
+                    booked = True
+                positions = await fetching
+            except BaseException:
+                fetching.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetching
+                raise
         outcome.positions = len(positions.items)
         fills = fills_by_account.get(account_id)
         if fills is None:
             raise RuntimeError(f"fills for {account_id} could not be collected")
-        reason = await asyncio.to_thread(
-            fills_to_recheck, ledger, account_id, fills_by_account, positions.items
-        )
-        if reason:
-            logger.warning("%s: %s; asking for its trades by account id", account_id, reason)
-            own = await collect_fills(client, [account_id], days=days, scope="account")
-            fills = own[account_id]
-        outcome.fills_seen = len(fills.items)
-        outcome.commissions_pending = sum(1 for f in fills.items if f.commission is None)
-        # opaque(): Prefect would otherwise walk every field of every fill (and every payload key)
-        # twice per task call to look for futures; at 200 fills x 16 accounts that stalls the run.
-        ingested = await ingest_fills(
-            ledger, account_id, opaque(fills.items), run_id, rejected=opaque(fills.rejected), as_state=True
-        )
-        _apply_ingest(outcome, await _result_of(ingested))
+        if not booked:
+            reason = await asyncio.to_thread(
+                fills_to_recheck, ledger, account_id, fills_by_account, positions.items
+            )
+            if reason:
+                logger.warning("%s: %s; asking for its trades by account id", account_id, reason)
+                own = await collect_fills(client, [account_id], days=days, scope="account")
+                fills = own[account_id]
+            await _book_fills(outcome, ledger, account_id, fills, run_id)
         if positions.rejected:
             quarantined = await ingest_fills(
                 ledger, account_id, [], run_id, rejected=opaque(positions.rejected)
@@ -344,11 +438,11 @@ async def reconcile_account(
 async def reconcile_accounts(
     targets: Sequence[str],
     one: Callable[[str, asyncio.Semaphore], Awaitable[AccountOutcome]],
-    max_concurrency: int,
+    slots: asyncio.Semaphore,
 ) -> list[AccountOutcome]:
-    """``one(account, slots)`` for every target, in the targets' order; ``slots`` lets at most
-    ``max_concurrency`` accounts fetch from IBKR at once (see :func:`reconcile_account`)."""
-    slots = asyncio.Semaphore(max_concurrency)
+    """``one(account, slots)`` for every target, in the targets' order; ``slots`` (a semaphore of the
+    run's ``max_concurrency``) lets that many accounts fetch from IBKR at once (see
+    :func:`reconcile_account`)."""
     return list(await asyncio.gather(*(one(a, slots) for a in targets)))
 
 

@@ -416,6 +416,43 @@ def test_contract_info_is_looked_up_once_across_nights(
     assert count(ledger_url, "select count(*) from contracts") == traded
 
 
+def test_trades_go_out_while_the_ledger_opens_and_known_contracts_still_are_not_looked_up(
+    gateway_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trades request does not wait for the ledger (a first run creates its schema, 0.3 s on
+    SQLite, and that used to delay every IBKR request of the night). Here the ledger opens only once the
+    simulator has answered the trades request; the contract lookup waits for what the ledger knows, so
+    the second night still asks IBKR about no instrument it looked up on the first."""
+    import flows.nightly_reconciliation as module
+
+    trades, bulk = "GET /iserver/account/trades", "GET /trsrv/secdef"
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    opened_after: list[int] = []
+    with running_simulator(CLEAN.model_copy(update={"fa": True})) as sim:
+        monkeypatch.setenv("IBKR_API_URL", sim.api_url)
+        first = run_flow(days=1, ledger_url=ledger_url)
+        before = sim.stats()["requests"]
+        open_ledger = module.open_ledger
+
+        async def open_after_trades(url: str | None = None) -> Any:
+            deadline = time.monotonic() + 20
+            while (n := (await asyncio.to_thread(sim.stats))["requests"].get(trades, 0)) == before.get(
+                trades, 0
+            ):
+                assert time.monotonic() < deadline, "the flow waited for the ledger before asking for trades"
+                await asyncio.sleep(0.02)
+            opened_after.append(n - before.get(trades, 0))
+            return await open_ledger(url)
+
+        monkeypatch.setattr(module, "open_ledger", open_after_trades)
+        again = run_flow(days=1, ledger_url=ledger_url)
+        after = sim.stats()["requests"]
+        assert compare_ledger_with_truth(ledger_url, sim).ok
+    assert first.state.is_completed() and again.state.is_completed(), again.state.message
+    assert opened_after == [1]
+    assert after.get(bulk, 0) == before.get(bulk, 0)  # every instrument was known from the ledger
+
+
 def trading_accounts(sim: SimulatorHandle) -> list[str]:
     """Every account of the simulated login that holds positions (not an FA master's own entry)."""
     import httpx

@@ -12,6 +12,8 @@ multiplier is 1 by definition), are asked one by one with ``GET /iserver/contrac
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -101,12 +103,22 @@ class ContractBook:
         self._info: dict[int, ContractInfo] = {}
         self._pairs: dict[int, EventContractPair] = {}
         self._lock = asyncio.Lock()
+        self._seeding: concurrent.futures.Future[None] | None = None
 
     def remember(self, infos: Iterable[ContractInfo]) -> None:
         """Seed the cache with contract info known from elsewhere (e.g. the ledger's ``contracts``
         table), so that those conids are not looked up again."""
         for info in infos:
             self._info.setdefault(int(info.conid), info)
+
+    def remember_first(self) -> concurrent.futures.Future[None]:
+        """Hold every lookup of :meth:`infos` until the returned future is done: for a caller that will
+        :meth:`remember` what it knows (read from a ledger that is still opening) while the requests
+        that need no contract info are already on their way. A thread-safe future, so that any event
+        loop or thread can resolve it; it must always be resolved (an exception counts as done:
+        then everything unknown is looked up)."""
+        self._seeding = concurrent.futures.Future()
+        return self._seeding
 
     def cached(self) -> dict[int, ContractInfo]:
         """A copy of the contract info this book holds (looked up or remembered), by conid."""
@@ -189,6 +201,9 @@ class ContractBook:
         not answer completely are looked up one by one (``/iserver/contract/{conid}/info``).
         """
         wanted = list(dict.fromkeys(int(c) for c in conids))
+        if self._seeding is not None:
+            with contextlib.suppress(Exception):  # seeding is an optimisation: without it, look all up
+                await asyncio.wrap_future(self._seeding)
         missing = [c for c in wanted if c not in self._info]
         if missing:
             unanswered = await self._bulk(missing)
