@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -245,6 +246,26 @@ class SharedFills:
         if self.error is not None:
             raise SharedFillsFailed(f"collecting fills failed: {self.error}")
 
+    async def guard(self, fetch: Awaitable[R]) -> R:
+        """``fetch`` (something that waits in the client for the trades answer), unless the collection
+        fails first: then it is cancelled and :class:`SharedFillsFailed` raised (nothing more of the
+        account is fetched)."""
+        if self.error is not None:
+            if inspect.iscoroutine(fetch):
+                fetch.close()
+            raise SharedFillsFailed(f"collecting fills failed: {self.error}")
+        running = asyncio.ensure_future(fetch)
+        try:
+            if self._done is not None and not self._done.done():
+                either: set[asyncio.Future[Any]] = {running, self._done}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done() and self.error is not None:
+                raise SharedFillsFailed(f"collecting fills failed: {self.error}")
+            return await running
+        finally:
+            if not running.done():
+                await cancel_all([running])
+
     async def wait(self) -> None:
         """Until the collection ended (successfully or not)."""
         if self._done is not None:
@@ -328,8 +349,15 @@ async def _positions_once_answered(
 ) -> ParseResult[Position]:
     """The account's positions, fetched once the trades answer covering it has arrived."""
     async with slots or contextlib.nullcontext():
-        await shared.answered(client, account_id)
-        return await fetch_positions(client, account_id)
+        if not hasattr(client, "trades_answered"):  # a client that cannot wait for the answer itself
+            await shared.answered(client, account_id)
+            return await fetch_positions(client, account_id)
+        # Once the trades request is on its way (starting a task here before would hold up the one
+        # that sends it), the positions task starts and waits for the answer in the client, on its
+        # own loop: its first request goes out the moment the answer has arrived, however busy this
+        # loop is then (every account starting its run in the ledger).
+        await shared.guard(client.trades_requested(account_id))
+        return await shared.guard(fetch_positions(client, account_id, after_trades=True))
 
 
 async def _book_fills(

@@ -146,6 +146,7 @@ class IBKRClient:
         self.trades_scope: TradesScope = trades_scope or getattr(settings, "trades_scope", None) or "auto"
         self._selected: tuple[Any, str] | None = None
         self._answered: dict[str, asyncio.Event] = {}
+        self._requested: dict[str, asyncio.Event] = {}
         self.contracts = ContractBook(transport)
         self.market_data = MarketData(transport, sleep=sleep, clock=clock, preflight_pause=preflight_pause)
         self.orders = OrderDesk(
@@ -208,14 +209,23 @@ class IBKRClient:
         return accounts
 
     # ------------------------------------------------------------------ positions
-    async def positions(self, account_id: str, *, invalidate: bool = False) -> ParseResult[Position]:
+    async def positions(
+        self, account_id: str, *, invalidate: bool = False, after_trades: bool = False
+    ) -> ParseResult[Position]:
         """Every position of ``account_id``, walking pages of 100 from page 0.
 
         ``invalidate=True`` first clears IBKR's server-side positions cache. Rows that cannot be parsed
         are in ``rejected``. A row that names another account raises :class:`AccountMismatch`: if the
         server mixed accounts, none of the rows of that answer can be trusted for reconciliation.
+
+        ``after_trades=True`` first waits, in this client, until a trades answer covering the account
+        has arrived (:meth:`trades_answered`): the positions then hold every fill of that answer, and
+        the first request goes out as soon as it has arrived. Only for a caller with a :meth:`fills`
+        call covering the account under way; it waits as long as none has answered.
         """
         acct = validate_account_id(account_id)
+        if after_trades:
+            await self.trades_answered(acct)
         await self.transport.ensure_portfolio_accounts()
         if invalidate:
             # Idempotent (it only clears a cache), so a transient failure may be retried.
@@ -307,20 +317,29 @@ class IBKRClient:
             account_id, covered = request.account_id, request.accounts
             if request.select is not None and self._selected_account() != request.select:
                 await self.select_account(request.select)
+            for acct in covered:
+                self._requested.setdefault(acct, asyncio.Event()).set()
             data = await self._trades_request(account_id, days)
             for acct in covered:
                 self._answered_event(acct).set()
             if account_id is None:
                 grouped.login_wide.update(covered)
-            kept = 0
-            for row in data:
-                owner = fill_account_id(row) if isinstance(row, Mapping) else None
-                if owner is None or owner in covered:
-                    rows_of[owner].append(row)
-                    ours.append(row)
-                    kept += 1
-                else:
-                    grouped.other_accounts[owner] = grouped.other_accounts.get(owner, 0) + 1
+
+            def split(data: list[Any] = data, covered: frozenset[str] = covered) -> int:
+                kept = 0
+                for row in data:
+                    owner = fill_account_id(row) if isinstance(row, Mapping) else None
+                    if owner is None or owner in covered:
+                        rows_of[owner].append(row)
+                        ours.append(row)
+                        kept += 1
+                    else:
+                        grouped.other_accounts[owner] = grouped.other_accounts.get(owner, 0) + 1
+                return kept
+
+            # Off the event loop (thousands of rows), which first lets whatever waited for this answer
+            # (the accounts' positions, :meth:`trades_answered`) send its requests.
+            kept = await asyncio.to_thread(split)
             if len(plan) > 1:
                 logger.info("trades %d/%d (%s): %d row(s)", n, len(plan), account_id or "whole login", kept)
         if resolve_contracts:
@@ -353,6 +372,11 @@ class IBKRClient:
 
     def _answered_event(self, account_id: str) -> asyncio.Event:
         return self._answered.setdefault(account_id, asyncio.Event())
+
+    async def trades_requested(self, account_id: str) -> None:
+        """Return once a trades request covering ``account_id`` is on its way (its pacing slot may
+        still be ahead): what waits for its answer can get ready meanwhile."""
+        await self._requested.setdefault(validate_account_id(account_id), asyncio.Event()).wait()
 
     async def trades_answered(self, account_id: str) -> None:
         """Return once a trades answer covering ``account_id`` has arrived in this client (it may

@@ -135,11 +135,16 @@ async def collect_fills(
     retry_condition_fn=retry_transient,
 )
 async def fetch_positions(
-    client: ClientSource, account_id: str, invalidate: bool = True
+    client: ClientSource, account_id: str, invalidate: bool = True, after_trades: bool = False
 ) -> ParseResult[Position]:
-    """All pages of one account's positions (cache invalidated first so the snapshot is current)."""
+    """All pages of one account's positions (cache invalidated first so the snapshot is current);
+    ``after_trades``: once a trades answer covering the account has arrived in ``client`` (see
+    ``IBKRClient.positions``)."""
     async with using(client) as c:
-        result = await c.positions(account_id, invalidate=invalidate)
+        if after_trades:
+            result = await c.positions(account_id, invalidate=invalidate, after_trades=True)
+        else:
+            result = await c.positions(account_id, invalidate=invalidate)
     get_run_logger().info(
         "%s: %d position(s), %d unparseable", account_id, len(result.items), len(result.rejected)
     )

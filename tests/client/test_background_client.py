@@ -11,7 +11,13 @@ import time
 import httpx
 import pytest
 
-from ibkr_tasks.client.background import FAST_SWITCH_INTERVAL, BackgroundClient, gc_frozen, switch_interval
+from ibkr_tasks.client.background import (
+    FAST_SWITCH_INTERVAL,
+    FULL_COLLECTION_SPACING,
+    BackgroundClient,
+    gc_frozen,
+    switch_interval,
+)
 from ibkr_tasks.client.settings import IBKRSettings
 from ibkr_tasks.sim import Scenario, create_app
 
@@ -94,14 +100,19 @@ def test_gc_frozen_keeps_the_heap_out_of_full_collections_inside_the_block_only(
     """Objects held on entry are frozen (a full collection does not walk them) until the last of
     overlapping blocks exits; then they are the collector's again and garbage among them is freed."""
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     held = [object() for _ in range(1000)]
     with gc_frozen():
         frozen = gc.get_freeze_count()
         assert frozen >= len(held)
+        # and full collections (of what the run makes) are considered ten times less often
+        assert gc.get_threshold() == (*thresholds[:2], thresholds[2] * FULL_COLLECTION_SPACING)
         with gc_frozen():
             assert gc.get_freeze_count() >= frozen
         assert gc.get_freeze_count() >= frozen  # the inner block's exit does not thaw the outer one's
+        assert gc.get_threshold()[2] == thresholds[2] * FULL_COLLECTION_SPACING
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
     del held
 
 
