@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ibkr_tasks.client.api import IBKRClient  # noqa: E402
+from ibkr_tasks.client.background import gc_frozen  # noqa: E402
 from ibkr_tasks.client.ratelimit import (  # noqa: E402
     GATEWAY_GLOBAL,
     PORTFOLIO_ACCOUNTS,
@@ -88,43 +89,56 @@ def scenario(accounts: int, positions: int, fills: int, *, fa: bool = True) -> S
 
 
 async def direct(ledger_url: str, days: int) -> None:
-    """The flow's work without Prefect: the same client and ledger calls, the same concurrency."""
+    """The flow's work without Prefect: the same client and ledger calls, the same concurrency and
+    order (trades while the ledger opens, positions the moment the answer is in, fills booked while the
+    positions are fetched), on one event loop and with the same garbage-collection scope."""
     ledger = Ledger(ledger_url)
     run_id = "bench-direct"
-    async with IBKRClient.from_settings(IBKRSettings()) as client:
-        await client.ensure_session()
-        infos = await client.list_accounts()
-        targets = reconcilable_accounts(infos)
-        # As the flow does: the trades request goes out while the ledger opens (a first night creates
-        # its schema); the contract lookup waits for the contract info it kept from earlier nights.
-        seeded = client.contracts.remember_first()
+    with gc_frozen():
+        async with IBKRClient.from_settings(IBKRSettings()) as client:
+            await client.ensure_session()
+            infos = await client.list_accounts()
+            targets = reconcilable_accounts(infos)
+            seeded = client.contracts.remember_first()
 
-        def seed() -> dict[int, Any]:
-            try:
-                known = ledger.known_contracts()
-                client.contracts.remember(known.values())
-                return known
-            finally:
-                seeded.set_result(None)
+            def seed() -> dict[int, Any]:
+                try:
+                    known = ledger.known_contracts()
+                    client.contracts.remember(known.values())
+                    return known
+                finally:
+                    seeded.set_result(None)
 
-        seeding = asyncio.ensure_future(asyncio.to_thread(seed))
-        requests = await client.trades_requests(targets)
-        shared = [a for a in targets if any(r.account_id is None and a in r.accounts for r in requests)]
-        collecting = asyncio.ensure_future(client.fills(shared, days=days)) if shared else None
-        known = await seeding
-        await asyncio.to_thread(ledger.upsert_accounts, infos)
-        fills = await collecting if collecting is not None else {}
-        semaphore = asyncio.Semaphore(16)  # the flow's default max_concurrency
+            seeding = asyncio.ensure_future(asyncio.to_thread(seed))
+            requests = await client.trades_requests(targets)
+            shared = [a for a in targets if any(r.account_id is None and a in r.accounts for r in requests)]
+            collecting = asyncio.ensure_future(client.fills(shared, days=days)) if shared else None
+            semaphore = asyncio.Semaphore(16)  # the flow's default max_concurrency
 
-        async def one(account_id: str) -> None:
-            async with semaphore:
-                own = fills if account_id in shared else await client.fills([account_id], days=days)
-                batch = own[account_id]
+            async def fetch(account_id: str) -> Any:
+                async with semaphore:
+                    return await client.positions(account_id, invalidate=True, after_trades=True)
+
+            fetching = {a: asyncio.ensure_future(fetch(a)) for a in shared}
+            known = await seeding
+            await asyncio.to_thread(ledger.upsert_accounts, infos)
+
+            async def one(account_id: str) -> None:
                 await asyncio.to_thread(ledger.start_run, account_id, run_id)
-                positions = await client.positions(account_id, invalidate=True)
-                result = await asyncio.to_thread(
-                    ledger.ingest, account_id, batch.items, run_id, batch.rejected
-                )
+                if account_id in fetching:
+                    assert collecting is not None
+                    batch = (await collecting)[account_id]
+                    result = await asyncio.to_thread(
+                        ledger.ingest, account_id, batch.items, run_id, batch.rejected
+                    )
+                    positions = await fetching[account_id]
+                else:
+                    async with semaphore:
+                        batch = (await client.fills([account_id], days=days))[account_id]
+                        positions = await client.positions(account_id, invalidate=True)
+                    result = await asyncio.to_thread(
+                        ledger.ingest, account_id, batch.items, run_id, batch.rejected
+                    )
                 rec = await asyncio.to_thread(
                     ledger.reconcile,
                     account_id,
@@ -135,8 +149,8 @@ async def direct(ledger_url: str, days: int) -> None:
                 counts = result.counts() | {"breaks": len(rec.breaks) + len(result.commission_breaks)}
                 await asyncio.to_thread(ledger.finish_run, account_id, run_id, "succeeded", counts)
 
-        await asyncio.gather(*(one(a) for a in targets))
-        ledger.store_contracts(i for c, i in client.contracts.cached().items() if c not in known)
+            await asyncio.gather(*(one(a) for a in targets))
+            ledger.store_contracts(i for c, i in client.contracts.cached().items() if c not in known)
     ledger.dispose()
 
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.artifacts import acreate_progress_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -58,6 +58,7 @@ from ibkr_tasks.reporting import (
     BREAKS_TAG,
     PROGRESS_KEY,
     AccountOutcome,
+    ProgressUpdates,
     Window,
     publish_account,
     publish_summary,
@@ -172,12 +173,9 @@ async def nightly_reconciliation(
 
         keeping = asyncio.ensure_future(keep_shared_contracts())
         _, progress_id = await filed
-        done = 0
-        # One update at a time, in order: concurrent updates can land out of order and leave 33 %.
-        progress_lock = asyncio.Lock()
+        progress = ProgressUpdates(progress_id, len(targets))
 
         async def one(account_id: str, slots: asyncio.Semaphore) -> AccountOutcome:
-            nonlocal done
             outcome = await reconcile_account(
                 client,
                 ledger,
@@ -191,12 +189,11 @@ async def nightly_reconciliation(
             )
             # Reporting talks to Prefect, not IBKR: it does not hold one of the accounts' slots.
             await publish_account(outcome, run_id, window)
-            async with progress_lock:
-                done += 1
-                await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(len(targets), 1))
+            progress.advance()
             return outcome
 
         outcomes = await reconcile_accounts(targets, one, slots)
+        await progress.flush()
         # and those the accounts' own trades answers brought
         await keep_contracts(client, ledger, known_contracts | await keeping)
 

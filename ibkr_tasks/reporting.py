@@ -6,7 +6,10 @@ artifacts and events. Artifact keys follow Prefect's rule: lowercase letters, di
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -22,6 +25,7 @@ __all__ = [
     "CommissionBreak",
     "Gap",
     "PositionBreak",
+    "ProgressUpdates",
     "Window",
     "break_report",
     "event_payload",
@@ -375,6 +379,56 @@ async def publish_account(outcome: AccountOutcome, run_id: str, window: Window |
     if outcome.breaks:
         emit_event(EVENT_BREAK, resource=resource, related=related, payload=payload)
     emit_event(EVENT_COMPLETED, resource=resource, related=related, payload=payload)
+
+
+ProgressUpdate = Callable[..., Awaitable[Any]]
+
+
+class ProgressUpdates:
+    """The run's progress artifact, advanced by accounts finishing at any moment.
+
+    :meth:`advance` never waits: one update is in flight at a time and each writes the newest count, so
+    updates never land out of order (concurrent ones could leave 33 %) and accounts finishing together
+    at the end of a night cost one or two calls, not one each behind a lock. :meth:`flush` waits for the
+    last one. An update that fails is logged, never raised: it is reporting, the books are done.
+    """
+
+    def __init__(self, artifact_id: Any, total: int, update: ProgressUpdate | None = None) -> None:
+        self.artifact_id = artifact_id
+        self.total = max(total, 1)
+        self._update = update
+        self.done = 0
+        self.written = 0
+        self.calls = 0
+        self._writing: asyncio.Future[None] | None = None
+
+    def advance(self) -> None:
+        """One more account done."""
+        self.done += 1
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        update = self._update
+        if update is None:
+            from prefect.artifacts import aupdate_progress_artifact
+
+            update = aupdate_progress_artifact
+        while self.written < self.done:
+            target = self.done
+            self.calls += 1
+            try:
+                await update(self.artifact_id, progress=100.0 * target / self.total)
+            except Exception as exc:
+                logging.getLogger("ibkr_tasks").warning(
+                    "could not update the progress artifact (%s: %s)", type(exc).__name__, exc
+                )
+            self.written = target
+
+    async def flush(self) -> None:
+        """Until the newest count is written."""
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
 
 
 async def publish_summary(outcomes: list[AccountOutcome], run_id: str, window: Window | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -198,3 +199,40 @@ def test_an_outcome_counts_what_its_ingest_counted_and_the_breaks_it_holds() -> 
     assert "fills 5 new, 3 updated (2 re-derived), 0 superseded" in summary_text(outcome)
     row = summary_table([outcome])[0]
     assert (row["fills rederived"], row["breaks"], row["quarantined"]) == (2, 2, 1)
+
+
+async def test_progress_updates_never_wait_never_go_backwards_and_coalesce() -> None:
+    """Accounts finishing together cost one or two artifact calls, in order, ending at 100 %."""
+    import asyncio
+
+    from ibkr_tasks.reporting import ProgressUpdates
+
+    written: list[float] = []
+    gate = asyncio.Event()
+
+    async def update(artifact_id: str, *, progress: float) -> None:
+        assert artifact_id == "a1"
+        await gate.wait()  # a slow API call
+        written.append(progress)
+
+    progress = ProgressUpdates("a1", total=4, update=update)
+    progress.advance()
+    await asyncio.sleep(0)  # the first call is in flight
+    for _ in range(3):
+        progress.advance()  # returns at once, while the first call is still waiting
+    gate.set()
+    await progress.flush()
+    assert written == [25.0, 100.0]
+    assert progress.calls == 2
+
+
+async def test_a_failed_progress_update_is_logged_not_raised(caplog: Any) -> None:
+    from ibkr_tasks.reporting import ProgressUpdates
+
+    async def update(artifact_id: str, *, progress: float) -> None:
+        raise RuntimeError("Prefect API unreachable")
+
+    progress = ProgressUpdates("a1", total=1, update=update)
+    progress.advance()
+    await progress.flush()
+    assert "could not update the progress artifact" in caplog.text
