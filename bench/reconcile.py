@@ -28,7 +28,10 @@ then one per 5 s, then the contract info of the last answer. Printed: wall time,
 ratio (goal <= 1.1 on both nights and both logins), requests needed and sent, contract-info requests
 (``/trsrv/secdef`` and ``/iserver/contract/{conid}/info``) and 429s (goal 0).
 
-Run: ``.venv/bin/python bench/reconcile.py`` (a few minutes; ``--accounts 10`` for a quick look).
+Run: ``.venv/bin/python bench/reconcile.py`` (a few minutes; ``--accounts 10`` for a quick look;
+``--trace`` prints where each night idled between requests and its first requests, ``--gc`` every
+garbage collection over 20 ms). Run it on a quiet machine: on a shared VM, CPU taken by its host
+(``st`` in ``vmstat``) shows up as late wake-ups and late writes, and in the ratio.
 This is a measurement, not a test.
 """
 
