@@ -84,12 +84,11 @@ def gc_frozen() -> Iterator[None]:
     Frozen, a full collection walks only what the run made since, 100-160 ms a night later (the
     fills, positions and Prefect's records), so those are also made rarer: with both, no collection
     over 20 ms was left inside a night. Cyclic garbage the run makes may wait for the run's end to
-    be freed. Like :func:`switch_interval` it is
-    process-wide, so it is the explicit choice of whoever owns the run (the flows, through
-    ``ibkr_tasks.connect.ibkr_client``); when the process froze objects itself before (a forked
-    server), this leaves its choice alone and does nothing.
+    be freed. Like :func:`switch_interval` it is process-wide, so it is the explicit choice of
+    whoever owns the run (the flows, through ``ibkr_tasks.connect.ibkr_client``); when the process
+    froze objects itself before (a forked server), this leaves its choice alone and does nothing.
     """
-    global _freeze_users, _freeze_ours
+    global _freeze_users, _freeze_ours, _thresholds
     with _freeze_lock:
         if _freeze_users == 0:
             _freeze_ours = gc.get_freeze_count() == 0
@@ -97,7 +96,6 @@ def gc_frozen() -> Iterator[None]:
         if _freeze_ours:
             gc.freeze()
             if _freeze_users == 1:
-                global _thresholds
                 _thresholds = gc.get_threshold()
                 first, second, third = _thresholds
                 gc.set_threshold(first, second, third * FULL_COLLECTION_SPACING)
