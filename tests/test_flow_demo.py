@@ -38,6 +38,10 @@ def test_a_failed_nightly_run_stops_the_demo_with_its_reason(
     monkeypatch.setattr(demo, "_nightly", nightly)
     monkeypatch.setattr(demo, "LEDGER_PATH", tmp_path / "demo_ledger.db")
     monkeypatch.setenv("IBKR_ACCESS_TOKEN", "demo-gateway")
+    # demo.main() sets these for its process; registered here so that they are gone after the test
+    # (a later test of the same worker read IBKR_API_URL=http://127.0.0.1:9/v1/api).
+    for name in ("IBKR_API_URL", "IBKR_FLEX_URL", "IBKR_FLEX_TOKEN", "IBKR_FLEX_QUERY_ID"):
+        monkeypatch.setenv(name, "unset-by-test")
 
     assert demo.main() == 1
     err = capsys.readouterr().err
