@@ -71,7 +71,7 @@ from ibkr_tasks.client.ratelimit import (  # noqa: E402
 )
 from ibkr_tasks.client.settings import IBKRSettings  # noqa: E402
 from ibkr_tasks.ledger import Ledger  # noqa: E402
-from ibkr_tasks.nightly import reconcilable_accounts  # noqa: E402
+from ibkr_tasks.nightly import reconcilable_accounts, seed_contracts  # noqa: E402
 from ibkr_tasks.sim import Scenario  # noqa: E402
 from ibkr_tasks.sim.asgi import ARRIVED_HEADER  # noqa: E402
 from ibkr_tasks.sim.scenario import Quirks  # noqa: E402
@@ -102,17 +102,9 @@ async def direct(ledger_url: str, days: int) -> None:
             await client.ensure_session()
             infos = await client.list_accounts()
             targets = reconcilable_accounts(infos)
-            seeded = client.contracts.remember_first()
-
-            def seed() -> dict[int, Any]:
-                try:
-                    known = ledger.known_contracts()
-                    client.contracts.remember(known.values())
-                    return known
-                finally:
-                    seeded.set_result(None)
-
-            seeding = asyncio.ensure_future(asyncio.to_thread(seed))
+            opened: asyncio.Future[Ledger] = asyncio.get_running_loop().create_future()
+            opened.set_result(ledger)  # opened already; its schema is made on first use, as in the flow
+            seeding = asyncio.ensure_future(seed_contracts(client, opened))  # type: ignore[arg-type]
             requests = await client.trades_requests(targets)
             shared = [a for a in targets if any(r.account_id is None and a in r.accounts for r in requests)]
             collecting = asyncio.ensure_future(client.fills(shared, days=days)) if shared else None

@@ -193,58 +193,38 @@ class SharedFills:
     ) -> None:
         """Send the request now; ``ledger`` (or the future of one still opening) takes the rows that
         name no account of ours."""
-        self._done = asyncio.ensure_future(self._collect(client, ledger, run_id, days, scope))
+
+        async def collect() -> None:
+            if not self.accounts or self.error is not None:
+                return
+            try:
+                fills = await collect_fills(client, self.accounts, days=days, scope=scope)
+                self.fills = fills
+                unattributed = list(getattr(fills, "unattributed", ()))
+                if unattributed:  # rows that name no account of ours: kept, never dropped
+                    opened = ledger if isinstance(ledger, Ledger) else await ledger
+                    self.quarantined = await quarantine_rows(opened, opaque(unattributed), run_id)
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                run_logger().error("collecting fills failed: %s", self.error)
+
+        self._done = asyncio.ensure_future(collect())
 
     def cancel(self) -> None:
         """Stop collecting (the run is ending early)."""
         if self._done is not None:
             self._done.cancel()
 
-    async def _collect(
-        self,
-        client: BackgroundClient,
-        ledger: Ledger | Awaitable[Ledger],
-        run_id: str,
-        days: int,
-        scope: TradesScope | None,
-    ) -> None:
-        if not self.accounts or self.error is not None:
-            return
-        try:
-            fills = await collect_fills(client, self.accounts, days=days, scope=scope)
-            self.fills = fills
-            unattributed = list(getattr(fills, "unattributed", ()))
-            if unattributed:  # rows that name no account of ours: kept, never dropped
-                if not isinstance(ledger, Ledger):
-                    ledger = await ledger
-                self.quarantined = await quarantine_rows(ledger, opaque(unattributed), run_id)
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            run_logger().error("collecting fills failed: %s", self.error)
+    def _failed(self) -> SharedFillsFailed:
+        return SharedFillsFailed(f"collecting fills failed: {self.error}")
 
     async def result(self) -> FillsByAccount:
         """The fills once collected; raises when the collection failed."""
         if self._done is not None:
             await asyncio.shield(self._done)
         if self.error is not None:
-            raise SharedFillsFailed(f"collecting fills failed: {self.error}")
+            raise self._failed()
         return self.fills
-
-    async def answered(self, client: BackgroundClient, account_id: str) -> None:
-        """Until the trades answer covering ``account_id`` has arrived (not yet parsed, nor its contract
-        info looked up), or the collection ended, whichever comes first. Raises
-        :class:`SharedFillsFailed` when it failed: nothing of the account is fetched then."""
-        if self._done is not None and not self._done.done():
-            if hasattr(client, "trades_answered"):
-                arrived = asyncio.ensure_future(client.trades_answered(account_id))
-                try:
-                    await asyncio.wait({arrived, self._done}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    arrived.cancel()
-            else:  # a client that cannot say when the answer arrived: wait for all of it
-                await self.wait()
-        if self.error is not None:
-            raise SharedFillsFailed(f"collecting fills failed: {self.error}")
 
     async def guard(self, fetch: Awaitable[R]) -> R:
         """``fetch`` (something that waits in the client for the trades answer), unless the collection
@@ -253,14 +233,14 @@ class SharedFills:
         if self.error is not None:
             if inspect.iscoroutine(fetch):
                 fetch.close()
-            raise SharedFillsFailed(f"collecting fills failed: {self.error}")
+            raise self._failed()
         running = asyncio.ensure_future(fetch)
         try:
             if self._done is not None and not self._done.done():
                 either: set[asyncio.Future[Any]] = {running, self._done}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not running.done() and self.error is not None:
-                raise SharedFillsFailed(f"collecting fills failed: {self.error}")
+                raise self._failed()
             return await running
         finally:
             if not running.done():
@@ -349,8 +329,8 @@ async def _positions_once_answered(
 ) -> ParseResult[Position]:
     """The account's positions, fetched once the trades answer covering it has arrived."""
     async with slots or contextlib.nullcontext():
-        if not hasattr(client, "trades_answered"):  # a client that cannot wait for the answer itself
-            await shared.answered(client, account_id)
+        if not hasattr(client, "trades_answered"):  # a client that cannot wait for the answer: all of it
+            await shared.result()
             return await fetch_positions(client, account_id)
         # Once the trades request is on its way (starting a task here before would hold up the one
         # that sends it), the positions task starts and waits for the answer in the client, on its
@@ -420,9 +400,7 @@ async def reconcile_account(
                     booked = True
                 positions = await fetching
             except BaseException:
-                fetching.cancel()
-                with contextlib.suppress(BaseException):
-                    await fetching
+                await cancel_all([fetching])
                 raise
         outcome.positions = len(positions.items)
         fills = fills_by_account.get(account_id)

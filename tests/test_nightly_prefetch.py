@@ -4,7 +4,10 @@ the wait happens in the client (on its I/O loop), and a failed trades collection
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import respx
 from test_api_fills import TRADES, fa_gateway, trade
 from test_api_support import ACCT, OTHER, make_client
 
@@ -14,15 +17,22 @@ from ibkr_tasks.nightly import SharedFills, SharedFillsFailed
 INVALIDATE = f"/portfolio/{ACCT}/positions/invalidate"
 
 
-def _order(router: object) -> list[str]:
-    return [call.request.url.path.removeprefix("/v1/api") for call in router.calls]  # type: ignore[attr-defined]
+def _order(router: respx.MockRouter) -> list[str]:
+    return [call.request.url.path.removeprefix("/v1/api") for call in router.calls]
 
 
-async def test_positions_after_trades_go_out_only_once_the_answer_has_arrived(clock: FakeClock) -> None:
+@contextmanager
+def _gateway() -> Iterator[respx.MockRouter]:
+    """An FA login answering one trades call for both accounts, and ACCT's positions."""
     with fa_gateway() as router:
         router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01"), trade(OTHER, "b.01.01")])
         router.post(INVALIDATE).respond(200, json={"message": "success"})
         router.get(f"/portfolio/{ACCT}/positions/0").respond(200, json=[])
+        yield router
+
+
+async def test_positions_after_trades_go_out_only_once_the_answer_has_arrived(clock: FakeClock) -> None:
+    with _gateway() as router:
         client = make_client(clock)
         positions = asyncio.ensure_future(client.positions(ACCT, invalidate=True, after_trades=True))
         for _ in range(20):  # it would have sent by now if it did not wait
@@ -36,10 +46,7 @@ async def test_positions_after_trades_go_out_only_once_the_answer_has_arrived(cl
 
 async def test_without_waiting_positions_go_out_first(clock: FakeClock) -> None:
     """The control: started first and not told to wait, the positions are asked for first."""
-    with fa_gateway() as router:
-        router.get(TRADES).respond(200, json=[trade(ACCT, "a.01.01"), trade(OTHER, "b.01.01")])
-        router.post(INVALIDATE).respond(200, json={"message": "success"})
-        router.get(f"/portfolio/{ACCT}/positions/0").respond(200, json=[])
+    with _gateway() as router:
         client = make_client(clock)
         positions = asyncio.ensure_future(client.positions(ACCT, invalidate=True))
         await asyncio.sleep(0)

@@ -318,7 +318,7 @@ class IBKRClient:
             if request.select is not None and self._selected_account() != request.select:
                 await self.select_account(request.select)
             for acct in covered:
-                self._requested.setdefault(acct, asyncio.Event()).set()
+                self._requested_event(acct).set()
             data = await self._trades_request(account_id, days)
             for acct in covered:
                 self._answered_event(acct).set()
@@ -373,10 +373,13 @@ class IBKRClient:
     def _answered_event(self, account_id: str) -> asyncio.Event:
         return self._answered.setdefault(account_id, asyncio.Event())
 
+    def _requested_event(self, account_id: str) -> asyncio.Event:
+        return self._requested.setdefault(account_id, asyncio.Event())
+
     async def trades_requested(self, account_id: str) -> None:
         """Return once a trades request covering ``account_id`` is on its way (its pacing slot may
         still be ahead): what waits for its answer can get ready meanwhile."""
-        await self._requested.setdefault(validate_account_id(account_id), asyncio.Event()).wait()
+        await self._requested_event(validate_account_id(account_id)).wait()
 
     async def trades_answered(self, account_id: str) -> None:
         """Return once a trades answer covering ``account_id`` has arrived in this client (it may

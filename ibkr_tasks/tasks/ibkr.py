@@ -141,7 +141,7 @@ async def fetch_positions(
     ``after_trades``: once a trades answer covering the account has arrived in ``client`` (see
     ``IBKRClient.positions``)."""
     async with using(client) as c:
-        if after_trades:
+        if after_trades:  # only then: a client of the user's own may not know the keyword
             result = await c.positions(account_id, invalidate=invalidate, after_trades=True)
         else:
             result = await c.positions(account_id, invalidate=invalidate)
